@@ -1,0 +1,136 @@
+"""Typed run configurations. A YAML file (`--config run.yaml`) sets any field; CLI flags override it.
+
+Field names are the YAML keys and, with '-' for '_', the CLI flags: `lora_r` <-> `--lora-r`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+
+
+@dataclass
+class TrainConfig:
+    task: str = field(default="caption", metadata={"help": "caption"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub id or folder of an image-text-to-text model"})
+    data: str = field(default="", metadata={"help": "training data: COCO JSON, JSONL/CSV, save_to_disk folder or hub id"})
+    eval_data: str | None = field(default=None, metadata={"help": "evaluation data (same formats)"})
+    output: str = field(default="runs/visiontune", metadata={"help": "run folder"})
+    # data
+    format: str = field(default="auto", metadata={"help": "auto|coco|jsonl|table|hf"})
+    split: str | None = field(default=None, metadata={"help": "split of a hub / saved dataset (training)"})
+    eval_split: str | None = field(default=None, metadata={"help": "split for --eval-data"})
+    image_column: str | None = None
+    caption_column: str | None = None
+    images_dir: str | None = field(default=None, metadata={"help": "folder that relative image paths are under"})
+    max_samples: int | None = None
+    max_eval_samples: int | None = None
+    shuffle: bool = field(default=False, metadata={"help": "shuffle before --max-samples (deterministic with --seed)"})
+    skip_bad_images: bool = field(default=False, metadata={"help": "count and skip missing/corrupt images"})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip rows with no usable target"})
+    seed: int = 0
+    # prompts
+    prompt: str | None = field(default=None, metadata={"help": "instruction given with each image"})
+    system_prompt: str | None = None
+    # model and method
+    method: str = field(default="lora", metadata={"help": "lora|qlora|full"})
+    train: str | None = field(default=None, metadata={"help": "'+'-joined parts to train: vision, connector, language, all"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32"})
+    image_size: int | None = field(default=None, metadata={"help": "longest image edge / pixel budget (family-specific)"})
+    image_splitting: bool | None = field(default=None, metadata={"help": "SmolVLM/Idefics3 tiling on/off"})
+    max_length: int | None = field(default=None, metadata={"help": "max tokens per example; never cuts image tokens"})
+    # optimisation
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float | None = field(default=None, metadata={"help": "default 2e-4 for LoRA, 2e-5 for full"})
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    eval_steps: int | None = field(default=None, metadata={"help": "evaluate (and checkpoint) every N steps"})
+    save_steps: int | None = field(default=None, metadata={"help": "checkpoint every N steps (default: each epoch)"})
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    early_stopping: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
+    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in --output"})
+    num_workers: int = 2
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard|wandb|none"})
+    preflight: bool = field(default=True, metadata={"help": "run the pre-flight check before step one"})
+
+
+@dataclass
+class PredictConfig:
+    model: str = ""
+    images: list[str] = field(default_factory=list)
+    output: str | None = None
+    task: str = "caption"
+    prompt: str | None = None
+    system_prompt: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    dtype: str = "auto"
+    skip_bad_images: bool = False
+
+
+@dataclass
+class EvalConfig:
+    data: str = ""
+    task: str = "caption"
+    model: str | None = None
+    predictions: str | None = None
+    output: str | None = None
+    format: str = "auto"
+    split: str | None = None
+    image_column: str | None = None
+    caption_column: str | None = None
+    images_dir: str | None = None
+    max_samples: int | None = None
+    skip_bad_rows: bool = False
+    skip_bad_images: bool = False
+    prompt: str | None = None
+    system_prompt: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    dtype: str = "auto"
+    grid_size: int = 12
+
+
+def load_yaml(path: str | Path) -> dict:
+    payload = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of option: value")
+    return {key.replace("-", "_"): value for key, value in payload.items()}
+
+
+def build_config(cls, overrides: dict[str, Any] | None = None, config_file: str | Path | None = None):
+    """Defaults < YAML file < explicit overrides. Unknown keys are an error that lists the known ones."""
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_yaml(config_file))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,58 @@
+"""A small generated caption set: coloured shapes on plain backgrounds, with exact captions.
+
+Deterministic for a seed. Written as image files plus both a COCO captions JSON and a JSONL, so the
+same data exercises two source formats. Used by the tests and the quickstart.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 30),
+           "purple": (140, 50, 170), "orange": (245, 140, 20)}
+BACKGROUNDS = {"white": (250, 250, 250), "black": (15, 15, 15), "gray": (128, 128, 128)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw_shape(shape: str, colour: str, background: str, size: int = 96, rng: random.Random | None = None):
+    rng = rng or random.Random(0)
+    image = Image.new("RGB", (size, size), BACKGROUNDS[background])
+    draw = ImageDraw.Draw(image)
+    extent = rng.randint(size // 3, size // 2)
+    left, top = rng.randint(4, size - extent - 4), rng.randint(4, size - extent - 4)
+    box = (left, top, left + extent, top + extent)
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(left + extent / 2, top), (left, top + extent), (left + extent, top + extent)], fill=fill)
+    return image
+
+
+def write_shapes_dataset(folder: str | Path, count: int = 8, seed: int = 0, size: int = 96) -> dict[str, Path]:
+    """Write `count` images and their captions; returns paths of the COCO JSON, the JSONL and the image folder."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    combos = [(s, c, b) for s in SHAPES for c in COLOURS for b in BACKGROUNDS]
+    rng.shuffle(combos)
+    images, annotations, rows = [], [], []
+    for index in range(count):
+        shape, colour, background = combos[index % len(combos)]
+        name = f"images/{index:04d}.png"
+        draw_shape(shape, colour, background, size, rng).save(folder / name)
+        caption = f"a {colour} {shape} on a {background} background"
+        images.append({"id": index, "file_name": name, "width": size, "height": size})
+        annotations.append({"id": index, "image_id": index, "caption": caption})
+        rows.append({"image": name, "caption": caption})
+    coco = folder / "captions.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations}))
+    jsonl = folder / "captions.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {"coco": coco, "jsonl": jsonl, "images": folder / "images"}

@@ -1,0 +1,35 @@
+"""The canonical example: one image and what is known about it. Nothing after this knows file formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .images import load_image
+
+
+@dataclass
+class Record:
+    """One image plus its annotations. `image` is a path, URL, PIL image, datasets image dict or lazy row."""
+
+    image: Any
+    image_id: str
+    captions: list[str] = field(default_factory=list)
+    base_dir: Path | None = None
+    source_row: str = ""  # where it came from, for messages: "train.jsonl line 12"
+
+    def load_image(self):
+        if hasattr(self.image, "load_image"):
+            return self.image.load_image()
+        return load_image(self.image, self.base_dir)
+
+    def image_key(self) -> str:
+        """A stable string naming the image, used to match predictions with references."""
+        if isinstance(self.image, (str, Path)):
+            return str(self.image)
+        return self.image_id
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file/row, the problem and the fix."""

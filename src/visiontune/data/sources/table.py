@@ -1,0 +1,56 @@
+"""Row files: JSONL, a JSON list of objects, or CSV; one image per row, columns auto-detected."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from ..columns import CAPTION_COLUMN_NAMES, IMAGE_COLUMN_NAMES, normalise_captions, pick_column
+from ..records import DataError, Record
+
+
+def read_rows(path: Path) -> list[tuple[str, dict]]:
+    """Return (where, row) pairs; `where` names the line for error messages."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path.name} line {number}: not valid JSON ({error.msg}); fix or remove the line")
+            if not isinstance(row, dict):
+                raise DataError(f"{path.name} line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append((f"{path.name} line {number}", row))
+        return rows
+    if suffix == ".json":
+        payload = json.loads(path.read_text())
+        if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
+            raise DataError(f"{path}: expected a list of objects (or a COCO file with 'images' + 'annotations')")
+        return [(f"{path.name} item {i}", row) for i, row in enumerate(payload)]
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            return [(f"{path.name} row {i}", dict(row)) for i, row in enumerate(reader, start=2)]
+    raise DataError(f"{path}: unknown row-file type {suffix!r}; use .jsonl, .json, .csv or .tsv")
+
+
+def load_caption_table(path: Path, image_column: str | None, caption_column: str | None,
+                       images_dir: Path | None = None) -> list[Record]:
+    rows = read_rows(path)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    columns = list(rows[0][1])
+    image_key = pick_column(columns, IMAGE_COLUMN_NAMES, "image", "--image-column", image_column, str(path))
+    caption_key = pick_column(columns, CAPTION_COLUMN_NAMES, "caption", "--caption-column", caption_column, str(path))
+    records = []
+    for index, (where, row) in enumerate(rows):
+        if image_key not in row:
+            raise DataError(f"{where}: no {image_key!r} field; every row needs one")
+        records.append(Record(image=row[image_key], image_id=str(row.get("id", index)),
+                              captions=normalise_captions(row.get(caption_key), where),
+                              base_dir=images_dir or path.parent, source_row=where))
+    return records

@@ -1,0 +1,73 @@
+"""Everything that differs between VLM families lives here, one entry per family.
+
+A family entry says where the vision encoder, the connector and the language model sit (module paths
+relative to the `...ForConditionalGeneration` model), and how `--image-size` / `--no-image-splitting`
+map onto that family's processor. Code elsewhere asks this table; it never tests model names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    vision: tuple[str, ...]
+    connector: tuple[str, ...]
+    language: tuple[str, ...]
+    configure_processor: Callable[..., list[str]] = field(default=lambda processor, image_size, splitting: [])
+
+
+def _idefics3_processor(processor, image_size: int | None, splitting: bool | None) -> list[str]:
+    """SmolVLM/Idefics3: the image is resized to longest edge `image_size`, then cut into tiles of the
+    vision encoder's size plus one global tile. Tokens per image = tiles x image_seq_len."""
+    image_processor, notes = processor.image_processor, []
+    tile = image_processor.max_image_size["longest_edge"]
+    if image_size is not None:
+        # Round up to whole tiles: the splitter works in tile units.
+        rounded = max(tile, -(-image_size // tile) * tile)
+        image_processor.size = {"longest_edge": rounded}
+        notes.append(f"longest edge {rounded} px (tiles of {tile} px)")
+    if splitting is not None:
+        image_processor.do_image_splitting = splitting
+        notes.append("image splitting " + ("on" if splitting else "off"))
+    return notes
+
+
+def _qwen2_vl_processor(processor, image_size: int | None, splitting: bool | None) -> list[str]:
+    """Qwen2-VL: native resolution between min_pixels and max_pixels; `image_size` caps the area."""
+    if image_size is None:
+        return []
+    image_processor = processor.image_processor
+    max_pixels = image_size * image_size
+    image_processor.max_pixels = max_pixels
+    image_processor.min_pixels = min(getattr(image_processor, "min_pixels", 3136) or 3136, max_pixels)
+    if isinstance(getattr(image_processor, "size", None), dict):
+        image_processor.size = {"shortest_edge": image_processor.min_pixels, "longest_edge": max_pixels}
+    return [f"at most {max_pixels} pixels per image"]
+
+
+def _fixed_size_processor(processor, image_size: int | None, splitting: bool | None) -> list[str]:
+    if image_size is not None:
+        return [f"--image-size ignored: this family's vision tower has a fixed input size"]
+    return []
+
+
+FAMILIES = (
+    Family("idefics3", ("idefics3", "smolvlm"), vision=("model.vision_model",), connector=("model.connector",),
+           language=("model.text_model", "lm_head"), configure_processor=_idefics3_processor),
+    Family("llava", ("llava",), vision=("model.vision_tower",), connector=("model.multi_modal_projector",),
+           language=("model.language_model", "lm_head"), configure_processor=_fixed_size_processor),
+    Family("qwen2-vl", ("qwen2_vl", "qwen2_5_vl"), vision=("model.visual",), connector=("model.visual.merger",),
+           language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor),
+)
+
+
+def family_for(model_type: str) -> Family | None:
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    return None

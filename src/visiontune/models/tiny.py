@@ -1,0 +1,158 @@
+"""Tiny, randomly initialised models of real VLM families, saved like a Hub checkpoint.
+
+`build_tiny_model("smolvlm", out)` writes a folder that loads through exactly the same
+`AutoProcessor` / `AutoModelForImageTextToText.from_pretrained` path as a hub id, so every code path
+(processing, training, generation, merging) can be exercised offline in seconds. The configurations
+keep each family's real structure (SigLIP-style encoder + pixel-shuffle connector + Llama for
+SmolVLM/Idefics3, the Qwen2-VL vision transformer with patch merger and M-RoPE, CLIP + projector +
+Llama for LLaVA) at toy sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+from .tiny_tokenizer import build_tiny_tokenizer
+
+TINY_FAMILIES = ("smolvlm", "qwen2-vl", "llava")
+
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] + ' ' }}{% endif %}{% endfor %}"
+    "{% else %}{{ message['role'].upper() + ': ' }}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}{% endfor %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% else %}{{ ' ' }}{% endif %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+# A wider init than the usual 0.02 lets a frozen random output head give confident logits, so LoRA on
+# a tiny model can overfit a handful of examples (real checkpoints have trained heads).
+_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             initializer_range=0.2)
+
+
+def _fast_tokenizer(special_tokens: list[str], **roles: str) -> PreTrainedTokenizerFast:
+    backend = build_tiny_tokenizer(special_tokens)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **roles)
+
+
+def _build_smolvlm(seed: int):
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+
+    row_col = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>"]
+    tokenizer = _fast_tokenizer(specials + row_col, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
+                                pad_token="<|endoftext|>")
+    tile = 64  # one tile of 64 px, 16 px patches, pixel shuffle 2 -> 4 image tokens per tile
+    config = Idefics3Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=tile, patch_size=16),
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), max_position_embeddings=2048,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **_TEXT),
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    image_processor = Idefics3ImageProcessor(size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile},
+                                             do_image_splitting=True)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+                                  chat_template=SMOLVLM_CHAT_TEMPLATE)
+    torch.manual_seed(seed)
+    return Idefics3ForConditionalGeneration(config), processor
+
+
+def _build_qwen2_vl(seed: int):
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        # transformers 5.x constructs Qwen2VLProcessor only with its video processor, which needs torchvision.
+        raise RuntimeError("a Qwen2-VL processor needs torchvision in transformers 5.x; install a torchvision that "
+                           "matches your torch (pip install torchvision==<matching version>) and retry")
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                "<|video_pad|>"]
+    tokenizer = _fast_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2VLConfig(
+        vision_config=dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=_TEXT["hidden_size"],
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=2048,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=None, **_TEXT),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
+    # 28 px per merged token; up to 4x4 merged tokens per image keeps sequences short.
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    torch.manual_seed(seed)
+    return Qwen2VLForConditionalGeneration(config), processor
+
+
+def _build_llava(seed: int):
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    tokenizer = _fast_tokenizer(specials, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    size = 32
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=size, patch_size=8, projection_dim=32),
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), max_position_embeddings=2048,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **_TEXT),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=LLAVA_CHAT_TEMPLATE)
+    torch.manual_seed(seed)
+    return LlavaForConditionalGeneration(config), processor
+
+
+_BUILDERS = {"smolvlm": _build_smolvlm, "qwen2-vl": _build_qwen2_vl, "llava": _build_llava}
+
+
+def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random model + processor of `family` to `output_dir`; return the folder."""
+    if family not in _BUILDERS:
+        raise ValueError(f"unknown tiny-model family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    model, processor = _BUILDERS[family](seed)
+    tokenizer = processor.tokenizer
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, do_sample=False,
+    )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir

@@ -1,0 +1,210 @@
+"""Loading image-text-to-text models and preparing them for LoRA / QLoRA / full fine-tuning."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .families import family_for
+from .roles import ROLES, module_roles
+
+RUN_METADATA_FILE = "visiontune.json"
+METHODS = ("lora", "qlora", "full")
+
+
+def resolve_dtype(dtype: str = "auto") -> torch.dtype:
+    if dtype == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16, fp16 or fp32")
+    return table[dtype]
+
+
+def read_run_metadata(path: str | Path) -> dict:
+    file = Path(path) / RUN_METADATA_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def is_adapter_folder(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_processor(path: str | Path, image_size: int | None = None, image_splitting: bool | None = None,
+                   log=print):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(path))
+    model_type = _model_type(path)
+    family = family_for(model_type)
+    if family is not None:
+        notes = family.configure_processor(processor, image_size, image_splitting)
+        if notes:
+            log(f"processor ({family.name}): " + "; ".join(notes))
+    elif image_size is not None or image_splitting is not None:
+        log(f"--image-size / --no-image-splitting are not mapped for model type {model_type!r}; processor unchanged")
+    return processor
+
+
+def base_model_of(path: str | Path) -> str:
+    """The model a run folder's LoRA adapter applies to; the path itself for a plain model."""
+    if Path(path).is_dir() and is_adapter_folder(path):
+        adapter_config = json.loads((Path(path) / "adapter_config.json").read_text())
+        return read_run_metadata(path).get("base_model") or adapter_config["base_model_name_or_path"]
+    return str(path)
+
+
+def _model_type(path: str | Path) -> str:
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(base_model_of(path)), "model_type", "")
+
+
+def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=None, attention: str = "sdpa"):
+    from transformers import AutoModelForImageTextToText
+
+    kwargs = {"dtype": dtype, "attn_implementation": attention}
+    if quantization_config is not None:
+        kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
+    try:
+        return AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+    except ValueError as error:
+        if "attn_implementation" in str(error) or "sdpa" in str(error).lower():
+            kwargs.pop("attn_implementation")  # families without SDPA fall back to their default
+            return AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+        raise
+
+
+@dataclass
+class TrainableSetup:
+    method: str = "lora"
+    train: str | None = None  # "+"-joined roles to train: vision, connector, language; "all"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    gradient_checkpointing: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def trained_roles(self) -> tuple[str, ...]:
+        if self.train in (None, ""):
+            return ("language",) if self.method in ("lora", "qlora") else ("connector", "language")
+        if self.train == "all":
+            return ROLES
+        parts = tuple(part.strip() for part in self.train.replace(",", "+").split("+") if part.strip())
+        aliases = {"projector": "connector", "lm": "language", "llm": "language", "text": "language"}
+        parts = tuple(aliases.get(p, p) for p in parts)
+        unknown = [p for p in parts if p not in ROLES]
+        if unknown:
+            raise ValueError(f"--train {self.train!r}: unknown part(s) {unknown}; use '+'-joined vision, connector "
+                             f"(projector), language (lm), or all")
+        return parts
+
+
+def _qlora_config(model_path: str | Path, skip_modules: list[str]):
+    if not torch.cuda.is_available():
+        raise RuntimeError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use --method lora on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise RuntimeError("--method qlora needs bitsandbytes: pip install 'visiontune[qlora]'") from error
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=skip_modules)
+
+
+def _language_linear_names(model, roles) -> list[str]:
+    output_head = model.get_output_embeddings()
+    return [name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output_head and roles.role_of(name) == "language"]
+
+
+def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: torch.dtype, log=print):
+    """Load the model and make exactly the asked parts trainable; returns the (possibly PEFT) model."""
+    if setup.method not in METHODS:
+        raise ValueError(f"unknown --method {setup.method!r}; choose one of {', '.join(METHODS)}")
+    trained = setup.trained_roles()
+    quantization = None
+    if setup.method == "qlora":
+        # Keep the vision tower, connector and output head in full precision; 4-bit only the LM's layers.
+        probe = module_roles(_meta_model(model_path))
+        quantization = _qlora_config(model_path, list(probe.paths["vision"] + probe.paths["connector"]) + ["lm_head"])
+    model = load_base_model(model_path, dtype, quantization)
+    roles = module_roles(model)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = setup.method == "full" and roles.role_of(name) in trained
+    if setup.method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if setup.method == "qlora":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=setup.gradient_checkpointing)
+        fully_trained = [path for role in trained if role != "language" for path in roles.paths[role]]
+        targets = _language_linear_names(model, roles) if "language" in trained else []
+        if not targets and not fully_trained:
+            raise ValueError("nothing to train: LoRA found no linear layers in the language model")
+        config = LoraConfig(r=setup.lora_r, lora_alpha=setup.lora_alpha, lora_dropout=setup.lora_dropout,
+                            target_modules=targets or None, modules_to_save=fully_trained or None,
+                            task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+    if setup.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    log(describe_trainable(model))
+    return model
+
+
+def _meta_model(model_path):
+    """Instantiate the architecture on the meta device (no memory) just to read its module layout."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    with init_empty_weights():
+        return AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(model_path)))
+
+
+def describe_trainable(model) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    roles = module_roles(base)
+    total: dict[str, int] = {}
+    trainable: dict[str, int] = {}
+    for name, parameter in model.named_parameters():
+        clean = name.replace("base_model.model.", "", 1)
+        if ".lora_" in clean or "modules_to_save" in clean or ".original_module" in clean:
+            clean = clean.replace(".original_module", "").replace(".modules_to_save.default", "")
+        role = roles.role_of(clean) or "other"
+        count = parameter.numel()
+        if ".lora_" not in name:
+            total[role] = total.get(role, 0) + count
+        if parameter.requires_grad:
+            trainable[role] = trainable.get(role, 0) + count
+    all_total, all_trainable = sum(total.values()), sum(trainable.values())
+    parts = ", ".join(f"{role} {trainable.get(role, 0):,}/{total.get(role, 0):,}" for role in total)
+    return (f"trainable parameters: {all_trainable:,} of {all_total:,} ({100 * all_trainable / max(all_total, 1):.2f}%)"
+            f" — by role: {parts}")
+
+
+def load_for_inference(path: str | Path, dtype: str = "auto", merge_adapter: bool = True, log=print):
+    """Load a hub id, a saved model, or a visiontune run folder (LoRA adapter + processor + metadata)."""
+    path = str(path)
+    torch_dtype = resolve_dtype(dtype)
+    metadata = read_run_metadata(path) if Path(path).is_dir() else {}
+    if Path(path).is_dir() and is_adapter_folder(path):
+        from peft import PeftModel
+
+        model = load_base_model(base_model_of(path), torch_dtype)
+        model = PeftModel.from_pretrained(model, path)
+        if merge_adapter:
+            model = model.merge_and_unload()  # plain weights generate faster than an adapter wrapper
+    else:
+        model = load_base_model(path, torch_dtype)
+    has_processor = any((Path(path) / name).exists() for name in ("processor_config.json", "preprocessor_config.json"))
+    processor = load_processor(path if has_processor else base_model_of(path), log=log)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    return model, processor, metadata

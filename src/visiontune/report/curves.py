@@ -1,0 +1,34 @@
+"""training_curves.png from the Trainer's log history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_training_curves(log_history: list[dict], path: str | Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    rates = [(e["step"], e["learning_rate"]) for e in log_history if "learning_rate" in e]
+    if not train and not evals:
+        return None
+    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if train:
+        loss_axis.plot(*zip(*train), label="train loss")
+    if evals:
+        loss_axis.plot(*zip(*evals), marker="o", label="eval loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("loss")
+    loss_axis.legend()
+    if rates:
+        lr_axis.plot(*zip(*rates))
+    lr_axis.set_xlabel("step")
+    lr_axis.set_ylabel("learning rate")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

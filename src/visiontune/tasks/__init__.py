@@ -1,0 +1,3 @@
+from .base import Task, get_task
+
+__all__ = ["Task", "get_task"]

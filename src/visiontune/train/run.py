@@ -1,0 +1,161 @@
+"""`visiontune.train`: data -> examples -> collator -> model -> HF Trainer -> saved run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+
+from ..config import TrainConfig, build_config, to_dict
+from ..data.loading import DataSpec, fingerprint, load_records
+from ..data.validate import check_images
+from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
+from ..report.curves import plot_training_curves
+from ..tasks import get_task
+from .callbacks import ThroughputCallback, peak_memory_bytes
+from .collator import VLMCollator
+from .examples import ExampleDataset
+from .preflight import run_preflight
+from .run_record import write_run_record
+from .vlm_trainer import VLMTrainer
+
+MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",
+               "generation_config.json", "model.safetensors.index.json")
+
+
+def _data_spec(config: TrainConfig, path: str, split: str | None, max_samples: int | None) -> DataSpec:
+    return DataSpec(path=path, format=config.format, split=split, image_column=config.image_column,
+                    caption_column=config.caption_column, images_dir=config.images_dir, max_samples=max_samples,
+                    seed=config.seed, shuffle=config.shuffle, skip_bad_rows=config.skip_bad_rows)
+
+
+def _load_split(config: TrainConfig, path: str, split, max_samples, log):
+    records = load_records(_data_spec(config, path, split, max_samples), config.task, log=log)
+    records, skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
+    if skipped:
+        log(f"{path}: skipped {skipped} missing or unreadable images (--skip-bad-images)")
+    return records, skipped
+
+
+def _training_arguments(config: TrainConfig, has_eval: bool) -> TrainingArguments:
+    import os
+
+    # TensorBoard event files go under <output>/logs (transformers 5 reads the folder from the environment).
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(config.output) / "logs"))
+    learning_rate = config.learning_rate or (2e-4 if config.method in ("lora", "qlora") else 2e-5)
+    on_cuda = torch.cuda.is_available()
+    dtype = resolve_dtype(config.dtype)
+    eval_steps = config.eval_steps
+    save_steps = config.save_steps or eval_steps
+    step_strategy = "steps" if save_steps else "epoch"
+    return TrainingArguments(
+        output_dir=config.output,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=config.lr_scheduler,
+        max_grad_norm=config.max_grad_norm,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        # The model is loaded in `dtype` already; autocast only for fp16 weights' master copies is not used.
+        bf16=on_cuda and dtype == torch.bfloat16,
+        fp16=False,
+        logging_steps=config.logging_steps,
+        eval_strategy=(("steps" if eval_steps else "epoch") if has_eval else "no"),
+        eval_steps=eval_steps if has_eval else None,
+        save_strategy=step_strategy,
+        save_steps=save_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False if has_eval else None,
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=config.num_workers,
+        dataloader_persistent_workers=config.num_workers > 0,
+        report_to=[] if config.report_to in ("none", "", None) else [config.report_to],
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not on_cuda,
+        disable_tqdm=False,
+    )
+
+
+def _copy_model_files(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_FILES:
+        if (source / name).exists():
+            shutil.copy2(source / name, target / name)
+
+
+def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
+    """Fine-tune a VLM on a task. Returns the run summary (also written to `<output>/summary.json`)."""
+    config = config or build_config(TrainConfig, overrides)
+    if not config.data:
+        raise ValueError("no training data: pass --data PATH (COCO JSON, JSONL/CSV, save_to_disk folder or hub id)")
+    set_seed(config.seed)
+    output = Path(config.output)
+    task = get_task(config.task, prompt=config.prompt, system_prompt=config.system_prompt)
+
+    train_records, train_skipped = _load_split(config, config.data, config.split, config.max_samples, log)
+    eval_records, eval_skipped = ([], 0)
+    if config.eval_data:
+        eval_records, eval_skipped = _load_split(config, config.eval_data, config.eval_split,
+                                                 config.max_eval_samples, log)
+    train_set, eval_set = ExampleDataset(train_records, task), ExampleDataset(eval_records, task)
+    log(f"data: {len(train_records)} training images -> {len(train_set)} examples"
+        + (f"; {len(eval_records)} evaluation images -> {len(eval_set)} examples" if eval_records else ""))
+    write_run_record(output, to_dict(config), {
+        "train_fingerprint": fingerprint(train_records), "train_images": len(train_records),
+        "train_examples": len(train_set), "train_skipped_images": train_skipped,
+        "eval_fingerprint": fingerprint(eval_records) if eval_records else None,
+        "eval_images": len(eval_records), "eval_skipped_images": eval_skipped})
+
+    processor = load_processor(config.model, config.image_size, config.image_splitting, log=log)
+    setup = TrainableSetup(method=config.method, train=config.train, lora_r=config.lora_r,
+                           lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                           gradient_checkpointing=config.gradient_checkpointing)
+    model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
+    if torch.cuda.is_available() and config.method != "qlora":
+        model.to("cuda")
+    collator = VLMCollator(processor, max_length=config.max_length)
+    preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
+
+    args = _training_arguments(config, has_eval=bool(eval_records))
+    throughput = ThroughputCallback(output)
+    callbacks = [throughput]
+    if config.early_stopping:
+        if not eval_records:
+            raise ValueError("--early-stopping needs --eval-data to measure improvement")
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+    trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
+                         data_collator=collator, callbacks=callbacks, throughput=throughput)
+    trainer.train(resume_from_checkpoint=True if config.resume else None)
+
+    # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
+    if eval_records:
+        checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if checkpoints:
+            _copy_model_files(checkpoints[-1], output / "final")
+            processor.save_pretrained(output / "final")
+    trainer.save_model(str(output))
+    processor.save_pretrained(output)
+    metadata = {**task.metadata(), "base_model": config.model, "method": config.method, "train": config.train,
+                "image_size": config.image_size, "image_splitting": config.image_splitting,
+                "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
+    (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    summary = throughput.summary(trainer.state)
+    summary.update(preflight=preflight, truncated_answers=collator.truncated_answers, **peak_memory_bytes())
+    if eval_records:
+        summary["eval_loss"] = trainer.evaluate()["eval_loss"]
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_training_curves(trainer.state.log_history, output / "training_curves.png")
+    log(f"saved {output} — {summary['samples_per_second']} samples/s, {summary['tokens_per_second']} tokens/s, "
+        f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})")
+    return summary
