@@ -13,7 +13,7 @@ from .config import PredictConfig, build_config
 from .data.images import ImageLoadError, describe_image, is_url, load_image
 from .models.vlm import load_for_inference
 from .tasks import get_task
-from .train.collator import VLMCollator
+from .training.collator import VLMCollator
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
