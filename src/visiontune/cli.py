@@ -20,8 +20,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
-        args = typing.get_args(hint)
-        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        # `X | None` -> X; a list stays a list (its origin), whatever its item type.
+        is_optional = typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        base = next(a for a in typing.get_args(hint) if a is not type(None)) if is_optional else hint
         help_text = field.metadata.get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else None
         if default not in (None, "") and not isinstance(default, bool):
@@ -29,7 +30,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         if base is bool:
             parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
-        elif typing.get_origin(base) is list or base is list:
+        elif typing.get_origin(base) is list:
             parser.add_argument(_flag(field.name), dest=field.name, nargs="+", default=None, help=help_text)
         else:
             parser.add_argument(_flag(field.name), dest=field.name, type=base, default=None, help=help_text)

@@ -99,6 +99,8 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
     config = config or build_config(PredictConfig, overrides)
     if not config.images:
         raise ValueError("no images: pass --images FILE|URL|FOLDER [...]")
+    if isinstance(config.images, (str, Path)):
+        config.images = [config.images]
     predictor = Predictor.from_pretrained(
         config.model, task=config.task, prompt=config.prompt, system_prompt=config.system_prompt, dtype=config.dtype,
         log=log, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,

@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny models of real families and a generated caption set, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    from visiontune.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_model(family, root / family) for family in ("smolvlm", "llava")}
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    from visiontune.data.builtin.shapes import write_shapes_dataset
+
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"), count=8, seed=0)
+
+
+# Settings under which a tiny model memorises 8 captions in seconds on a CPU.
+OVERFIT = dict(epochs=40, batch_size=8, warmup_ratio=0.0, lora_r=32, lora_alpha=64, lora_dropout=0.0,
+               num_workers=0, logging_steps=10, report_to="none", preflight=True)
