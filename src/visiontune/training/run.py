@@ -136,7 +136,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                          data_collator=collator, callbacks=callbacks, throughput=throughput)
-    trainer.train(resume_from_checkpoint=True if config.resume else None)
+    train_output = trainer.train(resume_from_checkpoint=True if config.resume else None)
 
     # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
     if eval_records:
@@ -151,7 +151,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     summary = throughput.summary(trainer.state)
-    summary.update(preflight=preflight, truncated_answers=collator.truncated_answers, **peak_memory_bytes())
+    summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
+                   preflight=preflight, truncated_answers=collator.truncated_answers, **peak_memory_bytes())
     if eval_records:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
