@@ -9,7 +9,7 @@ positions, left padding, no checkpointing) at --batch-size.
 
 Each side runs in its own process so peak memory is its own. Prints one JSON line per side and the ratio.
     python benchmarks/train_throughput.py --model /tmp/tiny-smolvlm --steps 20          # CPU, tiny model
-    (GPU: the same command with a SmolVLM-256M-architecture folder; see BENCHMARKS.md)
+    (GPU: not run yet; it needs a SmolVLM-256M-architecture folder built from config, not written yet)
 """
 
 from __future__ import annotations

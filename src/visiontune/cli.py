@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 
 from .config import EvalConfig, PredictConfig, TrainConfig, build_config
@@ -21,7 +22,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
         # `X | None` -> X; a list stays a list (its origin), whatever its item type.
-        is_optional = typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        is_optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
         base = next(a for a in typing.get_args(hint) if a is not type(None)) if is_optional else hint
         help_text = field.metadata.get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else None
@@ -55,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     quick = commands.add_parser("quickstart", help="the offline main job: a real fine-tune + evaluation")
     quick.add_argument("--output", default="runs/quickstart")
-    quick.add_argument("--device-check", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 

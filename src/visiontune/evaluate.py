@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .config import EvalConfig, build_config
 from .data.loading import DataSpec, load_records
-from .data.records import DataError
+from .data.images import ImageLoadError
+from .data.records import DataError, Record
 from .data.validate import check_images
 from .predict import Predictor, write_jsonl
 from .report.grid import plot_caption_grid
@@ -65,22 +66,17 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     if config.predictions:
         predictions = _match(records, read_predictions(config.predictions), config.predictions)
     else:
-        records, skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
+        records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
         predictor = Predictor.from_pretrained(config.model, task=config.task, prompt=config.prompt,
                                               system_prompt=config.system_prompt, dtype=config.dtype, log=log,
                                               batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                                               num_beams=config.num_beams)
         task = predictor.task
         predictions = {}
-        from tqdm.auto import tqdm
-
-        for start in tqdm(range(0, len(records), config.batch_size), desc="generate", unit="batch"):
-            chunk = records[start:start + config.batch_size]
-            texts = predictor.generate_texts([r.load_image() for r in chunk])
-            for record, text in zip(chunk, texts):
-                predictions[record.image_key()] = task.parse(text)
-                rows.append({"image": record.image_key(), "prediction": task.parse(text), "text": text,
-                             "references": task.references(record)})
+        for record, text in predictor.iter_texts(records, Record.load_image, log=log):
+            predictions[record.image_key()] = task.parse(text)
+            rows.append({"image": record.image_key(), "prediction": predictions[record.image_key()], "text": text,
+                         "references": task.references(record)})
     references = {r.image_key(): task.references(r) for r in records}
     metrics = task.score(predictions, references)
     per_image = metrics.pop("per_image", {})
@@ -100,8 +96,8 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
             grid = [{"image": r.load_image(), "prediction": predictions[r.image_key()],
                      "references": references[r.image_key()]} for r in sample]
             plot_caption_grid(grid, output / "samples.png")
-        except Exception as error:  # the grid is a convenience; never lose the metrics over it
-            log(f"could not draw samples.png: {error}")
+        except ImageLoadError as error:  # scoring a predictions file does not need the images at hand
+            log(f"samples.png not drawn: {error}")
         log(f"wrote {output / 'metrics.json'}")
     headline = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     log("metrics: " + ", ".join(f"{k} {v}" for k, v in headline.items()))

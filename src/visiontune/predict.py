@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from .config import PredictConfig, build_config
 from .data.images import ImageLoadError, describe_image, is_url, load_image
 from .models.vlm import load_for_inference
-from .tasks import get_task
+from .tasks.base import task_from_metadata
 from .training.collator import VLMCollator
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -48,9 +48,7 @@ class Predictor:
     def from_pretrained(cls, path: str, task: str | None = None, prompt: str | None = None,
                         system_prompt: str | None = None, dtype: str = "auto", log=print, **kwargs) -> "Predictor":
         model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
-        task_object = get_task(task or metadata.get("task", "caption"), prompt=prompt or metadata.get("prompt"),
-                               system_prompt=system_prompt or metadata.get("system_prompt"))
-        return cls(model, processor, task_object, **kwargs)
+        return cls(model, processor, task_from_metadata(metadata, task, prompt, system_prompt), **kwargs)
 
     @torch.inference_mode()
     def generate_texts(self, images: list) -> list[str]:
@@ -62,29 +60,32 @@ class Predictor:
         new_tokens = output[:, batch["input_ids"].shape[1]:]
         return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
-    def predict(self, inputs: list[Any], skip_bad_images: bool = False, base_dir=None, progress: bool = True,
-                log=print) -> list[dict]:
-        references = expand_image_inputs(inputs)
-        results: list[dict] = []
+    def iter_texts(self, items: list[Any], load: Callable[[Any], Any], skip_bad_images: bool = False,
+                   progress: bool = True, log=print) -> Iterator[tuple[Any, str]]:
+        """(item, generated text) for every item, `batch_size` images per `generate` call."""
         skipped = 0
-        for start in tqdm(range(0, len(references), self.batch_size), desc="predict", disable=not progress,
+        for start in tqdm(range(0, len(items), self.batch_size), desc="generate", disable=not progress,
                           unit="batch"):
             chunk, images = [], []
-            for reference in references[start:start + self.batch_size]:
+            for item in items[start:start + self.batch_size]:
                 try:
-                    images.append(load_image(reference, base_dir))
-                    chunk.append(reference)
+                    images.append(load(item))
+                    chunk.append(item)
                 except ImageLoadError:
                     if not skip_bad_images:
                         raise
                     skipped += 1
-            if not images:
-                continue
-            for reference, text in zip(chunk, self.generate_texts(images)):
-                results.append({"image": describe_image(reference), "prediction": self.task.parse(text), "text": text})
+            if images:
+                yield from zip(chunk, self.generate_texts(images))
         if skipped:
             log(f"skipped {skipped} images that could not be loaded (--skip-bad-images)")
-        return results
+
+    def predict(self, inputs: list[Any], skip_bad_images: bool = False, base_dir=None, progress: bool = True,
+                log=print) -> list[dict]:
+        return [{"image": describe_image(reference), "prediction": self.task.parse(text), "text": text}
+                for reference, text in self.iter_texts(expand_image_inputs(inputs),
+                                                       lambda reference: load_image(reference, base_dir),
+                                                       skip_bad_images, progress, log)]
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
@@ -99,13 +100,12 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
     config = config or build_config(PredictConfig, overrides)
     if not config.images:
         raise ValueError("no images: pass --images FILE|URL|FOLDER [...]")
-    if isinstance(config.images, (str, Path)):
-        config.images = [config.images]
+    images = [config.images] if isinstance(config.images, (str, Path)) else config.images  # predict(images="x.jpg")
     predictor = Predictor.from_pretrained(
         config.model, task=config.task, prompt=config.prompt, system_prompt=config.system_prompt, dtype=config.dtype,
         log=log, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
         do_sample=config.do_sample, temperature=config.temperature, top_p=config.top_p)
-    results = predictor.predict(config.images, skip_bad_images=config.skip_bad_images, log=log)
+    results = predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)
     if config.output:
         log(f"wrote {len(results)} predictions to {write_jsonl(results, config.output)}")
     return results

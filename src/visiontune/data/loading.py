@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .records import DataError, Record
-from .sources.coco_captions import is_coco_captions, load_coco_captions
+from .sources.coco_captions import load_coco_captions
 from .sources.hf_datasets import is_save_to_disk_folder, load_caption_dataset
 from .sources.table import load_caption_table
 

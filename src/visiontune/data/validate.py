@@ -32,4 +32,6 @@ def check_images(records: list[Record], skip_bad: bool, log=print) -> tuple[list
                 log(f"skipping {record.source_row}: {error}")
     if not kept:
         raise DataError("every image failed to load; check the paths and --images-dir")
+    if skipped:
+        log(f"skipped {skipped} missing or unreadable images (--skip-bad-images)")
     return kept, skipped

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from ..models.vlm import base_model_of, is_adapter_folder, load_base_model, load_processor, read_run_metadata
-from ..tasks import get_task
+from ..tasks.base import task_from_metadata
 from ..training.collator import VLMCollator
 
 _RELOAD_SCRIPT = r"""
@@ -51,8 +51,7 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
     if metadata.get("method") == "qlora":
         log("note: a QLoRA adapter is merged into the full-precision base model (the 4-bit base is not saved)")
     processor = load_processor(adapter)
-    task = get_task(metadata.get("task", "caption"), prompt=metadata.get("prompt"),
-                    system_prompt=metadata.get("system_prompt"))
+    task = task_from_metadata(metadata)
     # fp32 for the check: the comparison then measures merging, not rounding.
     model = PeftModel.from_pretrained(load_base_model(base_model_of(adapter), torch.float32), adapter).eval()
     batch = sample_batch(processor, task)

@@ -52,7 +52,7 @@ def _qwen2_vl_processor(processor, image_size: int | None, splitting: bool | Non
 
 def _fixed_size_processor(processor, image_size: int | None, splitting: bool | None) -> list[str]:
     if image_size is not None:
-        return [f"--image-size ignored: this family's vision tower has a fixed input size"]
+        return ["--image-size ignored: this family's vision tower has a fixed input size"]
     return []
 
 

@@ -106,7 +106,7 @@ class TrainableSetup:
         return parts
 
 
-def _qlora_config(model_path: str | Path, skip_modules: list[str]):
+def _qlora_config(skip_modules: list[str]):
     if not torch.cuda.is_available():
         raise RuntimeError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use --method lora on CPU")
     try:
@@ -134,7 +134,7 @@ def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: t
     if setup.method == "qlora":
         # Keep the vision tower, connector and output head in full precision; 4-bit only the LM's layers.
         probe = module_roles(_meta_model(model_path))
-        quantization = _qlora_config(model_path, list(probe.paths["vision"] + probe.paths["connector"]) + ["lm_head"])
+        quantization = _qlora_config(list(probe.paths["vision"] + probe.paths["connector"]) + ["lm_head"])
     model = load_base_model(model_path, dtype, quantization)
     roles = module_roles(model)
     for name, parameter in model.named_parameters():

@@ -34,6 +34,13 @@ class Task:
         return {"task": self.name, "prompt": self.prompt, "system_prompt": self.system_prompt}
 
 
+def task_from_metadata(metadata: dict, task: str | None = None, prompt: str | None = None,
+                       system_prompt: str | None = None) -> Task:
+    """The task a run was trained for (its visiontune.json), with any explicitly given option winning."""
+    return get_task(task or metadata.get("task", "caption"), prompt=prompt or metadata.get("prompt"),
+                    system_prompt=system_prompt or metadata.get("system_prompt"))
+
+
 def get_task(name: str, **options) -> Task:
     from .caption import CaptionTask
 

@@ -15,7 +15,7 @@ from ..data.validate import check_images
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
 from ..tasks import get_task
-from .callbacks import ThroughputCallback, peak_memory_bytes
+from .callbacks import ThroughputCallback
 from .collator import VLMCollator
 from .examples import ExampleDataset
 from .preflight import run_preflight
@@ -34,10 +34,7 @@ def _data_spec(config: TrainConfig, path: str, split: str | None, max_samples: i
 
 def _load_split(config: TrainConfig, path: str, split, max_samples, log):
     records = load_records(_data_spec(config, path, split, max_samples), config.task, log=log)
-    records, skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
-    if skipped:
-        log(f"{path}: skipped {skipped} missing or unreadable images (--skip-bad-images)")
-    return records, skipped
+    return check_images(records, skip_bad=config.skip_bad_images, log=log)
 
 
 def _training_arguments(config: TrainConfig, has_eval: bool) -> TrainingArguments:
@@ -152,7 +149,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
-                   preflight=preflight, truncated_answers=collator.truncated_answers, **peak_memory_bytes())
+                   preflight=preflight, truncated_answers=collator.truncated_answers)
     if eval_records:
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
