@@ -15,9 +15,13 @@ import yaml
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
+PROMPT_HELP = "instruction given with each image; classify fills {classes} and {descriptions}"
+MODE_HELP = "classify: score (probability of every class; default) or generate (free text, then parsed)"
+
+
 @dataclass
 class TrainConfig:
-    task: str = field(default="caption", metadata={"help": "caption"})
+    task: str = field(default="caption", metadata={"help": "caption|classify"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub id or folder of an image-text-to-text model"})
     data: str = field(default="", metadata={"help": "training data: COCO JSON, JSONL/CSV, save_to_disk folder or hub id"})
     eval_data: str | None = field(default=None, metadata={"help": "evaluation data (same formats)"})
@@ -28,6 +32,8 @@ class TrainConfig:
     eval_split: str | None = field(default=None, metadata={"help": "split for --eval-data"})
     image_column: str | None = None
     caption_column: str | None = None
+    label_column: str | None = field(default=None, metadata={"help": "classify: column with the class (name or index)"})
+    rationale_column: str | None = field(default=None, metadata={"help": "classify: column with a rationale (--reasoning)"})
     images_dir: str | None = field(default=None, metadata={"help": "folder that relative image paths are under"})
     max_samples: int | None = None
     max_eval_samples: int | None = None
@@ -35,9 +41,14 @@ class TrainConfig:
     skip_bad_images: bool = field(default=False, metadata={"help": "count and skip missing/corrupt images"})
     skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip rows with no usable target"})
     seed: int = 0
-    # prompts
-    prompt: str | None = field(default=None, metadata={"help": "instruction given with each image"})
-    system_prompt: str | None = None
+    # prompts and task options
+    prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
+    prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system instruction; {classes}/{descriptions} filled"})
+    class_names: list[str] | None = field(default=None, metadata={"help": "classify: the classes, in index order"})
+    class_descriptions: str | None = field(default=None, metadata={"help": "classify: file of 'class: description' lines"})
+    reasoning: bool = field(default=False, metadata={"help": "classify: train 'Reasoning: …\\nAnswer: <class>'"})
+    balance: str = field(default="none", metadata={"help": "classify: none|sampler|loss (class imbalance)"})
     # model and method
     method: str = field(default="lora", metadata={"help": "lora|qlora|full"})
     train: str | None = field(default=None, metadata={"help": "'+'-joined parts to train: vision, connector, language, all"})
@@ -75,9 +86,15 @@ class PredictConfig:
     model: str = ""
     images: list[str] = field(default_factory=list)
     output: str | None = None
-    task: str = "caption"
-    prompt: str | None = None
+    task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
+    prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
+    prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
     system_prompt: str | None = None
+    class_names: list[str] | None = field(default=None, metadata={"help": "classify: classes (default: the run's)"})
+    class_descriptions: str | None = None
+    mode: str | None = field(default=None, metadata={"help": MODE_HELP})
+    top_k: int = 5
+    length_normalise: bool = field(default=False, metadata={"help": "score mode: mean instead of summed token log-prob"})
     batch_size: int = 8
     max_new_tokens: int = 64
     num_beams: int = 1
@@ -91,7 +108,7 @@ class PredictConfig:
 @dataclass
 class EvalConfig:
     data: str = ""
-    task: str = "caption"
+    task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     model: str | None = None
     predictions: str | None = None
     output: str | None = None
@@ -99,12 +116,19 @@ class EvalConfig:
     split: str | None = None
     image_column: str | None = None
     caption_column: str | None = None
+    label_column: str | None = None
     images_dir: str | None = None
     max_samples: int | None = None
     skip_bad_rows: bool = False
     skip_bad_images: bool = False
-    prompt: str | None = None
+    prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
+    prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
     system_prompt: str | None = None
+    class_names: list[str] | None = field(default=None, metadata={"help": "classify: classes (default: the run's)"})
+    class_descriptions: str | None = None
+    mode: str | None = field(default=None, metadata={"help": MODE_HELP})
+    top_k: int = 5
+    length_normalise: bool = False
     batch_size: int = 8
     max_new_tokens: int = 64
     num_beams: int = 1

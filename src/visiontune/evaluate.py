@@ -1,4 +1,4 @@
-"""`visiontune.evaluate`: predict over a dataset (or read a predictions file) -> parse -> metrics -> report."""
+"""`visiontune.evaluate`: predict over a dataset (or read a predictions file) -> metrics -> report."""
 
 from __future__ import annotations
 
@@ -6,34 +6,38 @@ import json
 from pathlib import Path
 
 from .config import EvalConfig, build_config
-from .data.loading import DataSpec, load_records
 from .data.images import ImageLoadError
+from .data.loading import DataSpec, load_labelled_records, load_records
 from .data.records import DataError, Record
 from .data.validate import check_images
+from .models.vlm import read_run_metadata
 from .predict import Predictor, write_jsonl
-from .report.grid import plot_caption_grid
-from .tasks import get_task
+from .report.grid import plot_sample_grid
+from .tasks.base import task_from_metadata, task_options
 
 
-def read_predictions(path: str | Path) -> dict[str, str]:
-    """A predictions JSONL (`visiontune predict` output: {"image", "prediction"}) -> {image name: text}."""
+def read_predictions(path: str | Path) -> dict[str, dict]:
+    """A predictions JSONL (`visiontune predict` output, or rows with 'image' + 'caption'/'label') -> {image: row}."""
     predictions = {}
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        text = row.get("prediction", row.get("caption", row.get("text")))
-        if "image" not in row or text is None:
-            raise DataError(f"{Path(path).name} line {number}: needs 'image' and 'prediction' (or 'caption') fields")
-        predictions[str(row["image"])] = text
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{Path(path).name} line {number}: not valid JSON ({error.msg})")
+        if not isinstance(row, dict) or "image" not in row or not ({"prediction", "caption", "text", "label"} & set(row)):
+            raise DataError(f"{Path(path).name} line {number}: needs 'image' and 'prediction' (or 'caption' / "
+                            f"'label') fields")
+        predictions[str(row["image"])] = row
     return predictions
 
 
-def _match(records, predictions: dict[str, str], source: str) -> dict[str, str]:
+def _match(records, predictions: dict[str, dict], source: str) -> dict[str, dict]:
     """Match predictions to records by the image reference, its resolved path, or its file name."""
-    by_name: dict[str, str] = {}
-    for key, text in predictions.items():
-        by_name.setdefault(Path(key).name, text)
+    by_name: dict[str, dict] = {}
+    for key, row in predictions.items():
+        by_name.setdefault(Path(key).name, row)
     matched, missing = {}, []
     for record in records:
         key = record.image_key()
@@ -51,54 +55,86 @@ def _match(records, predictions: dict[str, str], source: str) -> dict[str, str]:
     return matched
 
 
+def _data_spec(config: EvalConfig) -> DataSpec:
+    return DataSpec(path=config.data, format=config.format, split=config.split, image_column=config.image_column,
+                    caption_column=config.caption_column, label_column=config.label_column,
+                    class_names=config.class_names, images_dir=config.images_dir, max_samples=config.max_samples,
+                    skip_bad_rows=config.skip_bad_rows)
+
+
+def _write_report(output: Path, config: EvalConfig, task, records, predictions, references, rows, metrics, log):
+    output.mkdir(parents=True, exist_ok=True)
+    write_jsonl(rows, output / "predictions.jsonl")
+    headline = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    (output / "metrics.json").write_text(json.dumps({"task": task.name, "data": config.data, "model": config.model,
+                                                     "predictions": config.predictions, **headline}, indent=2))
+    if task.name == "classify":
+        from .report.classification import plot_confusion_matrix, plot_reliability
+
+        (output / "results.json").write_text(json.dumps({"task": task.metadata(), "data": config.data,
+                                                         "model": config.model, "mode": config.mode, **metrics},
+                                                        indent=2))
+        plot_confusion_matrix(metrics["confusion_matrix"], output / "confusion_matrix.png")
+        if metrics.get("calibration"):
+            plot_reliability(metrics["calibration"], metrics["ece"], output / "reliability.png")
+    try:
+        grid = [{"image": r.load_image(), "lines": task.sample_lines(predictions[r.image_key()],
+                                                                     references[r.image_key()])}
+                for r in records[: config.grid_size]]
+        plot_sample_grid(grid, output / "samples.png")
+    except ImageLoadError as error:  # scoring a predictions file does not need the images at hand
+        log(f"samples.png not drawn: {error}")
+    log(f"wrote {output / 'metrics.json'}")
+
+
 def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
+    """Metrics for a model on a dataset (generates / scores) or for an existing predictions file."""
     config = config or build_config(EvalConfig, overrides)
     if not config.data:
         raise ValueError("no evaluation data: pass --data PATH")
     if not config.model and not config.predictions:
         raise ValueError("pass --model (to generate, then score) or --predictions FILE (to score an existing file)")
-    spec = DataSpec(path=config.data, format=config.format, split=config.split, image_column=config.image_column,
-                    caption_column=config.caption_column, images_dir=config.images_dir,
-                    max_samples=config.max_samples, skip_bad_rows=config.skip_bad_rows)
-    records = load_records(spec, config.task, log=log)
-    task = get_task(config.task, prompt=config.prompt, system_prompt=config.system_prompt)
+    metadata = read_run_metadata(config.model) if config.model and Path(config.model).is_dir() else {}
+    name = config.task or metadata.get("task", "caption")
+    options = task_options(config)
+    if name == "classify":
+        # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
+        known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
+        records, options["classes"] = load_labelled_records(_data_spec(config), classes=known, log=log)
+    else:
+        records = load_records(_data_spec(config), name, log=log)
+    predictor = None
+    if config.model:
+        predictor = Predictor.from_pretrained(
+            config.model, task=name, task_options=options, dtype=config.dtype, log=log,
+            batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
+            top_k=config.top_k, length_normalise=config.length_normalise, num_beams=config.num_beams)
+        task = predictor.task
+    else:
+        task = task_from_metadata({}, name, **options)
+    references = {r.image_key(): task.references(r) for r in records}
     rows: list[dict] = []
-    if config.predictions:
-        predictions = _match(records, read_predictions(config.predictions), config.predictions)
+    if predictor is None:
+        matched = _match(records, read_predictions(config.predictions), config.predictions)
+        predictions = {key: task.prediction_of(row) for key, row in matched.items()}
+        rows = [{"image": key, **matched[key], "reference": references[key]} for key in references]
     else:
         records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
-        predictor = Predictor.from_pretrained(config.model, task=config.task, prompt=config.prompt,
-                                              system_prompt=config.system_prompt, dtype=config.dtype, log=log,
-                                              batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
-                                              num_beams=config.num_beams)
-        task = predictor.task
+        references = {r.image_key(): task.references(r) for r in records}
         predictions = {}
-        for record, text in predictor.iter_texts(records, Record.load_image, log=log):
-            predictions[record.image_key()] = task.parse(text)
-            rows.append({"image": record.image_key(), "prediction": predictions[record.image_key()], "text": text,
-                         "references": task.references(record)})
-    references = {r.image_key(): task.references(r) for r in records}
+        for record, result in predictor.iter_results(records, Record.load_image, log=log):
+            key = record.image_key()
+            predictions[key] = task.prediction_of(result)
+            rows.append({"image": key, **result, "reference": references[key]})
     metrics = task.score(predictions, references)
+    if predictor is not None and task.name == "classify":
+        metrics["mode"] = predictor.mode
     per_image = metrics.pop("per_image", {})
+    for row in rows:
+        if row["image"] in per_image:
+            row["scores"] = per_image[row["image"]]
     if config.output:
-        output = Path(config.output)
-        output.mkdir(parents=True, exist_ok=True)
-        if not rows:
-            rows = [{"image": key, "prediction": predictions[key], "references": references[key]} for key in references]
-        for row in rows:
-            row["scores"] = per_image.get(row["image"], {})
-        write_jsonl(rows, output / "predictions.jsonl")
-        (output / "metrics.json").write_text(json.dumps({"task": task.name, "data": config.data,
-                                                         "model": config.model, "predictions": config.predictions,
-                                                         **metrics}, indent=2))
-        sample = records[: config.grid_size]
-        try:
-            grid = [{"image": r.load_image(), "prediction": predictions[r.image_key()],
-                     "references": references[r.image_key()]} for r in sample]
-            plot_caption_grid(grid, output / "samples.png")
-        except ImageLoadError as error:  # scoring a predictions file does not need the images at hand
-            log(f"samples.png not drawn: {error}")
-        log(f"wrote {output / 'metrics.json'}")
+        _write_report(Path(config.output), config, task, records, predictions, references, rows, metrics, log)
     headline = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     log("metrics: " + ", ".join(f"{k} {v}" for k, v in headline.items()))
     return metrics

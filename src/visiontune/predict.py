@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -10,12 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import PredictConfig, build_config
-from .data.images import ImageLoadError, describe_image, is_url, load_image
+from .data.images import IMAGE_SUFFIXES, ImageLoadError, describe_image, is_url, load_image
 from .models.vlm import load_for_inference
-from .tasks.base import task_from_metadata
+from .tasks.base import task_from_metadata, task_options
 from .training.collator import VLMCollator
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def expand_image_inputs(inputs: list[Any]) -> list[Any]:
@@ -32,39 +31,86 @@ def expand_image_inputs(inputs: list[Any]) -> list[Any]:
     return expanded
 
 
-class Predictor:
-    """A loaded model + processor + task; `generate` runs batched greedy/beam/sampled decoding."""
+PREDICTION_MODES = ("generate", "score")
 
-    def __init__(self, model, processor, task, batch_size: int = 8, max_new_tokens: int = 64, **generation):
+
+class Predictor:
+    """A loaded model + processor + task. Generation is batched (greedy/beam/sampling); classification
+    can instead score every class (`mode="score"`, the default for classify)."""
+
+    def __init__(self, model, processor, task, batch_size: int = 8, max_new_tokens: int = 64, mode: str | None = None,
+                 top_k: int = 5, length_normalise: bool = False, **generation):
         self.model, self.processor, self.task = model, processor, task
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.batch_size, self.max_new_tokens, self.top_k = batch_size, max_new_tokens, top_k
+        self.mode = mode or ("score" if task.name == "classify" else "generate")
+        if self.mode not in PREDICTION_MODES:
+            raise ValueError(f"unknown --mode {self.mode!r}; choose generate or score")
+        if self.mode == "score" and task.name != "classify":
+            raise ValueError(f"--mode score ranks class names; it applies to --task classify, not {task.name}")
         self.generation = {k: v for k, v in generation.items() if v is not None}
         if not self.generation.get("do_sample"):
             self.generation.pop("temperature", None)
             self.generation.pop("top_p", None)
         self.collator = VLMCollator(processor, with_labels=False)
+        self.scorer = None
+        if self.mode == "score":
+            from .inference.class_scores import ClassScorer
+
+            self.scorer = ClassScorer(model, processor, task, length_normalise=length_normalise)
 
     @classmethod
-    def from_pretrained(cls, path: str, task: str | None = None, prompt: str | None = None,
-                        system_prompt: str | None = None, dtype: str = "auto", log=print, **kwargs) -> "Predictor":
+    def from_pretrained(cls, path: str, task: str | None = None, dtype: str = "auto", log=print,
+                        task_options: dict | None = None, **kwargs) -> "Predictor":
+        """`task_options` (prompt, system_prompt, classes…) override what the run folder's visiontune.json says."""
         model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
-        return cls(model, processor, task_from_metadata(metadata, task, prompt, system_prompt), **kwargs)
+        return cls(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 
     @torch.inference_mode()
-    def generate_texts(self, images: list) -> list[str]:
+    def generate_texts(self, images: list, with_log_probs: bool = False):
+        """Generated replies; with `with_log_probs`, also each reply's summed token log-probability."""
         messages = [self.task.messages() for _ in images]
         batch = self.collator.encode_prompts(images, messages)
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, **self.generation)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
-        return self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, return_dict_in_generate=True,
+                                     output_scores=with_log_probs, **self.generation)
+        new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
+        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        if not with_log_probs:
+            return texts
+        steps = self.model.compute_transition_scores(output.sequences, output.scores,
+                                                     getattr(output, "beam_indices", None), normalize_logits=True)
+        # Tokens after a row's end of sequence are padding; only the reply itself (end token included) counts.
+        ended = torch.zeros_like(new_tokens, dtype=torch.bool)
+        eos = self.model.generation_config.eos_token_id
+        for token in (eos if isinstance(eos, (list, tuple)) else [eos]):
+            if token is not None:
+                ended |= new_tokens == token
+        after_end = (ended.cumsum(dim=1) - ended.int()) > 0
+        log_probs = steps.float().masked_fill(after_end[:, : steps.shape[1]], 0.0).sum(dim=1)
+        return texts, log_probs.tolist()
 
-    def iter_texts(self, items: list[Any], load: Callable[[Any], Any], skip_bad_images: bool = False,
-                   progress: bool = True, log=print) -> Iterator[tuple[Any, str]]:
-        """(item, generated text) for every item, `batch_size` images per `generate` call."""
+    def results(self, images: list) -> list[dict]:
+        """The task-level answer for each image (see README "Prediction output")."""
+        if self.task.name != "classify":
+            return [{"prediction": self.task.parse(text), "text": text} for text in self.generate_texts(images)]
+        if self.mode == "score":
+            texts = self.generate_texts(images) if self.task.reasoning else [None] * len(images)
+            return [self.scorer.result(image, text, self.top_k) for image, text in zip(images, texts)]
+        texts, log_probs = self.generate_texts(images, with_log_probs=True)
+        rows = []
+        for text, log_prob in zip(texts, log_probs):
+            parsed = self.task.parse_full(text)
+            # The probability of the whole reply as generated: a confidence, not a distribution over classes.
+            rows.append({"label": parsed.label, "confidence": math.exp(log_prob), "match": parsed.rule,
+                         "text": text.strip()})
+        return rows
+
+    def iter_results(self, items: list[Any], load: Callable[[Any], Any], skip_bad_images: bool = False,
+                     progress: bool = True, log=print) -> Iterator[tuple[Any, dict]]:
+        """(item, result) for every item, `batch_size` images at a time."""
         skipped = 0
-        for start in tqdm(range(0, len(items), self.batch_size), desc="generate", disable=not progress,
+        for start in tqdm(range(0, len(items), self.batch_size), desc=self.mode, disable=not progress,
                           unit="batch"):
             chunk, images = [], []
             for item in items[start:start + self.batch_size]:
@@ -76,16 +122,16 @@ class Predictor:
                         raise
                     skipped += 1
             if images:
-                yield from zip(chunk, self.generate_texts(images))
+                yield from zip(chunk, self.results(images))
         if skipped:
             log(f"skipped {skipped} images that could not be loaded (--skip-bad-images)")
 
     def predict(self, inputs: list[Any], skip_bad_images: bool = False, base_dir=None, progress: bool = True,
                 log=print) -> list[dict]:
-        return [{"image": describe_image(reference), "prediction": self.task.parse(text), "text": text}
-                for reference, text in self.iter_texts(expand_image_inputs(inputs),
-                                                       lambda reference: load_image(reference, base_dir),
-                                                       skip_bad_images, progress, log)]
+        return [{"image": describe_image(reference), **result}
+                for reference, result in self.iter_results(expand_image_inputs(inputs),
+                                                           lambda reference: load_image(reference, base_dir),
+                                                           skip_bad_images, progress, log)]
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
@@ -96,15 +142,16 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
 
 
 def predict(config: PredictConfig | None = None, log=print, **overrides) -> list[dict]:
-    """Generate for images/URLs/folders with a model or run folder; writes JSONL when `output` is set."""
+    """Run a model or run folder on images/URLs/folders; one result row per image; JSONL when `output` is set."""
     config = config or build_config(PredictConfig, overrides)
     if not config.images:
         raise ValueError("no images: pass --images FILE|URL|FOLDER [...]")
     images = [config.images] if isinstance(config.images, (str, Path)) else config.images  # predict(images="x.jpg")
     predictor = Predictor.from_pretrained(
-        config.model, task=config.task, prompt=config.prompt, system_prompt=config.system_prompt, dtype=config.dtype,
-        log=log, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
-        do_sample=config.do_sample, temperature=config.temperature, top_p=config.top_p)
+        config.model, task=config.task, task_options=task_options(config), dtype=config.dtype, log=log,
+        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode, top_k=config.top_k,
+        length_normalise=config.length_normalise, num_beams=config.num_beams, do_sample=config.do_sample,
+        temperature=config.temperature, top_p=config.top_p)
     results = predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)
     if config.output:
         log(f"wrote {len(results)} predictions to {write_jsonl(results, config.output)}")

@@ -10,10 +10,13 @@ IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo", "pixel_values", "image
                       "filename", "file", "path", "image_url", "url", "jpg", "png")
 CAPTION_COLUMN_NAMES = ("caption", "captions", "text", "sentences", "sentence", "description", "descriptions",
                         "raw", "alt_text", "answer", "target")
+LABEL_COLUMN_NAMES = ("label", "labels", "class", "class_name", "classname", "category", "category_name", "target",
+                      "fine_label", "answer", "y")
+RATIONALE_COLUMN_NAMES = ("reasoning", "rationale", "explanation", "reason", "thoughts")
 
 
 def pick_column(columns: Sequence[str], candidates: Sequence[str], role: str, flag: str, given: str | None,
-                where: str, image_typed: Sequence[str] = ()) -> str:
+                where: str, typed: Sequence[str] = ()) -> str:
     """Return the column to use for `role`: the one named by the user, else the first known name present."""
     if given:
         if given not in columns:
@@ -23,8 +26,8 @@ def pick_column(columns: Sequence[str], candidates: Sequence[str], role: str, fl
     for name in candidates:
         if name in lowered:
             return lowered[name]
-    if image_typed:
-        return image_typed[0]
+    if typed:  # columns whose dataset feature type says what they hold
+        return typed[0]
     raise DataError(f"{where}: cannot tell which column holds the {role}; columns found: {', '.join(columns)}. "
                     f"Name it with {flag} COLUMN")
 
@@ -46,3 +49,12 @@ def normalise_captions(value, where: str) -> list[str]:
             captions.extend(normalise_captions(item, where))
         return captions
     raise DataError(f"{where}: caption must be text or a list of texts, got {type(value).__name__}")
+
+
+def optional_column(columns: Sequence[str], candidates: Sequence[str], flag: str, given: str | None,
+                    where: str) -> str | None:
+    """Like `pick_column` for a column the data may lack (e.g. rationales): None when absent and not named."""
+    if given:
+        return pick_column(columns, candidates, "", flag, given, where)
+    lowered = {c.lower(): c for c in columns}
+    return next((lowered[name] for name in candidates if name in lowered), None)

@@ -22,6 +22,7 @@ URL_TIMEOUT_S = 20.0
 URL_MAX_BYTES = 50 * 1024 * 1024
 
 SKIP_HINT = "pass --skip-bad-images to count and skip such images"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class ImageLoadError(ValueError):

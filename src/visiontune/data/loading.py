@@ -7,12 +7,15 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .labels import check_class_names, discover_classes, resolve_labels
 from .records import DataError, Record
 from .sources.coco_captions import load_coco_captions
-from .sources.hf_datasets import is_save_to_disk_folder, load_caption_dataset
-from .sources.table import load_caption_table
+from .sources.hf_datasets import is_save_to_disk_folder, load_caption_dataset, load_label_dataset
+from .sources.image_folder import is_image_folder, load_image_folder
+from .sources.table import load_caption_table, load_label_table
 
-SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf")
+SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder")
+TASKS_WITH_LABELS = ("classify",)
 
 
 @dataclass
@@ -24,6 +27,9 @@ class DataSpec:
     split: str | None = None
     image_column: str | None = None
     caption_column: str | None = None
+    label_column: str | None = None
+    rationale_column: str | None = None
+    class_names: list[str] | None = None
     images_dir: str | None = None
     max_samples: int | None = None
     seed: int = 0
@@ -36,8 +42,11 @@ def detect_format(path_text: str) -> str:
     if path.is_dir():
         if is_save_to_disk_folder(path):
             return "hf"
-        raise DataError(f"{path}: a folder, but not a datasets.save_to_disk folder (no dataset_info.json / "
-                        f"dataset_dict.json); give a COCO JSON, JSONL/CSV file or a saved dataset")
+        if is_image_folder(path):
+            return "imagefolder"
+        raise DataError(f"{path}: a folder, but neither a datasets.save_to_disk folder (dataset_info.json / "
+                        f"dataset_dict.json) nor an image folder (root/<class>/<images>); give a COCO JSON, "
+                        f"JSONL/CSV file, a saved dataset or a class-per-folder tree")
     if path.is_file():
         if path.suffix.lower() == ".json":
             with path.open() as handle:
@@ -59,7 +68,48 @@ def _load_caption_records(spec: DataSpec) -> list[Record]:
         return load_caption_table(Path(spec.path), spec.image_column, spec.caption_column, images_dir)
     if kind == "hf":
         return load_caption_dataset(spec.path, spec.split, spec.image_column, spec.caption_column)
+    if kind == "imagefolder":
+        raise DataError(f"{spec.path}: an image folder has class labels, not captions; use --task classify")
     raise DataError(f"unknown data format {spec.format!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+
+
+def _load_label_source(spec: DataSpec) -> tuple[list[Record], list[str] | None]:
+    """Records with raw labels, plus the class list the source itself declares (folder names, ClassLabel)."""
+    kind = detect_format(spec.path) if spec.format == "auto" else spec.format
+    images_dir = Path(spec.images_dir) if spec.images_dir else None
+    if kind == "imagefolder":
+        return load_image_folder(Path(spec.path), spec.split)
+    if kind in ("jsonl", "table"):
+        return load_label_table(Path(spec.path), spec.image_column, spec.label_column, spec.rationale_column,
+                                images_dir), None
+    if kind == "hf":
+        return load_label_dataset(spec.path, spec.split, spec.image_column, spec.label_column, spec.rationale_column)
+    if kind == "coco":
+        raise DataError(f"{spec.path}: a COCO file has captions or boxes, not one label per image; for "
+                        f"classification give an image folder, a JSONL/CSV with image + label, or a dataset")
+    raise DataError(f"unknown data format {spec.format!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+
+
+def load_labelled_records(spec: DataSpec, classes: list[str] | None = None, log=print) -> tuple[list[Record], list[str]]:
+    """Classification records (label = class name) and the class list.
+
+    `classes` is the list a trained model knows (evaluation); without it the list comes from
+    --class-names, the source, or the data (see `data/labels.py`).
+    """
+    records, source_classes = _load_label_source(spec)
+    # Integer labels index --class-names, else the source's own list, else the model's classes.
+    names = check_class_names(spec.class_names or source_classes or classes or discover_classes(records), spec.path)
+    indexed = bool(spec.class_names or source_classes or classes)
+    records, skipped = resolve_labels(records, names, indexed, spec.skip_bad_rows, spec.path)
+    if classes is not None:
+        records, more = resolve_labels(records, list(classes), False, spec.skip_bad_rows, spec.path)
+        skipped += more
+        names = list(classes)
+    for record in records:
+        record.rationale = record.rationale.strip() if isinstance(record.rationale, str) else None
+    if skipped:
+        log(f"{spec.path}: skipped {skipped} rows whose label is missing or not a class (--skip-bad-rows)")
+    return _finish(records, spec), names
 
 
 def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[list[Record], int]:
@@ -77,13 +127,19 @@ def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[l
     return kept, skipped
 
 
-def load_records(spec: DataSpec, task: str = "caption", log=print) -> list[Record]:
+def load_records(spec: DataSpec, task: str = "caption", log=print, classes: list[str] | None = None) -> list[Record]:
+    if task in TASKS_WITH_LABELS:
+        return load_labelled_records(spec, classes, log=log)[0]
     if task != "caption":
-        raise DataError(f"task {task!r} has no data loader yet; available: caption")
+        raise DataError(f"task {task!r} has no data loader; available: caption, {', '.join(TASKS_WITH_LABELS)}")
     records = _load_caption_records(spec)
     records, skipped = clean_caption_records(records, spec.skip_bad_rows)
     if skipped:
         log(f"{spec.path}: skipped {skipped} rows with no usable caption (--skip-bad-rows)")
+    return _finish(records, spec)
+
+
+def _finish(records: list[Record], spec: DataSpec) -> list[Record]:
     if not records:
         raise DataError(f"{spec.path}: no usable examples")
     if spec.shuffle:
@@ -94,10 +150,11 @@ def load_records(spec: DataSpec, task: str = "caption", log=print) -> list[Recor
 
 
 def fingerprint(records: list[Record]) -> str:
-    """A short hash of what the data says (image references and captions), to tell runs' data apart."""
+    """A short hash of what the data says (image references, captions, labels), to tell runs' data apart."""
     import hashlib
 
     digest = hashlib.sha256()
     for record in records:
-        digest.update(json.dumps([record.image_key(), record.captions], default=str).encode())
+        digest.update(json.dumps([record.image_key(), record.captions, record.label, record.rationale],
+                                 default=str).encode())
     return digest.hexdigest()[:16]

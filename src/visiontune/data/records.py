@@ -16,6 +16,8 @@ class Record:
     image: Any
     image_id: str
     captions: list[str] = field(default_factory=list)
+    label: Any = None  # classification: the class name (raw value until labels are resolved)
+    rationale: str | None = None  # classification with --reasoning: why the label is right
     base_dir: Path | None = None
     source_row: str = ""  # where it came from, for messages: "train.jsonl line 12"
 

@@ -14,6 +14,7 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> Path | No
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
     rates = [(e["step"], e["learning_rate"]) for e in log_history if "learning_rate" in e]
+    accuracy = [(e["step"], e["eval_accuracy"]) for e in log_history if "eval_accuracy" in e]
     if not train and not evals:
         return None
     figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -23,6 +24,12 @@ def plot_training_curves(log_history: list[dict], path: str | Path) -> Path | No
         loss_axis.plot(*zip(*evals), marker="o", label="eval loss")
     loss_axis.set_xlabel("step")
     loss_axis.set_ylabel("loss")
+    if accuracy:  # classification: eval accuracy on a second axis
+        accuracy_axis = loss_axis.twinx()
+        accuracy_axis.plot(*zip(*accuracy), marker="s", color="tab:green", label="eval accuracy")
+        accuracy_axis.set_ylabel("accuracy")
+        accuracy_axis.set_ylim(0, 1.02)
+        accuracy_axis.legend(loc="upper center")
     loss_axis.legend()
     if rates:
         lr_axis.plot(*zip(*rates))

@@ -1,4 +1,4 @@
-"""A PNG grid of sample images with the prediction and the references under each."""
+"""A PNG grid of sample images, each with a few lines of text (prediction, reference) above it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 
-def plot_caption_grid(items: list[dict], path: str | Path, columns: int = 4) -> Path | None:
-    """items: {"image": PIL image, "prediction": str, "references": [str]}."""
+def plot_sample_grid(items: list[dict], path: str | Path, columns: int = 4) -> Path | None:
+    """items: {"image": PIL image, "lines": [str]} (the task writes the lines: see Task.sample_lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,8 +21,7 @@ def plot_caption_grid(items: list[dict], path: str | Path, columns: int = 4) -> 
         axis.axis("off")
     for axis, item in zip(axes.flat, items):
         axis.imshow(item["image"])
-        lines = ["pred: " + textwrap.shorten(item["prediction"], 90)]
-        lines += ["ref: " + textwrap.shorten(r, 90) for r in item["references"][:2]]
+        lines = [textwrap.shorten(line, 90) for line in item["lines"]]
         axis.set_title("\n".join(textwrap.fill(line, 42) for line in lines), fontsize=8, loc="left")
     figure.tight_layout()
     figure.savefig(path, dpi=90)

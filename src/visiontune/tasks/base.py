@@ -30,21 +30,56 @@ class Task:
     def parse(self, text: str) -> Any:
         raise NotImplementedError
 
+    def references(self, record: Record) -> Any:
+        """What a prediction for this record is scored against."""
+        raise NotImplementedError
+
+    def prediction_of(self, row: dict) -> Any:
+        """The prediction in one result row (from `Predictor.results` or a predictions file), as `score` takes it."""
+        raise NotImplementedError
+
+    def score(self, predictions: dict[str, Any], references: dict[str, Any]) -> dict:
+        raise NotImplementedError
+
+    def sample_lines(self, prediction: Any, reference: Any) -> list[str]:
+        """Text drawn above an image in the samples grid."""
+        raise NotImplementedError
+
     def metadata(self) -> dict:
         return {"task": self.name, "prompt": self.prompt, "system_prompt": self.system_prompt}
 
 
-def task_from_metadata(metadata: dict, task: str | None = None, prompt: str | None = None,
-                       system_prompt: str | None = None) -> Task:
-    """The task a run was trained for (its visiontune.json), with any explicitly given option winning."""
-    return get_task(task or metadata.get("task", "caption"), prompt=prompt or metadata.get("prompt"),
-                    system_prompt=system_prompt or metadata.get("system_prompt"))
+# Options each task takes beyond prompt / system_prompt; a run's visiontune.json stores them.
+TASK_OPTIONS = {"caption": (), "classify": ("classes", "descriptions", "reasoning")}
+
+
+def task_options(config) -> dict:
+    """Task options a Train/Predict/EvalConfig sets (None where it leaves the run's or the default)."""
+    prompt_template = getattr(config, "prompt_template", None)
+    if prompt_template and config.prompt and prompt_template != config.prompt:
+        raise ValueError("--prompt and --prompt-template are the same option; give one of them")
+    return {"prompt": prompt_template or config.prompt, "system_prompt": config.system_prompt,
+            "classes": getattr(config, "class_names", None), "descriptions": getattr(config, "class_descriptions", None),
+            "reasoning": getattr(config, "reasoning", None) or None}
+
+
+def task_from_metadata(metadata: dict, task: str | None = None, **overrides) -> Task:
+    """The task a run was trained for (its visiontune.json), with any explicitly given option winning.
+
+    A different task than the run's starts from that task's defaults (the run's prompts don't carry over)."""
+    name = task or metadata.get("task", "caption")
+    stored = metadata if metadata.get("task", "caption") == name else {}
+    options = {key: stored.get(key) for key in ("prompt", "system_prompt", *TASK_OPTIONS.get(name, ()))}
+    options.update({key: value for key, value in overrides.items() if value not in (None, [], "")})
+    return get_task(name, **options)
 
 
 def get_task(name: str, **options) -> Task:
     from .caption import CaptionTask
+    from .classify import ClassifyTask
 
-    tasks = {"caption": CaptionTask}
+    tasks = {"caption": CaptionTask, "classify": ClassifyTask}
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(tasks)}")
-    return tasks[name](**options)
+    known = ("prompt", "system_prompt", *TASK_OPTIONS[name])
+    return tasks[name](**{k: v for k, v in options.items() if k in known and v is not None})

@@ -23,3 +23,10 @@ class CaptionTask(Task):
         from ..metrics.caption import caption_metrics
 
         return caption_metrics(predictions, references)
+
+    def prediction_of(self, row: dict) -> str:
+        """The caption in a predictions-file row (`visiontune predict` output or {"image", "caption"})."""
+        return row.get("prediction", row.get("caption", row.get("text")))
+
+    def sample_lines(self, prediction: str, reference: list[str]) -> list[str]:
+        return ["pred: " + prediction] + ["ref: " + r for r in reference[:2]]

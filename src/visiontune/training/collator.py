@@ -86,4 +86,6 @@ class VLMCollator:
         out["labels"] = left_pad(labels, IGNORE_INDEX)
         for key in per_token:
             out[key] = left_pad(extra[key], 0)
+        if "weight" in examples[0]:  # --balance loss
+            out["example_weight"] = torch.tensor([e["weight"] for e in examples], dtype=torch.float32)
         return out

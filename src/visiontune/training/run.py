@@ -10,11 +10,13 @@ import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..config import TrainConfig, build_config, to_dict
-from ..data.loading import DataSpec, fingerprint, load_records
+from ..data.loading import TASKS_WITH_LABELS, DataSpec, fingerprint, load_labelled_records, load_records
 from ..data.validate import check_images
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
 from ..tasks import get_task
+from ..tasks.base import task_options
+from .balancing import BALANCE_MODES, class_counts, format_counts, inverse_frequency_weights
 from .callbacks import ThroughputCallback
 from .collator import VLMCollator
 from .examples import ExampleDataset
@@ -28,16 +30,36 @@ MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safete
 
 def _data_spec(config: TrainConfig, path: str, split: str | None, max_samples: int | None) -> DataSpec:
     return DataSpec(path=path, format=config.format, split=split, image_column=config.image_column,
-                    caption_column=config.caption_column, images_dir=config.images_dir, max_samples=max_samples,
-                    seed=config.seed, shuffle=config.shuffle, skip_bad_rows=config.skip_bad_rows)
+                    caption_column=config.caption_column, label_column=config.label_column,
+                    rationale_column=config.rationale_column, class_names=config.class_names,
+                    images_dir=config.images_dir, max_samples=max_samples, seed=config.seed, shuffle=config.shuffle,
+                    skip_bad_rows=config.skip_bad_rows)
 
 
-def _load_split(config: TrainConfig, path: str, split, max_samples, log):
-    records = load_records(_data_spec(config, path, split, max_samples), config.task, log=log)
+def _load_split(config: TrainConfig, path: str, split, max_samples, log, classes=None):
+    records = load_records(_data_spec(config, path, split, max_samples), config.task, log=log, classes=classes)
     return check_images(records, skip_bad=config.skip_bad_images, log=log)
 
 
-def _training_arguments(config: TrainConfig, has_eval: bool) -> TrainingArguments:
+def _build_task(config: TrainConfig, log):
+    """The task, and for classify the training records (their labels give the classes)."""
+    options = task_options(config)
+    if config.task not in TASKS_WITH_LABELS:
+        return get_task(config.task, **options), None
+    if config.balance not in BALANCE_MODES:
+        raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
+    spec = _data_spec(config, config.data, config.split, config.max_samples)
+    records, options["classes"] = load_labelled_records(spec, log=log)
+    task = get_task(config.task, **options)
+    if config.reasoning:
+        with_rationale = sum(bool(r.rationale) for r in records)
+        log(f"--reasoning: {with_rationale}/{len(records)} training rows have a rationale; the others' target is the "
+            f"class name alone" if with_rationale else "--reasoning: the data has no rationale column "
+            "(--rationale-column); targets are the class names alone")
+    return task, records
+
+
+def _training_arguments(config: TrainConfig, has_eval: bool, best_metric: str = "eval_loss") -> TrainingArguments:
     import os
 
     # TensorBoard event files go under <output>/logs (transformers 5 reads the folder from the environment).
@@ -70,8 +92,8 @@ def _training_arguments(config: TrainConfig, has_eval: bool) -> TrainingArgument
         save_steps=save_steps,
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=has_eval,
-        metric_for_best_model="eval_loss" if has_eval else None,
-        greater_is_better=False if has_eval else None,
+        metric_for_best_model=best_metric if has_eval else None,
+        greater_is_better=(best_metric != "eval_loss") if has_eval else None,
         prediction_loss_only=True,
         remove_unused_columns=False,
         dataloader_num_workers=config.num_workers,
@@ -98,14 +120,29 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         raise ValueError("no training data: pass --data PATH (COCO JSON, JSONL/CSV, save_to_disk folder or hub id)")
     set_seed(config.seed)
     output = Path(config.output)
-    task = get_task(config.task, prompt=config.prompt, system_prompt=config.system_prompt)
+    task, labelled = _build_task(config, log)
+    classes = getattr(task, "classes", None)
 
-    train_records, train_skipped = _load_split(config, config.data, config.split, config.max_samples, log)
+    if labelled is not None:
+        train_records, train_skipped = check_images(labelled, skip_bad=config.skip_bad_images, log=log)
+    else:
+        train_records, train_skipped = _load_split(config, config.data, config.split, config.max_samples, log)
     eval_records, eval_skipped = ([], 0)
     if config.eval_data:
         eval_records, eval_skipped = _load_split(config, config.eval_data, config.eval_split,
-                                                 config.max_eval_samples, log)
+                                                 config.max_eval_samples, log, classes=classes)
     train_set, eval_set = ExampleDataset(train_records, task), ExampleDataset(eval_records, task)
+    sample_weights = None
+    if classes:
+        counts = class_counts(train_set.labels(), classes)
+        log(f"training examples per class ({len(classes)} classes):\n{format_counts(counts)}")
+        missing = [name for name, count in counts.items() if count == 0]
+        if missing:
+            log(f"warning: no training examples for {', '.join(missing)}")
+        if config.balance == "sampler":
+            sample_weights = inverse_frequency_weights(train_set.labels())
+        elif config.balance == "loss":
+            train_set.weights = inverse_frequency_weights(train_set.labels())
     log(f"data: {len(train_records)} training images -> {len(train_set)} examples"
         + (f"; {len(eval_records)} evaluation images -> {len(eval_set)} examples" if eval_records else ""))
     write_run_record(output, to_dict(config), {
@@ -124,7 +161,13 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     collator = VLMCollator(processor, max_length=config.max_length)
     preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
 
-    args = _training_arguments(config, has_eval=bool(eval_records))
+    best_metric = "eval_accuracy" if classes and eval_records else "eval_loss"
+    args = _training_arguments(config, has_eval=bool(eval_records), best_metric=best_metric)
+    extra_eval = None
+    if classes and eval_records:
+        from .class_eval import classification_eval
+
+        extra_eval = classification_eval(eval_records, task, processor, batch_size=config.batch_size)
     throughput = ThroughputCallback(output)
     callbacks = [throughput]
     if config.early_stopping:
@@ -132,7 +175,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
             raise ValueError("--early-stopping needs --eval-data to measure improvement")
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-                         data_collator=collator, callbacks=callbacks, throughput=throughput)
+                         data_collator=collator, callbacks=callbacks, throughput=throughput,
+                         sample_weights=sample_weights, extra_eval=extra_eval)
     train_output = trainer.train(resume_from_checkpoint=True if config.resume else None)
 
     # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
@@ -147,11 +191,18 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
                 "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    if classes:  # for people and tools reading the run: classes, prompts as rendered, counts and the config
+        (output / "training_metadata.json").write_text(json.dumps({
+            **metadata, "system_prompt_rendered": task.render(task.system_prompt),
+            "prompt_rendered": task.render(task.prompt), "class_counts": class_counts(train_set.labels(), classes),
+            "balance": config.balance, "best_metric": best_metric, "config": to_dict(config)}, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    preflight=preflight, truncated_answers=collator.truncated_answers)
     if eval_records:
-        summary["eval_loss"] = trainer.evaluate()["eval_loss"]
+        final_eval = trainer.evaluate()
+        summary.update({k: v for k, v in final_eval.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1",
+                                                                     "eval_ece")})
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_training_curves(trainer.state.log_history, output / "training_curves.png")
     log(f"saved {output} — {summary['samples_per_second']} samples/s, {summary['tokens_per_second']} tokens/s, "

@@ -3,7 +3,8 @@
 The vocabulary is tens of thousands wide and most positions are image and prompt tokens; rows are
 left-padded so every answer ends at the last position, and `logits_to_keep` asks the model for the
 last K positions only (K = longest answer in the batch + 1). Loss = summed token cross-entropy over
-the number of answer tokens in the whole (gradient-accumulated, multi-device) batch.
+the number of answer tokens in the whole (gradient-accumulated, multi-device) batch; with per-example
+weights (`--balance loss`) each example's tokens are scaled by its weight.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .collator import IGNORE_INDEX
 def answer_token_loss(model, inputs: dict, num_items_in_batch=None):
     inputs = dict(inputs)
     labels = inputs.pop("labels")
+    weights = inputs.pop("example_weight", None)
     has_label = labels != IGNORE_INDEX
     # First labelled position over the batch; the logit predicting it sits one position earlier.
     first = int(torch.where(has_label.any(0))[0].min()) if has_label.any() else labels.shape[1] - 1
@@ -25,16 +27,24 @@ def answer_token_loss(model, inputs: dict, num_items_in_batch=None):
     outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
     logits = outputs.logits[:, -keep:-1, :]
     targets = labels[:, first:].to(logits.device)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    token_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                 ignore_index=IGNORE_INDEX, reduction="none").view(targets.shape)
+    if weights is not None:
+        token_loss = token_loss * weights.to(token_loss.device)[:, None]
+    loss = token_loss.sum()
     count = num_items_in_batch if num_items_in_batch is not None else has_label[:, 1:].sum().clamp(min=1)
     return loss / count, outputs
 
 
 class VLMTrainer(Trainer):
-    def __init__(self, *args, throughput=None, **kwargs):
+    """`sample_weights`: draw training examples with these weights (--balance sampler).
+    `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
+    `metric_for_best_model` can be e.g. eval_accuracy)."""
+
+    def __init__(self, *args, throughput=None, sample_weights=None, extra_eval=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.throughput = throughput  # a ThroughputCallback that counts what is trained on
+        self.sample_weights, self.extra_eval = sample_weights, extra_eval
         # Our loss is already normalised by the batch's answer-token count, so Trainer must not rescale it
         # for gradient accumulation.
         self.model_accepts_loss_kwargs = True
@@ -46,3 +56,22 @@ class VLMTrainer(Trainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
         return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
+                                                  else self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(self.sample_weights, num_samples=len(self.sample_weights),
+                                                      replacement=True, generator=generator)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.extra_eval is not None and eval_dataset is None:
+            was_training = self.model.training
+            self.model.eval()
+            extra = {f"{metric_key_prefix}_{k}": v for k, v in self.extra_eval(self.model).items()}
+            self.model.train(was_training)
+            metrics.update(extra)
+            self.log(extra)
+        return metrics

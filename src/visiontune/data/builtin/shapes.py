@@ -56,3 +56,18 @@ def write_shapes_dataset(folder: str | Path, count: int = 8, seed: int = 0, size
     jsonl = folder / "captions.jsonl"
     jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return {"coco": coco, "jsonl": jsonl, "images": folder / "images"}
+
+
+def write_shape_classes(folder: str | Path, per_class: int = 4, seed: int = 0, size: int = 96,
+                        counts: dict[str, int] | None = None) -> Path:
+    """An image-folder classification set (`folder/<shape>/*.png`), random colours and backgrounds.
+
+    `counts` gives per-class image counts (for imbalance tests); otherwise `per_class` each."""
+    folder = Path(folder)
+    rng = random.Random(seed)
+    for shape in SHAPES:
+        (folder / shape).mkdir(parents=True, exist_ok=True)
+        for index in range((counts or {}).get(shape, per_class)):
+            colour, background = rng.choice(list(COLOURS)), rng.choice(list(BACKGROUNDS))
+            draw_shape(shape, colour, background, size, rng).save(folder / shape / f"{index:04d}.png")
+    return folder

@@ -6,7 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from ..columns import CAPTION_COLUMN_NAMES, IMAGE_COLUMN_NAMES, normalise_captions, pick_column
+from ..columns import (CAPTION_COLUMN_NAMES, IMAGE_COLUMN_NAMES, LABEL_COLUMN_NAMES, RATIONALE_COLUMN_NAMES,
+                       normalise_captions, optional_column, pick_column)
 from ..records import DataError, Record
 
 
@@ -52,5 +53,27 @@ def load_caption_table(path: Path, image_column: str | None, caption_column: str
             raise DataError(f"{where}: no {image_key!r} field; every row needs one")
         records.append(Record(image=row[image_key], image_id=str(row.get("id", index)),
                               captions=normalise_captions(row.get(caption_key), where),
+                              base_dir=images_dir or path.parent, source_row=where))
+    return records
+
+
+def load_label_table(path: Path, image_column: str | None, label_column: str | None, rationale_column: str | None,
+                     images_dir: Path | None = None) -> list[Record]:
+    """Rows with an image and a label (class name or index); labels are resolved against the classes later."""
+    rows = read_rows(path)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    columns = list(rows[0][1])
+    image_key = pick_column(columns, IMAGE_COLUMN_NAMES, "image", "--image-column", image_column, str(path))
+    label_key = pick_column([c for c in columns if c != image_key], LABEL_COLUMN_NAMES, "label", "--label-column",
+                            label_column, str(path))
+    rationale_key = optional_column(columns, RATIONALE_COLUMN_NAMES, "--rationale-column", rationale_column,
+                                    str(path))
+    records = []
+    for index, (where, row) in enumerate(rows):
+        if image_key not in row:
+            raise DataError(f"{where}: no {image_key!r} field; every row needs one")
+        records.append(Record(image=row[image_key], image_id=str(row.get("id", index)), label=row.get(label_key),
+                              rationale=row.get(rationale_key) if rationale_key else None,
                               base_dir=images_dir or path.parent, source_row=where))
     return records

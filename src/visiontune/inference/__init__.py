@@ -1,0 +1,1 @@
+"""Model-running helpers beyond plain generation (class scoring)."""

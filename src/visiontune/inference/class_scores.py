@@ -1,0 +1,120 @@
+"""Score mode for classification: the model's probability of each class name as its answer.
+
+For one image: the prompt (image included) runs once, together with the answer tokens every class shares
+(e.g. a reasoning the model generated, or a common first sub-word), keeping the key/value cache. The
+cache is then repeated for a chunk of classes and each class's remaining answer tokens run in one batch.
+A class's log-likelihood is the sum of log p(token) over its answer as the chat template renders it, up to
+and including the end-of-turn token (so "cat" and "cat food" are told apart). Softmax over classes gives
+the probabilities; `length_normalise` uses the mean per-token log-probability instead of the sum.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+
+from ..training.collator import VLMCollator, answer_suffix
+
+CLASS_CHUNK = 32  # classes scored per batch; bounds the repeated cache's memory
+
+
+def reasoning_of(text: str) -> str:
+    """The rationale in a generated "Reasoning: … Answer: …" reply (everything before the last Answer:)."""
+    markers = list(re.finditer(r"answer\s*[:：]", text, re.IGNORECASE))
+    body = text[: markers[-1].start()] if markers else text
+    return re.sub(r"^\s*reasoning\s*[:：]\s*", "", body, flags=re.IGNORECASE).strip()
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = ids if isinstance(ids, (list, tuple)) else [ids]
+    return {int(i) for i in ids if i is not None} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
+                                                      else set())
+
+
+class ClassScorer:
+    def __init__(self, model, processor, task, length_normalise: bool = False):
+        self.model, self.processor, self.task = model, processor, task
+        self.tokenizer = processor.tokenizer
+        self.collator = VLMCollator(processor, with_labels=False)
+        self.length_normalise = length_normalise
+        self.eos = _eos_ids(model, self.tokenizer)
+        self._cached: dict[str | None, list[list[int]]] = {}
+
+    def answer_tokens(self, reasoning: str | None = None) -> list[list[int]]:
+        """Each class's answer token ids, up to and including the first end-of-turn token."""
+        if reasoning not in self._cached:
+            messages = self.task.messages()
+            rows = []
+            for name in self.task.classes:
+                text = answer_suffix(self.processor, messages, self.task.target_text(name, reasoning))
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                end = next((i for i, t in enumerate(ids) if t in self.eos), len(ids) - 1)
+                rows.append(ids[: end + 1])
+            if len({tuple(r) for r in rows}) < len(rows):
+                raise ValueError("two classes tokenize to the same answer; class names must differ as text")
+            if reasoning is None:
+                self._cached[None] = rows
+            return rows
+        return self._cached[reasoning]
+
+    @torch.inference_mode()
+    def log_likelihoods(self, image, reasoning: str | None = None) -> torch.Tensor:
+        """Per-class summed log-probability of the answer tokens given the image and prompt; shape (classes,)."""
+        answers = self.answer_tokens(reasoning)
+        shared = 0  # tokens all answers start with; each class keeps at least one token of its own
+        while all(len(a) > shared + 1 for a in answers) and len({a[shared] for a in answers}) == 1:
+            shared += 1
+        device = next(self.model.parameters()).device
+        batch = self.collator.encode_prompts([image], [self.task.messages()])
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        prefix = torch.tensor([answers[0][:shared]], dtype=batch["input_ids"].dtype, device=device)
+        batch["input_ids"] = torch.cat([batch["input_ids"], prefix], dim=1)
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        first = self.model(**batch, use_cache=True, logits_to_keep=shared + 1)
+        first_logp = torch.log_softmax(first.logits[0].float(), dim=-1)  # (shared + 1, vocab)
+        shared_logp = sum(first_logp[i, answers[0][i]] for i in range(shared)) if shared else first_logp.new_zeros(())
+        totals = []
+        for start in range(0, len(answers), CLASS_CHUNK):
+            tails = [a[shared:] for a in answers[start:start + CLASS_CHUNK]]
+            totals.append(self._tails_logp(first.past_key_values, first_logp[shared], tails, batch["input_ids"].shape[1],
+                                           device))
+        scores = shared_logp + torch.cat(totals)
+        if self.length_normalise:
+            scores = scores / torch.tensor([len(a) for a in answers], dtype=scores.dtype, device=scores.device)
+        return scores.cpu()
+
+    def _tails_logp(self, cache, next_logp, tails: list[list[int]], context: int, device) -> torch.Tensor:
+        width = max(len(t) for t in tails)
+        ids = torch.full((len(tails), width), self.collator.pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(tails), context + width), dtype=torch.long, device=device)
+        mask[:, :context] = 1
+        for row, tail in enumerate(tails):
+            ids[row, : len(tail)] = torch.tensor(tail, device=device)
+            mask[row, context: context + len(tail)] = 1
+        totals = next_logp[ids[:, 0]]
+        if width > 1:
+            repeated = copy.deepcopy(cache)
+            repeated.batch_repeat_interleave(len(tails))
+            out = self.model(input_ids=ids, attention_mask=mask, past_key_values=repeated, use_cache=True)
+            logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+            token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+            valid = mask[:, context + 1:].bool()
+            totals = totals + (token_logp * valid).sum(dim=1)
+        return totals
+
+    def result(self, image, text: str | None = None, top_k: int = 5) -> dict:
+        """Label, confidence, top-k and the full probability table for one image."""
+        reasoning = reasoning_of(text) if self.task.reasoning and text is not None else None
+        scores = self.log_likelihoods(image, reasoning)
+        probabilities = torch.softmax(scores, dim=0).tolist()
+        order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
+        classes = self.task.classes
+        label = classes[order[0]]
+        return {"label": label, "confidence": probabilities[order[0]],
+                "top_k": [{"label": classes[i], "probability": probabilities[i]} for i in order[:top_k]],
+                "probabilities": dict(zip(classes, probabilities)),
+                "log_likelihoods": dict(zip(classes, scores.tolist())),
+                "text": text if text is not None else self.task.target_text(label, reasoning)}
