@@ -28,3 +28,11 @@ def shapes(tmp_path_factory):
 # Settings under which a tiny model memorises 8 captions in seconds on a CPU.
 OVERFIT = dict(epochs=40, batch_size=8, warmup_ratio=0.0, lora_r=32, lora_alpha=64, lora_dropout=0.0,
                num_workers=0, logging_steps=10, report_to="none", preflight=True)
+
+
+@pytest.fixture(scope="session")
+def shape_classes(tmp_path_factory):
+    """An image folder with three classes (circle, square, triangle), four images each."""
+    from visiontune.data.builtin.shapes import write_shape_classes
+
+    return write_shape_classes(tmp_path_factory.mktemp("shape_classes") / "data", per_class=4, seed=0)

@@ -1,0 +1,123 @@
+"""Classify task: prompts, the answer parser, metrics against scikit-learn, score mode against one-class-at-a-time."""
+
+import numpy as np
+import pytest
+import torch
+
+from visiontune.metrics.classification import classification_metrics, expected_calibration_error
+from visiontune.tasks import get_task
+from visiontune.tasks.answer_parser import parse_answer
+
+CLASSES = ["cat", "dog", "golden retriever", "retriever", "bird"]
+
+
+@pytest.mark.parametrize("text,label,rule", [
+    ("cat", "cat", "exact"),
+    ("Answer: Cat.", "cat", "exact"),
+    ("CAT", "cat", "exact"),
+    ("  dog\n", "dog", "exact"),
+    ("it is a **cat**", "cat", "mention"),
+    ("This looks like a golden retriever to me.", "golden retriever", "mention"),
+    ("a retriever, not sure which", "retriever", "mention"),
+    ("Reasoning: pointy ears like a cat, but it barks like a dog.\nAnswer: dog", "dog", "exact"),
+    ("Reasoning: it could be a dog or a bird.\nAnswer: the bird", "bird", "mention"),
+    ("Reasoning: no idea, maybe a cat\nAnswer: zebra", None, "unmapped"),
+    ("cats", "cat", "close"),
+    ("retreiver", "retriever", "close"),
+    ("birds!", "bird", "close"),
+    ("asdf qwerty", None, "unmapped"),
+    ("", None, "unmapped"),
+])
+def test_parser_table(text, label, rule):
+    parsed = parse_answer(text, CLASSES)
+    assert (parsed.label, parsed.rule) == (label, rule)
+
+
+def test_prompts_fill_classes_and_descriptions():
+    task = get_task("classify", classes=["ael", "cli"], descriptions={"ael": "aeolian ridges"},
+                    system_prompt="You are an expert Martian geologist. Classes: {classes}.\n{descriptions}",
+                    prompt="Classify the terrain. Answer with one of: {classes}")
+    system, user = task.messages()
+    assert system["content"][0]["text"] == "You are an expert Martian geologist. Classes: ael, cli.\n- ael: aeolian ridges"
+    assert user["content"][1]["text"] == "Classify the terrain. Answer with one of: ael, cli"
+    assert get_task("classify", classes=["a", "b"], reasoning=True).target_text("a", "round") == \
+        "Reasoning: round\nAnswer: a"
+    assert get_task("classify", classes=["a", "b"]).target_text("a", "round") == "a"
+    with pytest.raises(ValueError, match="class names"):
+        get_task("classify")
+
+
+def test_metrics_equal_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, top_k_accuracy_score
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c", "d"]
+    truth = list(rng.choice(classes, 60))
+    scores = rng.dirichlet(np.ones(4), 60)
+    predicted = [classes[i] for i in scores.argmax(1)]
+    predicted[3] = None  # an unmapped answer is simply wrong
+    metrics = classification_metrics(truth, predicted, classes, scores.tolist())
+    shown = [p or "<unmapped>" for p in predicted]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, shown), abs=1e-12)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, shown, labels=classes, average="macro"), abs=1e-12)
+    assert metrics["weighted_f1"] == pytest.approx(f1_score(truth, shown, labels=classes, average="weighted"),
+                                                   abs=1e-12)
+    precision, recall, _, support = precision_recall_fscore_support(truth, shown, labels=classes, zero_division=0)
+    assert [metrics["per_class"][c]["recall"] for c in classes] == pytest.approx(list(recall), abs=1e-12)
+    assert [metrics["per_class"][c]["support"] for c in classes] == list(support)
+    assert metrics["top2_accuracy"] == pytest.approx(top_k_accuracy_score(truth, scores, k=2, labels=classes))
+    assert metrics["unmapped_rate"] == pytest.approx(1 / 60)
+
+
+def test_ece_by_hand():
+    # two bins used: (0.2, 0.267] holds 0.25 x2 (one right); (0.933, 1] holds 0.95 x2 (both right)
+    ece, table = expected_calibration_error([0.25, 0.25, 0.95, 0.95], [1, 0, 1, 1])
+    assert ece == pytest.approx(0.5 * abs(0.5 - 0.25) + 0.5 * abs(1.0 - 0.95))
+    assert [entry["count"] for entry in table] == [2, 2]
+    assert expected_calibration_error([1.0, 1.0], [1, 1])[0] == 0.0
+
+
+def _independent_log_likelihood(model, processor, task, image, target, eos_ids):
+    """log p(answer) with the whole sequence in one ordinary forward pass, up to and including end-of-turn."""
+    from visiontune.training.collator import IGNORE_INDEX, VLMCollator
+
+    batch = VLMCollator(processor)([{"image": image, "messages": task.messages(), "target": target, "where": "t"}])
+    labels = batch.pop("labels")[0]
+    with torch.no_grad():
+        logits = model(**batch).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], -1).gather(-1, labels[1:, None].clamp(min=0))[:, 0]
+    positions = (labels[1:] != IGNORE_INDEX).nonzero()[:, 0].tolist()
+    total = 0.0
+    for position in positions:
+        total += float(logp[position])
+        if int(labels[1 + position]) in eos_ids:
+            break
+    return total
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, reasoning):
+    from visiontune.data.images import load_image
+    from visiontune.inference import class_scores
+    from visiontune.models.vlm import load_for_inference
+
+    model, processor, _ = load_for_inference(tiny_models["smolvlm"], log=lambda *_: None)
+    # names that share first tokens exercise the shared-prefix path; a chunk of 2 exercises chunking
+    classes = ["circle", "circles", "circle big", "square", "triangle"]
+    task = get_task("classify", classes=classes, reasoning=reasoning)
+    scorer = class_scores.ClassScorer(model, processor, task)
+    image = load_image(next((shape_classes / "circle").glob("*.png")))
+    rationale = "it is round and red" if reasoning else None
+    original = class_scores.CLASS_CHUNK
+    class_scores.CLASS_CHUNK = 2
+    try:
+        scores = scorer.log_likelihoods(image, rationale)
+    finally:
+        class_scores.CLASS_CHUNK = original
+    expected = [_independent_log_likelihood(model, processor, task, image, task.target_text(name, rationale),
+                                            scorer.eos) for name in classes]
+    assert scores.tolist() == pytest.approx(expected, abs=2e-4)
+    assert scores.argsort().tolist() == np.argsort(expected).tolist()
+    result = scorer.result(image, f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None, top_k=3)
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert [row["label"] for row in result["top_k"]][0] == result["label"] == classes[int(np.argmax(expected))]

@@ -1,0 +1,128 @@
+"""Classification end to end: a tiny model learns three shape classes; both prediction modes score 1.0."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import OVERFIT
+from visiontune.cli import main
+from visiontune.evaluate import evaluate
+from visiontune.predict import predict
+from visiontune.training.balancing import inverse_frequency_weights
+from visiontune.training.run import train
+
+QUIET = {"log": lambda *_: None}
+CLASSIFY_OVERFIT = {**OVERFIT, "epochs": 30, "batch_size": 12, "learning_rate": 3e-3}
+
+
+@pytest.fixture(scope="module")
+def classify_run(tiny_models, shape_classes, tmp_path_factory):
+    output = tmp_path_factory.mktemp("classify") / "run"
+    summary = train(task="classify", model=str(tiny_models["smolvlm"]), data=str(shape_classes),
+                    eval_data=str(shape_classes), eval_steps=10, output=str(output), **CLASSIFY_OVERFIT, **QUIET)
+    return output, summary
+
+
+def test_overfit_then_both_modes_score_one(classify_run, shape_classes, tmp_path):
+    output, summary = classify_run
+    assert summary["eval_accuracy"] == 1.0
+    metadata = json.loads((output / "training_metadata.json").read_text())
+    assert metadata["classes"] == ["circle", "square", "triangle"] and metadata["best_metric"] == "eval_accuracy"
+    assert metadata["class_counts"] == {"circle": 4, "square": 4, "triangle": 4}
+    state = json.loads(sorted(output.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
+    assert state["best_metric"] == 1.0  # chosen on accuracy, not loss
+    for mode in ("score", "generate"):
+        metrics = evaluate(model=str(output), data=str(shape_classes), output=str(tmp_path / mode), mode=mode, **QUIET)
+        assert metrics["accuracy"] == 1.0 and metrics["unmapped_rate"] == 0.0, mode
+    assert metrics["mode"] == "generate"
+    for name in ("metrics.json", "results.json", "confusion_matrix.png", "reliability.png", "samples.png",
+                 "predictions.jsonl"):
+        assert (tmp_path / "score" / name).exists(), name
+    results = json.loads((tmp_path / "score" / "results.json").read_text())
+    assert results["confusion_matrix"]["matrix"] == [[4, 0, 0], [0, 4, 0], [0, 0, 4]]
+    assert 0.0 <= results["ece"] <= 1.0 and results["calibration"]
+
+
+def test_untrained_model_does_not_score_one(tiny_models, shape_classes):
+    for mode in ("score", "generate"):
+        metrics = evaluate(model=str(tiny_models["smolvlm"]), task="classify", data=str(shape_classes), mode=mode,
+                           max_new_tokens=8, **QUIET)
+        assert metrics["accuracy"] < 1.0, mode
+    assert metrics["unmapped_rate"] > 0.5  # free text from a random model names no class
+
+
+def test_predict_returns_label_confidence_topk_and_text(classify_run, shape_classes):
+    output, _ = classify_run
+    image = sorted((shape_classes / "triangle").glob("*.png"))[0]
+    (row,) = predict(model=str(output), images=[str(image)], top_k=2, **QUIET)
+    assert row["label"] == "triangle" and row["text"] == "triangle"
+    assert [r["label"] for r in row["top_k"]][0] == "triangle" and len(row["top_k"]) == 2
+    assert row["confidence"] == pytest.approx(max(row["probabilities"].values()))
+    rows = predict(model=str(output), images=[str(shape_classes)], mode="generate", **QUIET)
+    assert len(rows) == 12 and all(r["label"] == r["image"].split("/")[-2] for r in rows)
+    assert all(0.0 < r["confidence"] <= 1.0 for r in rows)
+
+
+def test_eval_scores_a_predictions_file(classify_run, shape_classes, tmp_path):
+    output, _ = classify_run
+    rows = predict(model=str(output), images=[str(shape_classes)], output=str(tmp_path / "p.jsonl"), **QUIET)
+    rows[0]["label"] = None
+    rows[0]["prediction"] = "it is **a square**, clearly"  # free text is parsed; the first image is a circle
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = evaluate(task="classify", predictions=str(tmp_path / "p.jsonl"), data=str(shape_classes), **QUIET)
+    assert metrics["accuracy"] == pytest.approx(11 / 12)
+
+
+def test_cli_with_prompts_class_names_and_a_base_model(tiny_models, shape_classes, tmp_path, capsys):
+    """Zero-shot on a base model: the classes come from --class-names; the prompts from the flags."""
+    code = main(["predict", "--task", "classify", "--model", str(tiny_models["smolvlm"]), "--images",
+                 str(sorted((shape_classes / "circle").glob("*.png"))[0]), "--class-names", "circle", "square",
+                 "--system-prompt", "You sort shapes: {classes}.", "--prompt-template", "Which one? {classes}"])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(row["probabilities"]) == {"circle", "square"}
+    code = main(["predict", "--task", "classify", "--model", str(tiny_models["smolvlm"]), "--images",
+                 str(shape_classes)])
+    assert code == 2 and "class names" in capsys.readouterr().err
+
+
+def test_balancing(tiny_models, tmp_path):
+    from visiontune.data.builtin.shapes import write_shape_classes
+    from visiontune.training.vlm_trainer import answer_token_loss
+
+    labels = ["circle"] * 6 + ["square"] * 2 + ["triangle"]
+    weights = inverse_frequency_weights(labels)
+    per_class = Counter()
+    for label, weight in zip(labels, weights):
+        per_class[label] += weight
+    assert sum(weights) / len(weights) == pytest.approx(1.0)
+    assert len({round(v, 9) for v in per_class.values()}) == 1  # every class weighs the same in total
+    # the weighted sampler draws classes about equally often
+    drawn = Counter(labels[i] for i in torch.multinomial(torch.tensor(weights), 9000, replacement=True,
+                                                         generator=torch.Generator().manual_seed(0)).tolist())
+    assert max(drawn.values()) / min(drawn.values()) < 1.15
+
+    data = write_shape_classes(tmp_path / "imbalanced", counts={"circle": 6, "square": 2, "triangle": 1})
+    messages = []
+    for mode in ("sampler", "loss"):
+        summary = train(task="classify", model=str(tiny_models["smolvlm"]), data=str(data), balance=mode,
+                        output=str(tmp_path / mode), max_steps=2, batch_size=4, num_workers=0, report_to="none",
+                        log=messages.append)
+        assert summary["steps"] == 2
+    assert any("circle    6" in m and "triangle  1" in m for m in messages)
+
+    # loss weighting: each example's tokens scale by its weight
+    class Echo(torch.nn.Module):
+        def forward(self, input_ids, logits_to_keep, **_):
+            return type("Out", (), {"logits": torch.nn.functional.one_hot(input_ids, 5).float()[:, -logits_to_keep:]})
+
+    batch = {"input_ids": torch.tensor([[1, 2, 3], [1, 4, 2]]), "labels": torch.tensor([[-100, 2, 3], [-100, 4, 4]])}
+    plain, _ = answer_token_loss(Echo(), dict(batch))
+    weighted, _ = answer_token_loss(Echo(), {**batch, "example_weight": torch.tensor([2.0, 0.0])})
+    row_losses = torch.nn.functional.cross_entropy(torch.nn.functional.one_hot(batch["input_ids"][:, :-1], 5).float()
+                                                   .reshape(-1, 5), batch["labels"][:, 1:].reshape(-1),
+                                                   reduction="none").view(2, 2).sum(1)
+    assert plain == pytest.approx(float(row_losses.sum() / 4))
+    assert weighted == pytest.approx(float(2 * row_losses[0] / 4))
