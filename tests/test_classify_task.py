@@ -108,12 +108,12 @@ def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, reas
     scorer = class_scores.ClassScorer(model, processor, task)
     image = load_image(next((shape_classes / "circle").glob("*.png")))
     rationale = "it is round and red" if reasoning else None
-    original = class_scores.CLASS_CHUNK
-    class_scores.CLASS_CHUNK = 2
+    original = class_scores.ROWS_PER_PASS
+    class_scores.ROWS_PER_PASS = 2
     try:
         scores = scorer.log_likelihoods(image, rationale)
     finally:
-        class_scores.CLASS_CHUNK = original
+        class_scores.ROWS_PER_PASS = original
     expected = [_independent_log_likelihood(model, processor, task, image, task.target_text(name, rationale),
                                             scorer.eos) for name in classes]
     assert scores.tolist() == pytest.approx(expected, abs=2e-4)
@@ -121,3 +121,47 @@ def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, reas
     result = scorer.result(image, f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None, top_k=3)
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert [row["label"] for row in result["top_k"]][0] == result["label"] == classes[int(np.argmax(expected))]
+
+
+def test_batched_scoring_equals_one_image_at_a_time(tiny_models, shape_classes):
+    """Images of different sizes get different image-token counts, so the batch is left-padded."""
+    from visiontune.data.images import load_image
+    from visiontune.inference import class_scores
+    from visiontune.models.vlm import load_for_inference
+
+    model, processor, _ = load_for_inference(tiny_models["smolvlm"], log=lambda *_: None)
+    task = get_task("classify", classes=["circle", "circles", "square", "triangle"])
+    scorer = class_scores.ClassScorer(model, processor, task)
+    images = [load_image(p) for p in sorted(shape_classes.rglob("*.png"))[:3]]
+    images[1] = images[1].resize((200, 96))
+    lengths = {len(scorer.collator.encode_prompts([im], [task.messages()])["input_ids"][0]) for im in images}
+    assert len(lengths) > 1  # the batch really is padded
+    one_by_one = torch.stack([scorer.log_likelihoods(im) for im in images])
+    original = class_scores.ROWS_PER_PASS
+    class_scores.ROWS_PER_PASS = 5  # 3 images x 1 class per pass: several passes
+    try:
+        batched = scorer.batch_log_likelihoods(images)
+    finally:
+        class_scores.ROWS_PER_PASS = original
+    assert torch.allclose(batched, one_by_one, atol=2e-4), (batched, one_by_one)
+
+
+def test_temperature_scaling_calibrates_an_overconfident_model():
+    from visiontune.inference.calibration import fit_temperature
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 2000)
+    # a model right 70% of the time that is always ~certain: scores far too peaked
+    chosen = np.where(rng.random(2000) < 0.7, truth, rng.integers(0, 4, 2000))
+    scores = rng.normal(0, 1, (2000, 4))
+    scores[np.arange(2000), chosen] += 8.0
+    scores = torch.tensor(scores)
+    temperature = fit_temperature(scores, torch.tensor(truth))
+    assert temperature > 2.0
+
+    def ece(t):
+        probabilities = torch.softmax(scores / t, 1)
+        return expected_calibration_error(probabilities.max(1).values, probabilities.argmax(1).numpy() == truth)[0]
+
+    assert ece(temperature) < 0.06 and ece(1.0) > 0.2
+    assert torch.equal(torch.softmax(scores / temperature, 1).argmax(1), scores.argmax(1))  # ranking unchanged

@@ -49,6 +49,7 @@ class TrainConfig:
     class_descriptions: str | None = field(default=None, metadata={"help": "classify: file of 'class: description' lines"})
     reasoning: bool = field(default=False, metadata={"help": "classify: train 'Reasoning: …\\nAnswer: <class>'"})
     balance: str = field(default="none", metadata={"help": "classify: none|sampler|loss (class imbalance)"})
+    calibrate: bool = field(default=True, metadata={"help": "classify: fit a softmax temperature on --eval-data"})
     # model and method
     method: str = field(default="lora", metadata={"help": "lora|qlora|full"})
     train: str | None = field(default=None, metadata={"help": "'+'-joined parts to train: vision, connector, language, all"})

@@ -75,7 +75,7 @@ class Predictor:
         output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, return_dict_in_generate=True,
                                      output_scores=with_log_probs, **self.generation)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
-        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         if not with_log_probs:
             return texts
         steps = self.model.compute_transition_scores(output.sequences, output.scores,
@@ -96,14 +96,14 @@ class Predictor:
             return [{"prediction": self.task.parse(text), "text": text} for text in self.generate_texts(images)]
         if self.mode == "score":
             texts = self.generate_texts(images) if self.task.reasoning else [None] * len(images)
-            return [self.scorer.result(image, text, self.top_k) for image, text in zip(images, texts)]
+            return self.scorer.results(images, texts, self.top_k)
         texts, log_probs = self.generate_texts(images, with_log_probs=True)
         rows = []
         for text, log_prob in zip(texts, log_probs):
             parsed = self.task.parse_full(text)
             # The probability of the whole reply as generated: a confidence, not a distribution over classes.
             rows.append({"label": parsed.label, "confidence": math.exp(log_prob), "match": parsed.rule,
-                         "text": text.strip()})
+                         "text": text})
         return rows
 
     def iter_results(self, items: list[Any], load: Callable[[Any], Any], skip_bad_images: bool = False,

@@ -50,7 +50,7 @@ class Task:
 
 
 # Options each task takes beyond prompt / system_prompt; a run's visiontune.json stores them.
-TASK_OPTIONS = {"caption": (), "classify": ("classes", "descriptions", "reasoning")}
+TASK_OPTIONS = {"caption": (), "classify": ("classes", "descriptions", "reasoning", "temperature")}
 
 
 def task_options(config) -> dict:

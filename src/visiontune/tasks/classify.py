@@ -24,8 +24,10 @@ class ClassifyTask(Task):
     default_prompt = DEFAULT_PROMPT
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
-                 descriptions: dict[str, str] | str | Path | None = None, reasoning: bool = False):
-        """`descriptions`: {class: text}, or the path of a file of `class: description` lines."""
+                 descriptions: dict[str, str] | str | Path | None = None, reasoning: bool = False,
+                 temperature: float = 1.0):
+        """`descriptions`: {class: text}, or the path of a file of `class: description` lines.
+        `temperature`: divides class log-likelihoods before the softmax in score mode (fitted after training)."""
         if not classes:
             raise ValueError("the classify task needs its class names: from the training data, --class-names, or "
                              "a visiontune run folder's visiontune.json")
@@ -34,6 +36,7 @@ class ClassifyTask(Task):
             descriptions = read_class_descriptions(descriptions, self.classes)
         self.descriptions = dict(descriptions or {})
         self.reasoning = bool(reasoning)
+        self.temperature = float(temperature)
         default_system = DEFAULT_SYSTEM_PROMPT + (DESCRIPTIONS_BLOCK if self.descriptions else "")
         super().__init__(prompt=prompt, system_prompt=system_prompt or default_system)
 
@@ -79,7 +82,7 @@ class ClassifyTask(Task):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "descriptions": self.descriptions,
-                "reasoning": self.reasoning}
+                "reasoning": self.reasoning, "temperature": self.temperature}
 
     def score(self, predictions: dict[str, dict], references: dict[str, str]) -> dict:
         from ..metrics.classification import classification_metrics

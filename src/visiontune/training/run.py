@@ -187,6 +187,12 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
             processor.save_pretrained(output / "final")
     trainer.save_model(str(output))
     processor.save_pretrained(output)
+    calibration = None
+    if classes and eval_records and config.calibrate:
+        from .class_eval import calibrate
+
+        trainer.model.eval()
+        calibration = calibrate(trainer.model, processor, task, eval_records, config.batch_size, log=log)
     metadata = {**task.metadata(), "base_model": config.model, "method": config.method, "train": config.train,
                 "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
@@ -195,10 +201,11 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         (output / "training_metadata.json").write_text(json.dumps({
             **metadata, "system_prompt_rendered": task.render(task.system_prompt),
             "prompt_rendered": task.render(task.prompt), "class_counts": class_counts(train_set.labels(), classes),
-            "balance": config.balance, "best_metric": best_metric, "config": to_dict(config)}, indent=2))
+            "balance": config.balance, "best_metric": best_metric, "calibration": calibration,
+            "config": to_dict(config)}, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
-                   preflight=preflight, truncated_answers=collator.truncated_answers)
+                   preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration)
     if eval_records:
         final_eval = trainer.evaluate()
         summary.update({k: v for k, v in final_eval.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1",

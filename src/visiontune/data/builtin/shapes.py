@@ -59,15 +59,18 @@ def write_shapes_dataset(folder: str | Path, count: int = 8, seed: int = 0, size
 
 
 def write_shape_classes(folder: str | Path, per_class: int = 4, seed: int = 0, size: int = 96,
-                        counts: dict[str, int] | None = None) -> Path:
-    """An image-folder classification set (`folder/<shape>/*.png`), random colours and backgrounds.
+                        counts: dict[str, int] | None = None, label_by: str = "shape") -> Path:
+    """An image-folder classification set (`folder/<class>/*.png`); the class is the shape (circle, square,
+    triangle) or, with `label_by="colour"`, the shape's colour; the other attributes are random.
 
     `counts` gives per-class image counts (for imbalance tests); otherwise `per_class` each."""
     folder = Path(folder)
     rng = random.Random(seed)
-    for shape in SHAPES:
-        (folder / shape).mkdir(parents=True, exist_ok=True)
-        for index in range((counts or {}).get(shape, per_class)):
-            colour, background = rng.choice(list(COLOURS)), rng.choice(list(BACKGROUNDS))
-            draw_shape(shape, colour, background, size, rng).save(folder / shape / f"{index:04d}.png")
+    classes = SHAPES if label_by == "shape" else tuple(COLOURS)
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range((counts or {}).get(name, per_class)):
+            shape = name if label_by == "shape" else rng.choice(SHAPES)
+            colour = name if label_by == "colour" else rng.choice(list(COLOURS))
+            draw_shape(shape, colour, rng.choice(list(BACKGROUNDS)), size, rng).save(folder / name / f"{index:04d}.png")
     return folder
