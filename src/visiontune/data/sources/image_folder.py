@@ -46,7 +46,7 @@ def load_image_folder(root: Path, split: str | None) -> tuple[list[Record], list
     for name in classes:
         for path in _images_in(root / name):
             relative = path.relative_to(root)
-            records.append(Record(image=str(path), image_id=str(relative), label=name, source_row=str(relative)))
+            records.append(Record(image=str(path), image_id=str(relative), label=name, source_row=str(path)))
     stray = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if stray:
         raise DataError(f"{root}: images directly in the root ({', '.join(stray[:3])}…) have no class; move them "
