@@ -95,13 +95,13 @@ def _independent_log_likelihood(model, processor, task, image, target, eos_ids):
     return total
 
 
-@pytest.mark.parametrize("reasoning", [False, True])
-def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, reasoning):
+@pytest.mark.parametrize("family,reasoning", [("smolvlm", False), ("smolvlm", True), ("llava", False)])
+def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, family, reasoning):
     from visiontune.data.images import load_image
     from visiontune.inference import class_scores
     from visiontune.models.vlm import load_for_inference
 
-    model, processor, _ = load_for_inference(tiny_models["smolvlm"], log=lambda *_: None)
+    model, processor, _ = load_for_inference(tiny_models[family], log=lambda *_: None)
     # names that share first tokens exercise the shared-prefix path; a chunk of 2 exercises chunking
     classes = ["circle", "circles", "circle big", "square", "triangle"]
     task = get_task("classify", classes=classes, reasoning=reasoning)

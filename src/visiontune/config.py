@@ -83,11 +83,9 @@ class TrainConfig:
 
 
 @dataclass
-class PredictConfig:
-    model: str = ""
-    images: list[str] = field(default_factory=list)
-    output: str | None = None
-    task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
+class InferenceTaskOptions:
+    """Task options of `predict` and `eval` (the run's visiontune.json supplies what is not given)."""
+
     prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
     prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
     system_prompt: str | None = None
@@ -96,6 +94,14 @@ class PredictConfig:
     mode: str | None = field(default=None, metadata={"help": MODE_HELP})
     top_k: int = 5
     length_normalise: bool = field(default=False, metadata={"help": "score mode: mean instead of summed token log-prob"})
+
+
+@dataclass
+class PredictConfig(InferenceTaskOptions):
+    model: str = ""
+    images: list[str] = field(default_factory=list)
+    output: str | None = None
+    task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     batch_size: int = 8
     max_new_tokens: int = 64
     num_beams: int = 1
@@ -107,7 +113,7 @@ class PredictConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(InferenceTaskOptions):
     data: str = ""
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     model: str | None = None
@@ -122,14 +128,6 @@ class EvalConfig:
     max_samples: int | None = None
     skip_bad_rows: bool = False
     skip_bad_images: bool = False
-    prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
-    prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
-    system_prompt: str | None = None
-    class_names: list[str] | None = field(default=None, metadata={"help": "classify: classes (default: the run's)"})
-    class_descriptions: str | None = None
-    mode: str | None = field(default=None, metadata={"help": MODE_HELP})
-    top_k: int = 5
-    length_normalise: bool = False
     batch_size: int = 8
     max_new_tokens: int = 64
     num_beams: int = 1

@@ -39,41 +39,38 @@ def read_rows(path: Path) -> list[tuple[str, dict]]:
     raise DataError(f"{path}: unknown row-file type {suffix!r}; use .jsonl, .json, .csv or .tsv")
 
 
-def load_caption_table(path: Path, image_column: str | None, caption_column: str | None,
-                       images_dir: Path | None = None) -> list[Record]:
+def _image_rows(path: Path, image_column: str | None) -> tuple[list[tuple[str, dict]], list[str], str]:
+    """The rows, their columns and the image column; every row must have an image."""
     rows = read_rows(path)
     if not rows:
         raise DataError(f"{path}: no rows")
     columns = list(rows[0][1])
     image_key = pick_column(columns, IMAGE_COLUMN_NAMES, "image", "--image-column", image_column, str(path))
-    caption_key = pick_column(columns, CAPTION_COLUMN_NAMES, "caption", "--caption-column", caption_column, str(path))
-    records = []
-    for index, (where, row) in enumerate(rows):
+    for where, row in rows:
         if image_key not in row:
             raise DataError(f"{where}: no {image_key!r} field; every row needs one")
-        records.append(Record(image=row[image_key], image_id=str(row.get("id", index)),
-                              captions=normalise_captions(row.get(caption_key), where),
-                              base_dir=images_dir or path.parent, source_row=where))
-    return records
+    return rows, columns, image_key
+
+
+def load_caption_table(path: Path, image_column: str | None, caption_column: str | None,
+                       images_dir: Path | None = None) -> list[Record]:
+    rows, columns, image_key = _image_rows(path, image_column)
+    caption_key = pick_column(columns, CAPTION_COLUMN_NAMES, "caption", "--caption-column", caption_column, str(path))
+    return [Record(image=row[image_key], image_id=str(row.get("id", index)),
+                   captions=normalise_captions(row.get(caption_key), where), base_dir=images_dir or path.parent,
+                   source_row=where)
+            for index, (where, row) in enumerate(rows)]
 
 
 def load_label_table(path: Path, image_column: str | None, label_column: str | None, rationale_column: str | None,
                      images_dir: Path | None = None) -> list[Record]:
     """Rows with an image and a label (class name or index); labels are resolved against the classes later."""
-    rows = read_rows(path)
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    columns = list(rows[0][1])
-    image_key = pick_column(columns, IMAGE_COLUMN_NAMES, "image", "--image-column", image_column, str(path))
+    rows, columns, image_key = _image_rows(path, image_column)
     label_key = pick_column([c for c in columns if c != image_key], LABEL_COLUMN_NAMES, "label", "--label-column",
                             label_column, str(path))
     rationale_key = optional_column(columns, RATIONALE_COLUMN_NAMES, "--rationale-column", rationale_column,
                                     str(path))
-    records = []
-    for index, (where, row) in enumerate(rows):
-        if image_key not in row:
-            raise DataError(f"{where}: no {image_key!r} field; every row needs one")
-        records.append(Record(image=row[image_key], image_id=str(row.get("id", index)), label=row.get(label_key),
-                              rationale=row.get(rationale_key) if rationale_key else None,
-                              base_dir=images_dir or path.parent, source_row=where))
-    return records
+    return [Record(image=row[image_key], image_id=str(row.get("id", index)), label=row.get(label_key),
+                   rationale=row.get(rationale_key) if rationale_key else None, base_dir=images_dir or path.parent,
+                   source_row=where)
+            for index, (where, row) in enumerate(rows)]
