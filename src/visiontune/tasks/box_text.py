@@ -1,0 +1,100 @@
+"""Boxes as plain text, and back (the detect task's target format).
+
+Format, one line per class that has boxes, classes in the order given, boxes top-to-bottom then
+left-to-right; coordinates are integers on a 0..GRID grid of the original image (x1, y1, x2, y2):
+
+    person: [12,40,180,610]; [400,38,520,590]
+    traffic light: [700,20,720,80]
+
+An empty answer is the word `none`. `parse_boxes` inverts `format_boxes` exactly on its own output and
+tolerates what models write instead: any spacing, () or [] brackets, `,` or `;` between boxes, class
+names in any case, unknown class names (dropped, counted), swapped corners (fixed, counted), values
+off the grid (clipped, counted), zero-area boxes and a cut-off last box (dropped, counted).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+GRID = 1000
+NONE_ANSWER = "none"
+
+_LINE = re.compile(r"^\s*([^:\[\]()]+?)\s*:\s*(.*)$")
+_BOX = re.compile(r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*"
+                  r"(-?\d+(?:\.\d+)?)\s*[\])]")
+_OPEN_BOX = re.compile(r"[\[(][^\])]*$")
+
+
+@dataclass
+class ParsedBoxes:
+    boxes: list[tuple[str, tuple[int, int, int, int]]]
+    problems: Counter = field(default_factory=Counter)  # unknown_class, swapped, clipped, empty, truncated, junk_line
+
+    @property
+    def failed(self) -> bool:
+        """Nothing usable came out of a reply that was not `none`."""
+        return not self.boxes and sum(self.problems.values()) > 0
+
+
+def to_grid(box: tuple[float, float, float, float], width: float, height: float, grid: int = GRID):
+    """Pixel xyxy -> integer grid xyxy (rounded, clipped)."""
+    x1, y1, x2, y2 = box
+    scale = (grid / width, grid / height, grid / width, grid / height)
+    return tuple(int(min(max(round(v * s), 0), grid)) for v, s in zip((x1, y1, x2, y2), scale))
+
+
+def from_grid(box: tuple[int, int, int, int], width: float, height: float, grid: int = GRID):
+    x1, y1, x2, y2 = box
+    return (x1 * width / grid, y1 * height / grid, x2 * width / grid, y2 * height / grid)
+
+
+def format_boxes(boxes: list[tuple[str, tuple[int, int, int, int]]], classes: list[str]) -> str:
+    """Grid boxes -> the answer text, in the deterministic order (class order, then y1, x1, y2, x2)."""
+    if not boxes:
+        return NONE_ANSWER
+    order = {name: index for index, name in enumerate(classes)}
+    unknown = sorted({name for name, _ in boxes if name not in order})
+    if unknown:
+        raise ValueError(f"boxes of classes not in the class list: {unknown}")
+    lines = []
+    for name in sorted({name for name, _ in boxes}, key=order.__getitem__):
+        coordinates = sorted((box for n, box in boxes if n == name), key=lambda b: (b[1], b[0], b[3], b[2]))
+        lines.append(f"{name}: " + "; ".join("[" + ",".join(str(v) for v in box) + "]" for box in coordinates))
+    return "\n".join(lines)
+
+
+def parse_boxes(text: str, classes: list[str], grid: int = GRID) -> ParsedBoxes:
+    by_name = {" ".join(name.lower().split()): name for name in classes}
+    parsed = ParsedBoxes([])
+    if " ".join(text.lower().split()).strip(" .") in ("", NONE_ANSWER):
+        return parsed
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        match = _LINE.match(line)
+        if not match:
+            parsed.problems["junk_line"] += 1
+            continue
+        name = by_name.get(" ".join(match.group(1).lower().strip(" *-").split()))
+        boxes = _BOX.findall(match.group(2))
+        if _OPEN_BOX.search(match.group(2)):
+            parsed.problems["truncated"] += 1
+        if name is None:
+            parsed.problems["unknown_class"] += len(boxes) or 1
+            continue
+        for values in boxes:
+            x1, y1, x2, y2 = (round(float(v)) for v in values)
+            if x1 > x2 or y1 > y2:
+                parsed.problems["swapped"] += 1
+                x1, x2 = sorted((x1, x2))
+                y1, y2 = sorted((y1, y2))
+            clipped = tuple(min(max(v, 0), grid) for v in (x1, y1, x2, y2))
+            if clipped != (x1, y1, x2, y2):
+                parsed.problems["clipped"] += 1
+            if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+                parsed.problems["empty"] += 1
+                continue
+            parsed.boxes.append((name, clipped))
+    return parsed
