@@ -35,7 +35,9 @@ def main() -> None:
     from visiontune.data.builtin.shapes import write_shape_classes
     from visiontune.data.loading import DataSpec, load_labelled_records
     from visiontune.metrics.classification import classification_metrics
+    from visiontune.models.vlm import load_for_inference
     from visiontune.predict import Predictor
+    from visiontune.tasks.base import task_from_metadata
     from visiontune.training.run import train
 
     root = Path(tempfile.mkdtemp())
@@ -47,23 +49,19 @@ def main() -> None:
     if args.epochs > 0:
         train(task="classify", model=args.model, data=str(train_dir), eval_data=str(val_dir), output=str(run),
               epochs=args.epochs, calibrate=not args.no_calibrate,
-              batch_size=16, learning_rate=args.learning_rate, method=args.method, train=args.train, warmup_ratio=0.0, lora_r=32, lora_alpha=64, lora_dropout=0.0,
-              num_workers=0, report_to="none", log=lambda *_: None)
+              batch_size=16, learning_rate=args.learning_rate, method=args.method, train=args.train,
+              warmup_ratio=0.0, lora_r=32, lora_alpha=64, lora_dropout=0.0, num_workers=0, report_to="none", log=lambda *_: None)
         model_path = run
     else:
         model_path = args.model
     records, classes = load_labelled_records(DataSpec(path=str(test_dir)))
     images = [r.load_image() for r in records]
     truth = [r.label for r in records]
-    predictor = Predictor.from_pretrained(str(model_path), task="classify", task_options={"classes": classes},
-                                          log=lambda *_: None, batch_size=args.batch, max_new_tokens=16)
+    model, processor, metadata = load_for_inference(str(model_path), log=lambda *_: None)
+    task = task_from_metadata(metadata, "classify", classes=classes)
     rows = {}
     for mode in ("generate", "score"):
-        predictor.mode = mode
-        if mode == "score":
-            from visiontune.inference.class_scores import ClassScorer
-
-            predictor.scorer = ClassScorer(predictor.model, predictor.processor, predictor.task)
+        predictor = Predictor(model, processor, task, batch_size=args.batch, max_new_tokens=16, mode=mode)
         predictor.results(images[: args.batch])  # warm-up
         start = time.perf_counter()
         results = [r for i in range(0, len(images), args.batch) for r in predictor.results(images[i:i + args.batch])]
@@ -74,7 +72,9 @@ def main() -> None:
                       "ece": round(metrics["ece"], 4) if "ece" in metrics else None,
                       "images_per_second": round(len(images) / seconds, 2)}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(json.dumps({"device": device, "epochs": args.epochs, "calibrated": not args.no_calibrate, "label_by": args.label_by, "method": args.method, "train": args.train, "test_images": len(images), **rows}, indent=2))
+    print(json.dumps({"device": device, "epochs": args.epochs, "calibrated": not args.no_calibrate,
+                      "label_by": args.label_by, "method": args.method, "train": args.train,
+                      "test_images": len(images), **rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from .config import EvalConfig, build_config
 from .data.images import ImageLoadError
 from .data.loading import DataSpec, load_labelled_records, load_records
 from .data.records import DataError, Record
+from .data.sources.table import read_rows
 from .data.validate import check_images
 from .models.vlm import read_run_metadata
 from .predict import Predictor, write_jsonl
@@ -17,18 +18,11 @@ from .tasks.base import task_from_metadata, task_options
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
-    """A predictions JSONL (`visiontune predict` output, or rows with 'image' + 'caption'/'label') -> {image: row}."""
+    """A predictions file (`visiontune predict` JSONL, or rows with 'image' + 'caption'/'label') -> {image: row}."""
     predictions = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{Path(path).name} line {number}: not valid JSON ({error.msg})")
-        if not isinstance(row, dict) or "image" not in row or not ({"prediction", "caption", "text", "label"} & set(row)):
-            raise DataError(f"{Path(path).name} line {number}: needs 'image' and 'prediction' (or 'caption' / "
-                            f"'label') fields")
+    for where, row in read_rows(Path(path)):
+        if "image" not in row or not ({"prediction", "caption", "text", "label"} & set(row)):
+            raise DataError(f"{where}: needs 'image' and 'prediction' (or 'caption' / 'label') fields")
         predictions[str(row["image"])] = row
     return predictions
 
@@ -72,7 +66,7 @@ def _write_report(output: Path, config: EvalConfig, task, records, predictions, 
         from .report.classification import plot_confusion_matrix, plot_reliability
 
         (output / "results.json").write_text(json.dumps({"task": task.metadata(), "data": config.data,
-                                                         "model": config.model, "mode": config.mode, **metrics},
+                                                         "model": config.model, **metrics},
                                                         indent=2))
         plot_confusion_matrix(metrics["confusion_matrix"], output / "confusion_matrix.png")
         if metrics.get("calibration"):
@@ -112,6 +106,8 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
         task = predictor.task
     else:
         task = task_from_metadata({}, name, **options)
+    if predictor is not None:
+        records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
     references = {r.image_key(): task.references(r) for r in records}
     rows: list[dict] = []
     if predictor is None:
@@ -119,8 +115,6 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
         predictions = {key: task.prediction_of(row) for key, row in matched.items()}
         rows = [{"image": key, **matched[key], "reference": references[key]} for key in references]
     else:
-        records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
-        references = {r.image_key(): task.references(r) for r in records}
         predictions = {}
         for record, result in predictor.iter_results(records, Record.load_image, log=log):
             key = record.image_key()

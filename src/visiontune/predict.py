@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .config import PredictConfig, build_config
 from .data.images import IMAGE_SUFFIXES, ImageLoadError, describe_image, is_url, load_image
-from .models.vlm import load_for_inference
+from .models.vlm import end_token_ids, load_for_inference
 from .tasks.base import task_from_metadata, task_options
 from .training.collator import VLMCollator
 
@@ -81,11 +81,7 @@ class Predictor:
         steps = self.model.compute_transition_scores(output.sequences, output.scores,
                                                      getattr(output, "beam_indices", None), normalize_logits=True)
         # Tokens after a row's end of sequence are padding; only the reply itself (end token included) counts.
-        ended = torch.zeros_like(new_tokens, dtype=torch.bool)
-        eos = self.model.generation_config.eos_token_id
-        for token in (eos if isinstance(eos, (list, tuple)) else [eos]):
-            if token is not None:
-                ended |= new_tokens == token
+        ended = torch.isin(new_tokens, torch.tensor(sorted(end_token_ids(self.model)), device=new_tokens.device))
         after_end = (ended.cumsum(dim=1) - ended.int()) > 0
         log_probs = steps.float().masked_fill(after_end[:, : steps.shape[1]], 0.0).sum(dim=1)
         return texts, log_probs.tolist()

@@ -18,6 +18,8 @@ import re
 
 import torch
 
+from ..models.vlm import end_token_ids
+from ..tasks.answer_parser import ANSWER_MARKER
 from ..training.collator import VLMCollator, answer_suffix
 
 ROWS_PER_PASS = 64  # (image, class) rows per forward pass; bounds the repeated cache's and logits' memory
@@ -25,16 +27,9 @@ ROWS_PER_PASS = 64  # (image, class) rows per forward pass; bounds the repeated 
 
 def reasoning_of(text: str) -> str:
     """The rationale in a generated "Reasoning: … Answer: …" reply (everything before the last Answer:)."""
-    markers = list(re.finditer(r"answer\s*[:：]", text, re.IGNORECASE))
+    markers = list(ANSWER_MARKER.finditer(text))
     body = text[: markers[-1].start()] if markers else text
     return re.sub(r"^\s*reasoning\s*[:：]\s*", "", body, flags=re.IGNORECASE).strip()
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = ids if isinstance(ids, (list, tuple)) else [ids]
-    return {int(i) for i in ids if i is not None} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
-                                                      else set())
 
 
 class ClassScorer:
@@ -43,25 +38,25 @@ class ClassScorer:
         self.tokenizer = processor.tokenizer
         self.collator = VLMCollator(processor, with_labels=False)
         self.length_normalise = length_normalise
-        self.eos = _eos_ids(model, self.tokenizer)
-        self._cached: dict[str | None, list[list[int]]] = {}
+        self.eos = end_token_ids(model, self.tokenizer)
+        self._plain_answers: list[list[int]] | None = None
 
     def answer_tokens(self, reasoning: str | None = None) -> list[list[int]]:
         """Each class's answer token ids, up to and including the first end-of-turn token."""
-        if reasoning not in self._cached:
-            messages = self.task.messages()
-            rows = []
-            for name in self.task.classes:
-                text = answer_suffix(self.processor, messages, self.task.target_text(name, reasoning))
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                end = next((i for i, t in enumerate(ids) if t in self.eos), len(ids) - 1)
-                rows.append(ids[: end + 1])
-            if len({tuple(r) for r in rows}) < len(rows):
-                raise ValueError("two classes tokenize to the same answer; class names must differ as text")
-            if reasoning is None:
-                self._cached[None] = rows
-            return rows
-        return self._cached[reasoning]
+        if reasoning is None and self._plain_answers is not None:
+            return self._plain_answers
+        messages = self.task.messages()
+        rows = []
+        for name in self.task.classes:
+            text = answer_suffix(self.processor, messages, self.task.target_text(name, reasoning))
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            end = next((i for i, t in enumerate(ids) if t in self.eos), len(ids) - 1)
+            rows.append(ids[: end + 1])
+        if len({tuple(r) for r in rows}) < len(rows):
+            raise ValueError("two classes tokenize to the same answer; class names must differ as text")
+        if reasoning is None:  # the same for every image: tokenize once
+            self._plain_answers = rows
+        return rows
 
     @torch.inference_mode()
     def log_likelihoods(self, image, reasoning: str | None = None) -> torch.Tensor:

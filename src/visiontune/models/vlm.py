@@ -189,6 +189,16 @@ def describe_trainable(model) -> str:
             f" — by role: {parts}")
 
 
+def end_token_ids(model, tokenizer=None) -> set[int]:
+    """Token ids that end a reply: the generation config's eos id(s), plus the tokenizer's eos token."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = ids if isinstance(ids, (list, tuple)) else [ids]
+    found = {int(i) for i in ids if i is not None}
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        found.add(int(tokenizer.eos_token_id))
+    return found
+
+
 def load_for_inference(path: str | Path, dtype: str = "auto", merge_adapter: bool = True, log=print):
     """Load a hub id, a saved model, or a visiontune run folder (LoRA adapter + processor + metadata)."""
     path = str(path)
