@@ -16,24 +16,31 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
 PROMPT_HELP = "instruction given with each image; classify fills {classes} and {descriptions}"
+QUERIES_HELP = "detect: per-class (one prompt per class; default), all (one prompt per image), both"
+BOX_COLUMN_HELP = "detect: dataset column of objects (bbox + category)"
+BBOX_FORMAT_HELP = "detect: box layout of a dataset's objects: auto|xyxy|xywh|cxcywh"
+BBOX_NORMALISED_HELP = "detect: dataset boxes are 0..1 (default: guessed)"
 MODE_HELP = "classify: score (probability of every class; default) or generate (free text, then parsed)"
 
 
 @dataclass
 class TrainConfig:
-    task: str = field(default="caption", metadata={"help": "caption|classify"})
+    task: str = field(default="caption", metadata={"help": "caption|classify|detect"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub id or folder of an image-text-to-text model"})
     data: str = field(default="", metadata={"help": "training data: COCO JSON, JSONL/CSV, save_to_disk folder or hub id"})
     eval_data: str | None = field(default=None, metadata={"help": "evaluation data (same formats)"})
     output: str = field(default="runs/visiontune", metadata={"help": "run folder"})
     # data
-    format: str = field(default="auto", metadata={"help": "auto|coco|jsonl|table|hf"})
+    format: str = field(default="auto", metadata={"help": "auto|coco|jsonl|table|hf|imagefolder|yolo"})
     split: str | None = field(default=None, metadata={"help": "split of a hub / saved dataset (training)"})
     eval_split: str | None = field(default=None, metadata={"help": "split for --eval-data"})
     image_column: str | None = None
     caption_column: str | None = None
     label_column: str | None = field(default=None, metadata={"help": "classify: column with the class (name or index)"})
     rationale_column: str | None = field(default=None, metadata={"help": "classify: column with a rationale (--reasoning)"})
+    objects_column: str | None = field(default=None, metadata={"help": BOX_COLUMN_HELP})
+    bbox_format: str = field(default="auto", metadata={"help": BBOX_FORMAT_HELP})
+    bbox_normalised: bool | None = field(default=None, metadata={"help": BBOX_NORMALISED_HELP})
     images_dir: str | None = field(default=None, metadata={"help": "folder that relative image paths are under"})
     max_samples: int | None = None
     max_eval_samples: int | None = None
@@ -48,8 +55,16 @@ class TrainConfig:
     class_names: list[str] | None = field(default=None, metadata={"help": "classify: the classes, in index order"})
     class_descriptions: str | None = field(default=None, metadata={"help": "classify: file of 'class: description' lines"})
     reasoning: bool = field(default=False, metadata={"help": "classify: train 'Reasoning: …\\nAnswer: <class>'"})
-    balance: str = field(default="none", metadata={"help": "classify: none|sampler|loss (class imbalance)"})
+    balance: str = field(default="auto", metadata={"help": "class imbalance: none|sampler|loss; auto = sampler "
+                                                          "for detect (positive queries), none for classify"})
     calibrate: bool = field(default=True, metadata={"help": "classify: fit a softmax temperature on --eval-data"})
+    queries: str | None = field(default=None, metadata={"help": QUERIES_HELP})
+    negatives: float | None = field(default=None, metadata={"help": "detect: share of queries about absent classes, "
+                                                                    "answered none (default 0.25)"})
+    max_objects: int | None = field(default=None, metadata={"help": "detect: most boxes per answer; the largest are "
+                                                                    "kept (default: all)"})
+    box_format: str | None = field(default=None, metadata={"help": "detect: how boxes are written (text: "
+                                                                   "'class: [x1,y1,x2,y2]' on a 0-1000 grid)"})
     # model and method
     method: str = field(default="lora", metadata={"help": "lora|qlora|full"})
     train: str | None = field(default=None, metadata={"help": "'+'-joined parts to train: vision, connector, language, all"})
@@ -94,6 +109,8 @@ class InferenceTaskOptions:
     mode: str | None = field(default=None, metadata={"help": MODE_HELP})
     top_k: int = 5
     length_normalise: bool = field(default=False, metadata={"help": "score mode: mean instead of summed token log-prob"})
+    queries: str | None = field(default=None, metadata={"help": QUERIES_HELP + " (default: the run's)"})
+    score_threshold: float | None = field(default=None, metadata={"help": "detect: drop boxes scored below this"})
 
 
 @dataclass
@@ -103,13 +120,14 @@ class PredictConfig(InferenceTaskOptions):
     output: str | None = None
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     batch_size: int = 8
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = field(default=None, metadata={"help": "default 64; detect 512"})
     num_beams: int = 1
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
     dtype: str = "auto"
     skip_bad_images: bool = False
+    draw: str | None = field(default=None, metadata={"help": "detect: folder to write each image with its boxes drawn"})
 
 
 @dataclass
@@ -124,12 +142,15 @@ class EvalConfig(InferenceTaskOptions):
     image_column: str | None = None
     caption_column: str | None = None
     label_column: str | None = None
+    objects_column: str | None = field(default=None, metadata={"help": BOX_COLUMN_HELP})
+    bbox_format: str = field(default="auto", metadata={"help": BBOX_FORMAT_HELP})
+    bbox_normalised: bool | None = field(default=None, metadata={"help": BBOX_NORMALISED_HELP})
     images_dir: str | None = None
     max_samples: int | None = None
     skip_bad_rows: bool = False
     skip_bad_images: bool = False
     batch_size: int = 8
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = field(default=None, metadata={"help": "default 64; detect 512"})
     num_beams: int = 1
     dtype: str = "auto"
     grid_size: int = 12

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import EvalConfig, build_config
 from .data.images import ImageLoadError
-from .data.loading import DataSpec, load_labelled_records, load_records
+from .data.loading import DataSpec, load_box_records, load_labelled_records, load_records
 from .data.records import DataError, Record
 from .data.sources.table import read_rows
 from .data.validate import check_images
@@ -17,18 +17,42 @@ from .report.grid import plot_sample_grid
 from .tasks.base import task_from_metadata, task_options
 
 
+def read_coco_results(path: Path, classes_by_id: dict[int, str]) -> dict[str, dict] | None:
+    """A COCO results file ([{image_id, category_id, bbox: [x,y,w,h], score}]) -> {image_id: {"boxes"}};
+    None when the file is not one."""
+    import json as json_module
+
+    if path.suffix.lower() != ".json":
+        return None
+    payload = json_module.loads(path.read_text())
+    if not isinstance(payload, list) or not all(isinstance(r, dict) and {"image_id", "category_id", "bbox"} <= set(r)
+                                                for r in payload):
+        return None
+    grouped: dict[str, dict] = {}
+    for index, row in enumerate(payload):
+        if row["category_id"] not in classes_by_id:
+            raise DataError(f"{path} [{index}]: category_id {row['category_id']} is not a class of the data "
+                            f"(ids: {', '.join(str(k) for k in sorted(classes_by_id))})")
+        x, y, w, h = (float(v) for v in row["bbox"])
+        grouped.setdefault(str(row["image_id"]), {"image": str(row["image_id"]), "boxes": []})["boxes"].append(
+            {"label": classes_by_id[row["category_id"]], "box": [x, y, x + w, y + h], "score": row.get("score", 1.0)})
+    return grouped
+
+
 def read_predictions(path: str | Path) -> dict[str, dict]:
-    """A predictions file (`visiontune predict` JSONL, or rows with 'image' + 'caption'/'label') -> {image: row}."""
+    """A predictions file (`visiontune predict` JSONL, or rows with 'image' + 'caption'/'label'/'boxes')
+    -> {image: row}."""
     predictions = {}
     for where, row in read_rows(Path(path)):
-        if "image" not in row or not ({"prediction", "caption", "text", "label"} & set(row)):
-            raise DataError(f"{where}: needs 'image' and 'prediction' (or 'caption' / 'label') fields")
+        if "image" not in row or not ({"prediction", "caption", "text", "label", "boxes"} & set(row)):
+            raise DataError(f"{where}: needs 'image' and 'prediction' (or 'caption' / 'label' / 'boxes') fields")
         predictions[str(row["image"])] = row
     return predictions
 
 
-def _match(records, predictions: dict[str, dict], source: str) -> dict[str, dict]:
-    """Match predictions to records by the image reference, its resolved path, or its file name."""
+def _match(records, predictions: dict[str, dict], source: str, fill_missing: dict | None = None) -> dict[str, dict]:
+    """Match predictions to records by the image reference, its resolved path, its file name or its id.
+    `fill_missing`: the row of an image the file does not mention (a COCO results file lists boxes only)."""
     by_name: dict[str, dict] = {}
     for key, row in predictions.items():
         by_name.setdefault(Path(key).name, row)
@@ -39,6 +63,8 @@ def _match(records, predictions: dict[str, dict], source: str) -> dict[str, dict
         found = next((predictions[c] for c in candidates if c in predictions), None)
         if found is None:
             found = by_name.get(Path(key).name)
+        if found is None and fill_missing is not None:
+            found = dict(fill_missing)
         if found is None:
             missing.append(key)
         else:
@@ -52,11 +78,13 @@ def _match(records, predictions: dict[str, dict], source: str) -> dict[str, dict
 def _data_spec(config: EvalConfig) -> DataSpec:
     return DataSpec(path=config.data, format=config.format, split=config.split, image_column=config.image_column,
                     caption_column=config.caption_column, label_column=config.label_column,
-                    class_names=config.class_names, images_dir=config.images_dir, max_samples=config.max_samples,
+                    class_names=config.class_names, objects_column=config.objects_column,
+                    bbox_format=config.bbox_format, bbox_normalised=config.bbox_normalised, images_dir=config.images_dir, max_samples=config.max_samples,
                     skip_bad_rows=config.skip_bad_rows)
 
 
-def _write_report(output: Path, config: EvalConfig, task, records, predictions, references, rows, metrics, log):
+def _write_report(output: Path, config: EvalConfig, task, records, predictions, references, rows, metrics, log,
+                  detections=None):
     output.mkdir(parents=True, exist_ok=True)
     write_jsonl(rows, output / "predictions.jsonl")
     headline = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
@@ -71,10 +99,16 @@ def _write_report(output: Path, config: EvalConfig, task, records, predictions, 
         plot_confusion_matrix(metrics["confusion_matrix"], output / "confusion_matrix.png")
         if metrics.get("calibration"):
             plot_reliability(metrics["calibration"], metrics["ece"], output / "reliability.png")
+    if task.name == "detect":
+        (output / "detections.json").write_text(json.dumps(detections))
+        (output / "results.json").write_text(json.dumps({"task": task.metadata(), "data": config.data,
+                                                         "model": config.model, **metrics}, indent=2))
     try:
-        grid = [{"image": r.load_image(), "lines": task.sample_lines(predictions[r.image_key()],
-                                                                     references[r.image_key()])}
-                for r in records[: config.grid_size]]
+        grid = []
+        for record in records[: config.grid_size]:
+            key = record.image_key()
+            image = task.draw_sample(record.load_image(), predictions[key], references[key])
+            grid.append({"image": image, "lines": task.sample_lines(predictions[key], references[key])})
         plot_sample_grid(grid, output / "samples.png")
     except ImageLoadError as error:  # scoring a predictions file does not need the images at hand
         log(f"samples.png not drawn: {error}")
@@ -95,6 +129,11 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
         # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
         known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
         records, options["classes"] = load_labelled_records(_data_spec(config), classes=known, log=log)
+    elif name == "detect":
+        # The run's classes (or --class-names); the data's category ids, so detections.json matches its file.
+        known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
+        records, options["classes"], options["category_ids"] = load_box_records(_data_spec(config), classes=known,
+                                                                                log=log)
     else:
         records = load_records(_data_spec(config), name, log=log)
     predictor = None
@@ -111,7 +150,14 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     references = {r.image_key(): task.references(r) for r in records}
     rows: list[dict] = []
     if predictor is None:
-        matched = _match(records, read_predictions(config.predictions), config.predictions)
+        coco_results = None
+        if task.name == "detect":
+            coco_results = read_coco_results(Path(config.predictions),
+                                             {ident: name for name, ident in task.category_ids.items()})
+        if coco_results is not None:
+            matched = _match(records, coco_results, config.predictions, fill_missing={"boxes": []})
+        else:
+            matched = _match(records, read_predictions(config.predictions), config.predictions)
         predictions = {key: task.prediction_of(row) for key, row in matched.items()}
         rows = [{"image": key, **matched[key], "reference": references[key]} for key in references]
     else:
@@ -124,11 +170,13 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     if predictor is not None and task.name == "classify":
         metrics["mode"] = predictor.mode
     per_image = metrics.pop("per_image", {})
+    detections = metrics.pop("detections", None)
     for row in rows:
         if row["image"] in per_image:
             row["scores"] = per_image[row["image"]]
     if config.output:
-        _write_report(Path(config.output), config, task, records, predictions, references, rows, metrics, log)
+        _write_report(Path(config.output), config, task, records, predictions, references, rows, metrics, log,
+                      detections)
     headline = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     log("metrics: " + ", ".join(f"{k} {v}" for k, v in headline.items()))
     return metrics

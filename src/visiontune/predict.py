@@ -38,10 +38,11 @@ class Predictor:
     """A loaded model + processor + task. Generation is batched (greedy/beam/sampling); classification
     can instead score every class (`mode="score"`, the default for classify)."""
 
-    def __init__(self, model, processor, task, batch_size: int = 8, max_new_tokens: int = 64, mode: str | None = None,
+    def __init__(self, model, processor, task, batch_size: int = 8, max_new_tokens: int | None = None,
+                 mode: str | None = None,
                  top_k: int = 5, length_normalise: bool = False, **generation):
         self.model, self.processor, self.task = model, processor, task
-        self.batch_size, self.max_new_tokens, self.top_k = batch_size, max_new_tokens, top_k
+        self.batch_size, self.max_new_tokens, self.top_k = batch_size, max_new_tokens or task.max_new_tokens, top_k
         self.mode = mode or ("score" if task.name == "classify" else "generate")
         if self.mode not in PREDICTION_MODES:
             raise ValueError(f"unknown --mode {self.mode!r}; choose generate or score")
@@ -66,28 +67,40 @@ class Predictor:
         return cls(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 
     @torch.inference_mode()
-    def generate_texts(self, images: list, with_log_probs: bool = False):
-        """Generated replies; with `with_log_probs`, also each reply's summed token log-probability."""
-        messages = [self.task.messages() for _ in images]
+    def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False) -> dict:
+        """Replies to one prompt per image. `texts` are stripped. With `with_scores`: `tokens` (each reply's
+        token ids up to and including its end token) and `log_probs` (each of those tokens' log-probability)."""
         batch = self.collator.encode_prompts(images, messages)
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, return_dict_in_generate=True,
-                                     output_scores=with_log_probs, **self.generation)
+                                     output_scores=with_scores, **self.generation)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
         texts = [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-        if not with_log_probs:
-            return texts
+        if not with_scores:
+            return {"texts": texts}
         steps = self.model.compute_transition_scores(output.sequences, output.scores,
                                                      getattr(output, "beam_indices", None), normalize_logits=True)
         # Tokens after a row's end of sequence are padding; only the reply itself (end token included) counts.
         ended = torch.isin(new_tokens, torch.tensor(sorted(end_token_ids(self.model)), device=new_tokens.device))
-        after_end = (ended.cumsum(dim=1) - ended.int()) > 0
-        log_probs = steps.float().masked_fill(after_end[:, : steps.shape[1]], 0.0).sum(dim=1)
-        return texts, log_probs.tolist()
+        lengths = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, new_tokens.shape[1]).tolist()
+        steps = steps.float().cpu()
+        return {"texts": texts, "tokens": [new_tokens[i, :n].tolist() for i, n in enumerate(lengths)],
+                "log_probs": [steps[i, :n].tolist() for i, n in enumerate(lengths)]}
+
+    def generate_texts(self, images: list, with_log_probs: bool = False):
+        """Replies to the task's prompt; with `with_log_probs`, also each reply's summed token log-probability."""
+        generated = self.generate(images, [self.task.messages() for _ in images], with_scores=with_log_probs)
+        if not with_log_probs:
+            return generated["texts"]
+        return generated["texts"], [sum(values) for values in generated["log_probs"]]
 
     def results(self, images: list) -> list[dict]:
         """The task-level answer for each image (see README "Prediction output")."""
+        if self.task.name == "detect":
+            from .inference.box_detection import detect_boxes
+
+            return detect_boxes(self, images)
         if self.task.name != "classify":
             return [{"prediction": self.task.parse(text), "text": text} for text in self.generate_texts(images)]
         if self.mode == "score":
@@ -151,4 +164,25 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
     results = predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)
     if config.output:
         log(f"wrote {len(results)} predictions to {write_jsonl(results, config.output)}")
+    if config.draw:
+        if predictor.task.name != "detect":
+            raise ValueError("--draw writes images with their boxes; it applies to --task detect")
+        log(f"drew {len(results)} images under {draw_predictions(results, predictor.task, config.draw)}")
     return results
+
+
+def draw_predictions(results: list[dict], task, folder: str | Path) -> Path:
+    """Each predicted image with its boxes (one colour per class, label and score) as `<folder>/<name>.png`."""
+    from .report.boxes import draw_boxes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for index, row in enumerate(results):
+        stem = Path(str(row["image"])).stem if isinstance(row["image"], str) else f"image_{index:05d}"
+        name = stem if stem not in used else f"{stem}_{index}"
+        used.add(name)
+        image = load_image(row["image"]) if isinstance(row["image"], str) and not row["image"].startswith("<") else None
+        if image is not None:
+            draw_boxes(image, row["boxes"], classes=task.classes, with_labels=True).save(folder / f"{name}.png")
+    return folder

@@ -130,3 +130,21 @@ def load_image(reference: Any, base_dir: str | Path | None = None) -> Image.Imag
                                  f"the dataset's folder or --images-dir), or {SKIP_HINT}")
         return _open(path, str(path))
     raise ImageLoadError(f"cannot load an image from a {type(reference).__name__}; give a path, URL or PIL image")
+
+
+def image_size(reference: Any, base_dir: str | Path | None = None, where: str = "") -> tuple[int, int]:
+    """(width, height) as `load_image` would return it (EXIF rotation applied), from a local file's header
+    alone when possible; any other reference is loaded."""
+    if isinstance(reference, (str, Path)) and not is_url(str(reference)):
+        path = Path(reference)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+                return (height, width) if rotated else (width, height)
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageLoadError(f"{where or path}: cannot read the image size of {path} ({error}); the size is "
+                                 f"needed to place its boxes. Fix the file or give width/height in the data") from error
+    return load_image(reference, base_dir).size

@@ -24,10 +24,11 @@ def discover_classes(records: list[Record]) -> list[str]:
     return sorted(str(label).strip() for label in labels)
 
 
-def check_class_names(classes: list[str], where: str) -> list[str]:
+def check_class_names(classes: list[str], where: str, minimum: int = 2) -> list[str]:
+    """Stripped names; distinct, non-empty and at least `minimum` of them (classification needs two)."""
     cleaned = [str(name).strip() for name in classes]
-    if len(cleaned) < 2:
-        raise DataError(f"{where}: classification needs at least two classes, got {cleaned}")
+    if len(cleaned) < minimum:
+        raise DataError(f"{where}: needs at least {minimum} classes, got {cleaned}")
     duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
     if duplicates or any(not name for name in cleaned):
         raise DataError(f"{where}: class names must be distinct and non-empty; repeated or empty: {duplicates or ['']}")

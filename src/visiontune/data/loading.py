@@ -7,15 +7,19 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .labels import check_class_names, discover_classes, resolve_labels
-from .records import DataError, Record
+from .boxes import clip_to_image, describe_cleanup
+from .labels import check_class_names, discover_classes, resolve_label, resolve_labels
+from .records import Box, DataError, Record
 from .sources.coco_captions import load_coco_captions
-from .sources.hf_datasets import is_save_to_disk_folder, load_caption_dataset, load_label_dataset
+from .sources.coco_instances import load_coco_instances
+from .sources.hf_datasets import is_save_to_disk_folder, load_box_dataset, load_caption_dataset, load_label_dataset
 from .sources.image_folder import is_image_folder, load_image_folder
 from .sources.table import load_caption_table, load_label_table
+from .sources.yolo import load_yolo, yolo_yaml
 
-SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder")
+SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo")
 TASKS_WITH_LABELS = ("classify",)
+TASKS_WITH_BOXES = ("detect",)
 
 
 @dataclass
@@ -30,6 +34,9 @@ class DataSpec:
     label_column: str | None = None
     rationale_column: str | None = None
     class_names: list[str] | None = None
+    objects_column: str | None = None
+    bbox_format: str = "auto"
+    bbox_normalised: bool | None = None
     images_dir: str | None = None
     max_samples: int | None = None
     seed: int = 0
@@ -42,12 +49,16 @@ def detect_format(path_text: str) -> str:
     if path.is_dir():
         if is_save_to_disk_folder(path):
             return "hf"
+        if yolo_yaml(path):
+            return "yolo"
         if is_image_folder(path):
             return "imagefolder"
         raise DataError(f"{path}: a folder, but neither a datasets.save_to_disk folder (dataset_info.json / "
                         f"dataset_dict.json) nor an image folder (root/<class>/<images>); give a COCO JSON, "
-                        f"JSONL/CSV file, a saved dataset or a class-per-folder tree")
+                        f"JSONL/CSV file, a saved dataset, a YOLO folder (data.yaml) or a class-per-folder tree")
     if path.is_file():
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return "yolo"
         if path.suffix.lower() == ".json":
             with path.open() as handle:
                 head = handle.read(1)
@@ -112,6 +123,64 @@ def load_labelled_records(spec: DataSpec, classes: list[str] | None = None, log=
     return _finish(records, spec), names
 
 
+def _load_box_source(spec: DataSpec, log) -> tuple[list[Record], list[str] | None, dict[str, int]]:
+    """Records whose boxes carry raw labels, the source's class list, and its category ids."""
+    kind = detect_format(spec.path) if spec.format == "auto" else spec.format
+    images_dir = Path(spec.images_dir) if spec.images_dir else None
+    if kind == "coco":
+        return load_coco_instances(Path(spec.path), images_dir, spec.skip_bad_rows, log)
+    if kind == "yolo":
+        records, classes = load_yolo(Path(spec.path), spec.split, spec.skip_bad_rows, log)
+        return records, classes, {name: index for index, name in enumerate(classes)}
+    if kind == "hf":
+        records, classes = load_box_dataset(spec.path, spec.split, spec.image_column, spec.objects_column,
+                                            spec.bbox_format, spec.bbox_normalised, spec.skip_bad_rows, log)
+        return records, classes, {}
+    raise DataError(f"{spec.path}: detection data is a COCO instances JSON, a YOLO folder (data.yaml) or a dataset "
+                    f"with an objects column; got a {kind} source")
+
+
+def load_box_records(spec: DataSpec, classes: list[str] | None = None,
+                     log=print) -> tuple[list[Record], list[str], dict[str, int]]:
+    """Detection records (box labels = class names, boxes clipped to the image), the class list and the
+    category id of each class (the source's ids, for COCO results files).
+
+    The classes are `classes` (a trained model's), else --class-names, else the source's own list, else the
+    distinct labels. Boxes of classes outside that list are dropped and counted: `--class-names person car`
+    trains on two classes of a larger dataset."""
+    records, source_classes, category_ids = _load_box_source(spec, log)
+    labels = [Record(image=None, image_id="", label=box.label) for record in records for box in record.boxes]
+    names = source_classes or spec.class_names or discover_classes(labels)
+    skipped = 0
+    for record in records:
+        kept = []
+        for box in record.boxes:
+            name = resolve_label(box.label, names, indexed=True)
+            if name is None and not spec.skip_bad_rows:
+                raise DataError(f"{record.source_row}: box label {box.label!r} is not a known class ({', '.join(names[:12])}"
+                                f"{'…' if len(names) > 12 else ''}); fix the row, name the classes with --class-names, "
+                                f"or pass --skip-bad-rows to count and skip such boxes")
+            if name is None:
+                skipped += 1
+            else:
+                kept.append(Box(name, box.xyxy, box.crowd))
+        record.boxes = kept
+    chosen = check_class_names(list(classes or spec.class_names or names), spec.path, minimum=1)
+    outside = 0
+    for record in records:
+        outside += sum(box.label not in chosen for box in record.boxes)
+        record.boxes = [box for box in record.boxes if box.label in chosen]
+    message = describe_cleanup(clip_to_image(records), spec.path)
+    if message:
+        log(message)
+    if skipped:
+        log(f"{spec.path}: skipped {skipped} boxes whose label is not a class (--skip-bad-rows)")
+    if outside:
+        log(f"{spec.path}: {outside} boxes of classes outside the {len(chosen)} used were left out")
+    ids = {name: category_ids.get(name, index) for index, name in enumerate(chosen)}
+    return _finish(records, spec), chosen, ids
+
+
 def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[list[Record], int]:
     """Strip captions, drop empty ones; an image left with no caption is an error or a counted skip."""
     kept, skipped = [], 0
@@ -130,8 +199,11 @@ def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[l
 def load_records(spec: DataSpec, task: str = "caption", log=print, classes: list[str] | None = None) -> list[Record]:
     if task in TASKS_WITH_LABELS:
         return load_labelled_records(spec, classes, log=log)[0]
+    if task in TASKS_WITH_BOXES:
+        return load_box_records(spec, classes, log=log)[0]
     if task != "caption":
-        raise DataError(f"task {task!r} has no data loader; available: caption, {', '.join(TASKS_WITH_LABELS)}")
+        raise DataError(f"task {task!r} has no data loader; available: caption, "
+                        f"{', '.join(TASKS_WITH_LABELS + TASKS_WITH_BOXES)}")
     records = _load_caption_records(spec)
     records, skipped = clean_caption_records(records, spec.skip_bad_rows)
     if skipped:
@@ -155,6 +227,6 @@ def fingerprint(records: list[Record]) -> str:
 
     digest = hashlib.sha256()
     for record in records:
-        digest.update(json.dumps([record.image_key(), record.captions, record.label, record.rationale],
-                                 default=str).encode())
+        digest.update(json.dumps([record.image_key(), record.captions, record.label, record.rationale,
+                                  [(box.label, box.xyxy, box.crowd) for box in record.boxes]], default=str).encode())
     return digest.hexdigest()[:16]

@@ -9,6 +9,20 @@ from typing import Any
 from .images import load_image
 
 
+@dataclass(frozen=True)
+class Box:
+    """One object: its class name and corners in pixels of the original image. Crowd regions (COCO
+    `iscrowd`) are not trained on; COCO evaluation ignores detections that fall on them."""
+
+    label: str
+    xyxy: tuple[float, float, float, float]
+    crowd: bool = False
+
+    @property
+    def area(self) -> float:
+        return (self.xyxy[2] - self.xyxy[0]) * (self.xyxy[3] - self.xyxy[1])
+
+
 @dataclass
 class Record:
     """One image plus its annotations. `image` is a path, URL, PIL image, datasets image dict or lazy row."""
@@ -18,6 +32,9 @@ class Record:
     captions: list[str] = field(default_factory=list)
     label: Any = None  # classification: the class name (raw value until labels are resolved)
     rationale: str | None = None  # classification with --reasoning: why the label is right
+    boxes: list[Box] = field(default_factory=list)  # detection: every object (an empty list is a valid image)
+    width: int | None = None  # detection: original image size, which box coordinates refer to
+    height: int | None = None
     base_dir: Path | None = None
     source_row: str = ""  # where it came from, for messages: "train.jsonl line 12"
 

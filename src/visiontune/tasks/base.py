@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..data.records import Record
 
 
+@dataclass
+class Example:
+    """One training conversation: the prompt messages and the answer to learn. `group` is what class
+    balancing counts (classify: the label; detect: the class a positive query asks for); None = not balanced."""
+
+    messages: list[dict]
+    target: str
+    group: str | None = None
+
+
 class Task:
     name = "task"
     default_prompt = ""
+    max_new_tokens = 64  # generation length when none is given
 
     def __init__(self, prompt: str | None = None, system_prompt: str | None = None):
         self.prompt = prompt or self.default_prompt
@@ -26,6 +38,10 @@ class Task:
     def training_targets(self, record: Record) -> list[str]:
         """Every target text to train on for this record (one example is made per target)."""
         raise NotImplementedError
+
+    def training_examples(self, record: Record) -> list[Example]:
+        """Every example this record yields; tasks whose prompt varies per example override this."""
+        return [Example(self.messages(record), target, record.label) for target in self.training_targets(record)]
 
     def parse(self, text: str) -> Any:
         raise NotImplementedError
@@ -45,12 +61,18 @@ class Task:
         """Text drawn above an image in the samples grid."""
         raise NotImplementedError
 
+    def draw_sample(self, image, prediction: Any, reference: Any):
+        """The image shown in the samples grid (detection draws its boxes on it)."""
+        return image
+
     def metadata(self) -> dict:
         return {"task": self.name, "prompt": self.prompt, "system_prompt": self.system_prompt}
 
 
 # Options each task takes beyond prompt / system_prompt; a run's visiontune.json stores them.
-TASK_OPTIONS = {"caption": (), "classify": ("classes", "descriptions", "reasoning", "temperature")}
+TASK_OPTIONS = {"caption": (), "classify": ("classes", "descriptions", "reasoning", "temperature"),
+                "detect": ("classes", "queries", "negatives", "max_objects", "box_format", "score_threshold", "seed",
+                           "category_ids")}
 
 
 def task_options(config) -> dict:
@@ -60,7 +82,10 @@ def task_options(config) -> dict:
         raise ValueError("--prompt and --prompt-template are the same option; give one of them")
     return {"prompt": prompt_template or config.prompt, "system_prompt": config.system_prompt,
             "classes": getattr(config, "class_names", None), "descriptions": getattr(config, "class_descriptions", None),
-            "reasoning": getattr(config, "reasoning", None) or None}
+            "reasoning": getattr(config, "reasoning", None) or None, "queries": getattr(config, "queries", None),
+            "negatives": getattr(config, "negatives", None), "max_objects": getattr(config, "max_objects", None),
+            "box_format": getattr(config, "box_format", None), "score_threshold": getattr(config, "score_threshold", None),
+            "seed": getattr(config, "seed", None)}
 
 
 def task_from_metadata(metadata: dict, task: str | None = None, **overrides) -> Task:
@@ -77,8 +102,9 @@ def task_from_metadata(metadata: dict, task: str | None = None, **overrides) -> 
 def get_task(name: str, **options) -> Task:
     from .caption import CaptionTask
     from .classify import ClassifyTask
+    from .detect import DetectTask
 
-    tasks = {"caption": CaptionTask, "classify": ClassifyTask}
+    tasks = {"caption": CaptionTask, "classify": ClassifyTask, "detect": DetectTask}
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(tasks)}")
     known = ("prompt", "system_prompt", *TASK_OPTIONS[name])

@@ -31,6 +31,7 @@ _OPEN_BOX = re.compile(r"[\[(][^\])]*$")
 class ParsedBoxes:
     boxes: list[tuple[str, tuple[int, int, int, int]]]
     problems: Counter = field(default_factory=Counter)  # unknown_class, swapped, clipped, empty, truncated, junk_line
+    spans: list[tuple[int, int]] = field(default_factory=list)  # where each kept box is written in the text
 
     @property
     def failed(self) -> bool:
@@ -70,7 +71,9 @@ def parse_boxes(text: str, classes: list[str], grid: int = GRID) -> ParsedBoxes:
     parsed = ParsedBoxes([])
     if " ".join(text.lower().split()).strip(" .") in ("", NONE_ANSWER):
         return parsed
-    for line in text.splitlines():
+    offset = 0
+    for raw_line in text.splitlines(keepends=True):
+        line, start, offset = raw_line.rstrip("\r\n"), offset, offset + len(raw_line)
         if not line.strip():
             continue
         match = _LINE.match(line)
@@ -78,14 +81,14 @@ def parse_boxes(text: str, classes: list[str], grid: int = GRID) -> ParsedBoxes:
             parsed.problems["junk_line"] += 1
             continue
         name = by_name.get(" ".join(match.group(1).lower().strip(" *-").split()))
-        boxes = _BOX.findall(match.group(2))
+        boxes = list(_BOX.finditer(match.group(2)))
         if _OPEN_BOX.search(match.group(2)):
             parsed.problems["truncated"] += 1
         if name is None:
             parsed.problems["unknown_class"] += len(boxes) or 1
             continue
-        for values in boxes:
-            x1, y1, x2, y2 = (round(float(v)) for v in values)
+        for found in boxes:
+            x1, y1, x2, y2 = (round(float(v)) for v in found.groups())
             if x1 > x2 or y1 > y2:
                 parsed.problems["swapped"] += 1
                 x1, x2 = sorted((x1, x2))
@@ -97,4 +100,6 @@ def parse_boxes(text: str, classes: list[str], grid: int = GRID) -> ParsedBoxes:
                 parsed.problems["empty"] += 1
                 continue
             parsed.boxes.append((name, clipped))
+            base = start + match.start(2)
+            parsed.spans.append((base + found.start(), base + found.end()))
     return parsed

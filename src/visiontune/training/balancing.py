@@ -1,4 +1,4 @@
-"""Class imbalance: per-example weights of inverse class frequency, used by a weighted sampler
+"""Class imbalance: per-example weights of inverse class (or queried-class) frequency, used by a weighted sampler
 (`--balance sampler`: every class is drawn equally often, with replacement) or in the loss
 (`--balance loss`: each example's answer tokens weigh N / (K * count of its class), mean weight 1)."""
 
@@ -6,18 +6,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-BALANCE_MODES = ("none", "sampler", "loss")
+BALANCE_MODES = ("auto", "none", "sampler", "loss")  # auto: sampler for detect, none for classify
 
 
-def class_counts(labels: list[str], classes: list[str]) -> dict[str, int]:
+def class_counts(labels: list[str | None], classes: list[str]) -> dict[str, int]:
     counts = Counter(labels)
     return {name: counts.get(name, 0) for name in classes}
 
 
-def inverse_frequency_weights(labels: list[str]) -> list[float]:
-    counts = Counter(labels)
-    total, present = len(labels), len(counts)
-    return [total / (present * counts[label]) for label in labels]
+def inverse_frequency_weights(groups: list[str | None]) -> list[float]:
+    """N / (K * count of the item's group) over the grouped items (K groups, N grouped items); items with no
+    group (detection's negative queries) keep weight 1, so balancing leaves their share unchanged."""
+    counts = Counter(group for group in groups if group is not None)
+    total, present = sum(counts.values()), len(counts)
+    return [1.0 if group is None else total / (present * counts[group]) for group in groups]
 
 
 def format_counts(counts: dict[str, int]) -> str:

@@ -1,4 +1,4 @@
-"""Training examples: (record, target text) pairs, with images loaded lazily in the data loader."""
+"""Training examples: (record, prompt messages, target text), with images loaded lazily in the data loader."""
 
 from __future__ import annotations
 
@@ -9,22 +9,23 @@ from ..tasks.base import Task
 
 
 class ExampleDataset(Dataset):
-    """One item per (record, target); a record with several reference captions yields several items."""
+    """One item per task example; a record with several reference captions (or detection queries) yields several."""
 
     def __init__(self, records: list[Record], task: Task):
         self.task = task
-        self.items = [(record, target) for record in records for target in task.training_targets(record)]
+        self.items = [(record, example) for record in records for example in task.training_examples(record)]
         self.weights: list[float] | None = None  # per-item loss weights (--balance loss)
 
-    def labels(self) -> list:
-        return [record.label for record, _ in self.items]
+    def groups(self) -> list:
+        """What class balancing counts, per item (None: not balanced)."""
+        return [example.group for _, example in self.items]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        record, target = self.items[index]
-        example = {"image": record.load_image(), "messages": self.task.messages(record), "target": target,
+        record, item = self.items[index]
+        example = {"image": record.load_image(), "messages": item.messages, "target": item.target,
                    "where": record.source_row}
         if self.weights is not None:
             example["weight"] = self.weights[index]

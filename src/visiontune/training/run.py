@@ -10,7 +10,8 @@ import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..config import TrainConfig, build_config, to_dict
-from ..data.loading import TASKS_WITH_LABELS, DataSpec, fingerprint, load_labelled_records, load_records
+from ..data.loading import (TASKS_WITH_BOXES, TASKS_WITH_LABELS, DataSpec, fingerprint, load_box_records,
+                            load_labelled_records, load_records)
 from ..data.validate import check_images
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
@@ -32,7 +33,8 @@ def _data_spec(config: TrainConfig, path: str, split: str | None, max_samples: i
     return DataSpec(path=path, format=config.format, split=split, image_column=config.image_column,
                     caption_column=config.caption_column, label_column=config.label_column,
                     rationale_column=config.rationale_column, class_names=config.class_names,
-                    images_dir=config.images_dir, max_samples=max_samples, seed=config.seed, shuffle=config.shuffle,
+                    objects_column=config.objects_column, bbox_format=config.bbox_format,
+                    bbox_normalised=config.bbox_normalised, images_dir=config.images_dir, max_samples=max_samples, seed=config.seed, shuffle=config.shuffle,
                     skip_bad_rows=config.skip_bad_rows)
 
 
@@ -42,13 +44,16 @@ def _load_split(config: TrainConfig, path: str, split, max_samples, log, classes
 
 
 def _build_task(config: TrainConfig, log):
-    """The task, and for classify the training records (their labels give the classes)."""
+    """The task, and for classify / detect the training records (their labels give the classes)."""
     options = task_options(config)
-    if config.task not in TASKS_WITH_LABELS:
+    if config.task not in TASKS_WITH_LABELS + TASKS_WITH_BOXES:
         return get_task(config.task, **options), None
     if config.balance not in BALANCE_MODES:
         raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
     spec = _data_spec(config, config.data, config.split, config.max_samples)
+    if config.task in TASKS_WITH_BOXES:
+        records, options["classes"], options["category_ids"] = load_box_records(spec, log=log)
+        return get_task(config.task, **options), records
     records, options["classes"] = load_labelled_records(spec, log=log)
     task = get_task(config.task, **options)
     if config.reasoning:
@@ -57,6 +62,19 @@ def _build_task(config: TrainConfig, log):
             f"class name alone" if with_rationale else "--reasoning: the data has no rationale column "
             "(--rationale-column); targets are the class names alone")
     return task, records
+
+
+def describe_queries(train_set: ExampleDataset, records, task) -> str:
+    """What the detection examples are: queries by kind, boxes trained on, boxes left out by --max-objects."""
+    groups = train_set.groups()
+    negatives = sum(example.target == "none" and group is None for group, (_, example) in zip(groups, train_set.items))
+    positives = sum(group is not None for group in groups)
+    boxes = sum(not box.crowd for record in records for box in record.boxes)
+    text = (f"detection queries: {positives} positive, {negatives} negative (answer none), "
+            f"{len(groups) - positives - negatives} all-class; {boxes} boxes")
+    if task.dropped_boxes:
+        text += f"; {task.dropped_boxes} boxes left out of answers by --max-objects {task.max_objects} (largest kept)"
+    return text
 
 
 def _training_arguments(config: TrainConfig, has_eval: bool, best_metric: str = "eval_loss") -> TrainingArguments:
@@ -132,17 +150,22 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         eval_records, eval_skipped = _load_split(config, config.eval_data, config.eval_split,
                                                  config.max_eval_samples, log, classes=classes)
     train_set, eval_set = ExampleDataset(train_records, task), ExampleDataset(eval_records, task)
+    is_classify = task.name == "classify"
+    balance = config.balance if config.balance != "auto" else ("sampler" if task.name == "detect" else "none")
     sample_weights = None
     if classes:
-        counts = class_counts(train_set.labels(), classes)
-        log(f"training examples per class ({len(classes)} classes):\n{format_counts(counts)}")
+        counts = class_counts(train_set.groups(), classes)
+        what = "training examples" if is_classify else "positive queries"
+        log(f"{what} per class ({len(classes)} classes):\n{format_counts(counts)}")
         missing = [name for name, count in counts.items() if count == 0]
         if missing:
             log(f"warning: no training examples for {', '.join(missing)}")
-        if config.balance == "sampler":
-            sample_weights = inverse_frequency_weights(train_set.labels())
-        elif config.balance == "loss":
-            train_set.weights = inverse_frequency_weights(train_set.labels())
+        if task.name == "detect":
+            log(describe_queries(train_set, train_records, task))
+        if balance == "sampler":
+            sample_weights = inverse_frequency_weights(train_set.groups())
+        elif balance == "loss":
+            train_set.weights = inverse_frequency_weights(train_set.groups())
     log(f"data: {len(train_records)} training images -> {len(train_set)} examples"
         + (f"; {len(eval_records)} evaluation images -> {len(eval_set)} examples" if eval_records else ""))
     write_run_record(output, to_dict(config), {
@@ -161,10 +184,10 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     collator = VLMCollator(processor, max_length=config.max_length)
     preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
 
-    best_metric = "eval_accuracy" if classes and eval_records else "eval_loss"
+    best_metric = "eval_accuracy" if is_classify and eval_records else "eval_loss"
     args = _training_arguments(config, has_eval=bool(eval_records), best_metric=best_metric)
     extra_eval = None
-    if classes and eval_records:
+    if is_classify and eval_records:
         from .class_eval import classification_eval
 
         extra_eval = classification_eval(eval_records, task, processor, batch_size=config.batch_size)
@@ -188,7 +211,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     trainer.save_model(str(output))
     processor.save_pretrained(output)
     calibration = None
-    if classes and eval_records and config.calibrate:
+    if is_classify and eval_records and config.calibrate:
         from .class_eval import calibrate
 
         trainer.model.eval()
@@ -197,11 +220,11 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
                 "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    if classes:  # for people and tools reading the run: classes, prompts as rendered, counts and the config
+    if is_classify:  # for people and tools reading the run: classes, prompts as rendered, counts and the config
         (output / "training_metadata.json").write_text(json.dumps({
             **metadata, "system_prompt_rendered": task.render(task.system_prompt),
-            "prompt_rendered": task.render(task.prompt), "class_counts": class_counts(train_set.labels(), classes),
-            "balance": config.balance, "best_metric": best_metric, "calibration": calibration,
+            "prompt_rendered": task.render(task.prompt), "class_counts": class_counts(train_set.groups(), classes),
+            "balance": balance, "best_metric": best_metric, "calibration": calibration,
             "config": to_dict(config)}, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),

@@ -74,3 +74,52 @@ def write_shape_classes(folder: str | Path, per_class: int = 4, seed: int = 0, s
             colour = name if label_by == "colour" else rng.choice(list(COLOURS))
             draw_shape(shape, colour, rng.choice(list(BACKGROUNDS)), size, rng).save(folder / name / f"{index:04d}.png")
     return folder
+
+
+def _draw_at(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill) -> None:
+    left, top, right, bottom = box
+    if shape == "circle":
+        draw.ellipse((left, top, right - 1, bottom - 1), fill=fill)
+    elif shape == "square":
+        draw.rectangle((left, top, right - 1, bottom - 1), fill=fill)
+    else:
+        draw.polygon([((left + right) / 2, top), (left, bottom - 1), (right - 1, bottom - 1)], fill=fill)
+
+
+def write_shape_detection(folder: str | Path, count: int = 8, seed: int = 0, size: int = 128, objects: tuple = (1, 5),
+                          extent: tuple[float, float] = (0.12, 0.45), name: str = "instances.json") -> Path:
+    """A COCO instances set of canvases with `objects` (min, max) non-overlapping shapes each (circle, square,
+    triangle; sides `extent` × size, so both small and large objects), random colours on a random background;
+    a class is often absent from an image. Returns the JSON's path (images under `folder/images`)."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    categories = [{"id": index + 1, "name": shape} for index, shape in enumerate(SHAPES)]
+    images, annotations = [], []
+    for index in range(count):
+        background = rng.choice(list(BACKGROUNDS))
+        image = Image.new("RGB", (size, size), BACKGROUNDS[background])
+        draw = ImageDraw.Draw(image)
+        placed: list[tuple[int, int, int, int]] = []
+        for _ in range(rng.randint(*objects)):
+            for _attempt in range(50):  # rejection-sample a spot that overlaps nothing already placed
+                side = rng.randint(int(extent[0] * size), int(extent[1] * size))
+                left, top = rng.randint(0, size - side), rng.randint(0, size - side)
+                box = (left, top, left + side, top + side)
+                if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed):
+                    break
+            else:
+                continue
+            placed.append(box)
+            shape = rng.choice(SHAPES)
+            colour = rng.choice([c for c in COLOURS if COLOURS[c] != BACKGROUNDS[background]])
+            _draw_at(draw, shape, box, COLOURS[colour])
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1,
+                                "category_id": SHAPES.index(shape) + 1, "iscrowd": 0, "area": float(side * side),
+                                "bbox": [float(box[0]), float(box[1]), float(side), float(side)]})
+        file_name = f"images/{index:04d}.png"
+        image.save(folder / file_name)
+        images.append({"id": index + 1, "file_name": file_name, "width": size, "height": size})
+    path = folder / name
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path

@@ -1,0 +1,141 @@
+"""Detection with a VLM: ask for classes, answer every box of them as text (see `box_text.py`), or `none`.
+
+Queries (`queries`):
+- `per-class` (default): one prompt per class, "Detect every <class> …"; at inference every image is asked
+  about every class, so a class that is absent must be answered `none`;
+- `all`: one prompt per image listing every class, answered with all boxes (one generation per image,
+  cheaper with many classes);
+- `both`: trains on both; inference uses per-class queries.
+
+Training examples of one image: a positive query for each class present; `negatives` is the share of
+queries that ask for a class absent from the image (target `none`): an image with P present classes gets
+P * negatives / (1 - negatives) of them on average (at least one query for an image with no objects),
+drawn at random among the absent classes with a per-image seed. Crowd regions are neither trained on nor
+asked about as negatives. `max_objects` caps the boxes of one answer: the largest (by area) are kept, the
+others dropped and counted (`dropped_boxes`); the known recipe "largest box per class" is `max_objects=1`.
+Class balancing counts the positive queries' classes (negatives and all-queries keep weight 1).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from ..data.labels import check_class_names
+from ..data.records import Record
+from .base import Example, Task
+from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, to_grid
+
+QUERY_MODES = ("per-class", "all", "both")
+BOX_FORMATS = ("text",)
+DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
+                  "corners on a 0-1000 grid, or none.")
+
+
+class DetectTask(Task):
+    name = "detect"
+    default_prompt = DEFAULT_PROMPT
+    max_new_tokens = 512  # ~18 tokens a box
+
+    def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
+                 queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
+                 box_format: str = "text", score_threshold: float = 0.0, seed: int = 0,
+                 category_ids: dict[str, int] | None = None):
+        """`category_ids`: each class's id in COCO files written and read (default 1..K in class order)."""
+        if not classes:
+            raise ValueError("the detect task needs its class names: from the training data, --class-names, or a "
+                             "visiontune run folder's visiontune.json")
+        if queries not in QUERY_MODES:
+            raise ValueError(f"unknown --queries {queries!r}; choose one of {', '.join(QUERY_MODES)}")
+        if not 0.0 <= float(negatives) < 1.0:
+            raise ValueError(f"--negatives is the share of queries about absent classes, in [0, 1); got {negatives}")
+        if box_format not in BOX_FORMATS:
+            raise ValueError(f"unknown --box-format {box_format!r}; available: {', '.join(BOX_FORMATS)}")
+        if max_objects is not None and int(max_objects) < 1:
+            raise ValueError(f"--max-objects must be at least 1, got {max_objects}")
+        super().__init__(prompt=prompt, system_prompt=system_prompt)
+        self.classes = check_class_names(list(classes), "--class-names", minimum=1)
+        self.queries, self.negatives = queries, float(negatives)
+        self.max_objects = int(max_objects) if max_objects else None
+        self.box_format, self.score_threshold, self.seed = box_format, float(score_threshold), int(seed)
+        self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
+        self.dropped_boxes = 0  # boxes left out of training answers by max_objects
+
+    # --- prompts and answers -------------------------------------------------------------------------------
+    def query_messages(self, asked: list[str]) -> list[dict]:
+        prompt = self.prompt.replace("{query}", ", ".join(asked)).replace("{classes}", ", ".join(self.classes))
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]})
+        return messages
+
+    def messages(self, record: Record | None = None) -> list[dict]:
+        return self.query_messages(self.classes)
+
+    def inference_queries(self) -> list[list[str]]:
+        return [list(self.classes)] if self.queries == "all" else [[name] for name in self.classes]
+
+    def target_text(self, record: Record, asked: list[str]) -> str:
+        boxes = [box for box in record.boxes if box.label in asked and not box.crowd]
+        if self.max_objects and len(boxes) > self.max_objects:
+            self.dropped_boxes += len(boxes) - self.max_objects
+            boxes = sorted(boxes, key=lambda box: -box.area)[: self.max_objects]
+        return format_boxes([(box.label, to_grid(box.xyxy, record.width, record.height)) for box in boxes],
+                            self.classes)
+
+    def training_examples(self, record: Record) -> list[Example]:
+        rng = random.Random(f"{self.seed}:{record.image_key()}")
+        present = [name for name in self.classes if any(b.label == name and not b.crowd for b in record.boxes)]
+        crowded = {box.label for box in record.boxes if box.crowd}
+        examples = []
+        if self.queries in ("per-class", "both"):
+            examples += [Example(self.query_messages([name]), self.target_text(record, [name]), name) for name in present]
+            absent = [name for name in self.classes if name not in present and name not in crowded]
+            expected = max(len(present), 1) * self.negatives / (1.0 - self.negatives)
+            count = min(int(expected) + (rng.random() < expected - int(expected)), len(absent))
+            examples += [Example(self.query_messages([name]), "none") for name in rng.sample(absent, count)]
+        if self.queries in ("all", "both"):
+            examples.append(Example(self.query_messages(self.classes), self.target_text(record, self.classes)))
+        return examples
+
+    def parse(self, text: str) -> ParsedBoxes:
+        return parse_boxes(text, self.classes)
+
+    def to_pixels(self, grid_box, width: int, height: int) -> list[float]:
+        return [round(v, 2) for v in from_grid(grid_box, width, height, GRID)]
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+    def references(self, record: Record) -> dict:
+        return {"image_id": record.image_id, "width": record.width, "height": record.height,
+                "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
+
+    def prediction_of(self, row: dict) -> dict:
+        """A result row (`visiontune predict` / eval) or a COCO results row group, as `score` takes it."""
+        boxes = [{"label": b["label"], "box": [float(v) for v in b["box"]], "score": float(b.get("score", 1.0))}
+                 for b in row.get("boxes") or [] if b.get("label") in self.classes]
+        return {"boxes": boxes, "queries": row.get("queries", 0), "parse_failures": row.get("parse_failures", 0),
+                "problems": row.get("problems", {})}
+
+    def score(self, predictions: dict[str, dict], references: dict[str, dict]) -> dict:
+        from ..metrics.detection import detection_metrics
+
+        return detection_metrics(predictions, references, self.classes, self.category_ids)
+
+    def sample_lines(self, prediction: dict, reference: dict) -> list[str]:
+        def summary(boxes):
+            counts = Counter(box["label"] for box in boxes)
+            return ", ".join(f"{name} {counts[name]}" for name in self.classes if counts[name]) or "none"
+
+        return [f"pred (red): {summary(prediction['boxes'])}", f"true (green): {summary(reference['boxes'])}"]
+
+    def draw_sample(self, image, prediction: dict, reference: dict):
+        from ..report.boxes import draw_boxes
+
+        image = draw_boxes(image, reference["boxes"], colour=(40, 200, 60))
+        return draw_boxes(image, prediction["boxes"], colour=(230, 40, 40), with_labels=True)
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,
+                "max_objects": self.max_objects, "box_format": self.box_format,
+                "score_threshold": self.score_threshold, "category_ids": self.category_ids}
