@@ -104,7 +104,9 @@ class InferenceTaskOptions:
     prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
     prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
     system_prompt: str | None = None
-    class_names: list[str] | None = field(default=None, metadata={"help": "classify: classes (default: the run's)"})
+    class_names: list[str] | None = field(default=None, metadata={"help": "the classes (default: the run's)"})
+    classes: list[str] | None = field(default=None, metadata={"help": "same as --class-names; detect: the classes "
+                                                                      "to look for"})
     class_descriptions: str | None = None
     mode: str | None = field(default=None, metadata={"help": MODE_HELP})
     top_k: int = 5

@@ -165,14 +165,14 @@ def load_box_records(spec: DataSpec, classes: list[str] | None = None,
             else:
                 kept.append(Box(name, box.xyxy, box.crowd))
         record.boxes = kept
+    message = describe_cleanup(clip_to_image(records), spec.path)
+    if message:
+        log(message)
     chosen = check_class_names(list(classes or spec.class_names or names), spec.path, minimum=1)
     outside = 0
     for record in records:
         outside += sum(box.label not in chosen for box in record.boxes)
         record.boxes = [box for box in record.boxes if box.label in chosen]
-    message = describe_cleanup(clip_to_image(records), spec.path)
-    if message:
-        log(message)
     if skipped:
         log(f"{spec.path}: skipped {skipped} boxes whose label is not a class (--skip-bad-rows)")
     if outside:

@@ -24,6 +24,7 @@ def draw_boxes(image: Image.Image, boxes: list[dict], colour: tuple[int, int, in
             text = box["label"] + (f" {box['score']:.2f}" if box.get("score") is not None else "")
             left, top, right, bottom = draw.textbbox((x1, y1), text)
             lift = bottom - top + 2
-            draw.rectangle((x1, y1 - lift, x1 + right - left + 2, y1), fill=shade)
-            draw.text((x1 + 1, y1 - lift), text, fill=(255, 255, 255))
+            top = y1 - lift if y1 - lift >= 0 else y1  # inside the box when there is no room above it
+            draw.rectangle((x1, top, x1 + right - left + 2, top + lift), fill=shade)
+            draw.text((x1 + 1, top), text, fill=(255, 255, 255))
     return image

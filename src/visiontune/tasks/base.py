@@ -80,8 +80,11 @@ def task_options(config) -> dict:
     prompt_template = getattr(config, "prompt_template", None)
     if prompt_template and config.prompt and prompt_template != config.prompt:
         raise ValueError("--prompt and --prompt-template are the same option; give one of them")
+    class_names, classes = getattr(config, "class_names", None), getattr(config, "classes", None)
+    if class_names and classes and list(class_names) != list(classes):
+        raise ValueError("--class-names and --classes are the same option; give one of them")
     return {"prompt": prompt_template or config.prompt, "system_prompt": config.system_prompt,
-            "classes": getattr(config, "class_names", None), "descriptions": getattr(config, "class_descriptions", None),
+            "classes": class_names or classes, "descriptions": getattr(config, "class_descriptions", None),
             "reasoning": getattr(config, "reasoning", None) or None, "queries": getattr(config, "queries", None),
             "negatives": getattr(config, "negatives", None), "max_objects": getattr(config, "max_objects", None),
             "box_format": getattr(config, "box_format", None), "score_threshold": getattr(config, "score_threshold", None),

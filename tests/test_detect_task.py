@@ -1,0 +1,128 @@
+"""The detect task's examples (queries, negatives, --max-objects), box scores and COCO metrics."""
+
+import math
+import random
+
+import pytest
+
+from visiontune.data.records import Box, Record
+from visiontune.inference.box_detection import box_scores
+from visiontune.metrics.detection import STAT_NAMES, detection_metrics
+from visiontune.tasks import get_task
+from visiontune.tasks.box_text import parse_boxes
+from visiontune.training.balancing import inverse_frequency_weights
+
+CLASSES = ["person", "traffic light", "dog", "cat"]
+
+
+def _record(boxes, key="a.png"):
+    return Record(image=key, image_id="1", width=200, height=100, boxes=[Box(*b) for b in boxes])
+
+
+def _prompt(example):
+    return example.messages[-1]["content"][1]["text"]
+
+
+def test_positive_and_negative_queries():
+    record = _record([("dog", (0, 0, 100, 50)), ("person", (100, 50, 200, 100)), ("person", (20, 10, 40, 90)),
+                      ("cat", (5, 5, 10, 10), True)])  # a crowd of cats: neither trained on nor asked as absent
+    task = get_task("detect", classes=CLASSES, negatives=0.5, seed=3)
+    examples = task.training_examples(record)
+    positives = [e for e in examples if e.group]
+    assert [(e.group, e.target) for e in positives] == [("person", "person: [100,100,200,900]; [500,500,1000,1000]"),
+                                                        ("dog", "dog: [0,0,500,500]")]
+    assert "Detect every person in the image" in _prompt(positives[0])
+    negatives = [e for e in examples if not e.group]
+    assert len(negatives) == 1 and negatives[0].target == "none" and "traffic light" in _prompt(negatives[0])
+    assert task.training_examples(record) == examples  # the same draw every time for this image and seed
+    assert [e.target for e in get_task("detect", classes=CLASSES, negatives=0).training_examples(record)] == \
+        [e.target for e in positives]
+
+
+def test_negative_share_over_many_images():
+    rng = random.Random(0)
+    records = [_record([(rng.choice(CLASSES[:2]), (10, 10, 50, 50))], key=f"{i}.png") for i in range(400)]
+    task = get_task("detect", classes=CLASSES, negatives=0.25)
+    examples = [e for r in records for e in task.training_examples(r)]
+    share = sum(e.target == "none" for e in examples) / len(examples)
+    assert 0.2 < share < 0.3
+    empty = task.training_examples(_record([]))
+    assert len(empty) in (0, 1) and all(e.target == "none" for e in empty)
+
+
+def test_all_queries_and_max_objects():
+    record = _record([("dog", (0, 0, 20, 20)), ("dog", (50, 0, 150, 100)), ("person", (0, 50, 10, 60))])
+    task = get_task("detect", classes=CLASSES, queries="all", max_objects=2)
+    (example,) = task.training_examples(record)
+    assert example.group is None and "person, traffic light, dog, cat" in _prompt(example)
+    assert example.target == "dog: [0,0,100,200]; [250,0,750,1000]"  # the largest two kept; the person dropped
+    assert task.dropped_boxes == 1
+    both = get_task("detect", classes=CLASSES, queries="both", negatives=0)
+    assert len(both.training_examples(record)) == 3 and both.inference_queries() == [[c] for c in CLASSES]
+
+
+def test_balancing_weights_leave_unbalanced_items_alone():
+    weights = inverse_frequency_weights(["dog", "dog", "dog", "cat", None, None])
+    assert weights == [4 / 6, 4 / 6, 4 / 6, 2.0, 1.0, 1.0]
+
+
+def test_box_scores_average_the_box_tokens():
+    text = "dog: [1,2,3,4]; [5,6,7,8]"
+    spans = parse_boxes(text, CLASSES).spans
+    # One token per character; the first box's tokens have log-prob -1, the second's -3, the rest 0.
+    ends = list(range(1, len(text) + 1))
+    log_probs = [-1.0 if spans[0][0] <= i < spans[0][1] else -3.0 if spans[1][0] <= i < spans[1][1] else 0.0
+                 for i in range(len(text))]
+    assert box_scores(spans, ends, log_probs) == pytest.approx([math.exp(-1), math.exp(-3)])
+
+
+def _fixture(seed=0):
+    """References with crowd boxes and images without objects; detections jittered, missed, false and on crowds."""
+    rng = random.Random(seed)
+    references, predictions = {}, {}
+    for index in range(12):
+        boxes = []
+        for _ in range(rng.randint(0, 4)):
+            x, y, side = rng.uniform(0, 300), rng.uniform(0, 200), rng.choice([12, 40, 120])
+            boxes.append({"label": rng.choice(CLASSES), "box": [x, y, x + side, y + side], "crowd": rng.random() < 0.15})
+        references[f"{index}.png"] = {"image_id": str(index + 1), "width": 420, "height": 320, "boxes": boxes}
+        found = []
+        if index % 5 != 4:  # some images get no detections at all
+            for box in boxes:
+                if rng.random() < 0.8:
+                    shift = rng.uniform(-4, 4)
+                    found.append({"label": box["label"] if rng.random() < 0.9 else rng.choice(CLASSES),
+                                  "box": [v + shift for v in box["box"]], "score": rng.random()})
+            for _ in range(rng.randint(0, 2)):
+                x, y = rng.uniform(0, 300), rng.uniform(0, 200)
+                found.append({"label": rng.choice(CLASSES), "box": [x, y, x + 30, y + 30], "score": rng.random()})
+        predictions[f"{index}.png"] = {"boxes": found, "queries": 4, "parse_failures": int(index == 3)}
+    return references, predictions
+
+
+def test_faster_coco_eval_equals_pycocotools():
+    references, predictions = _fixture()
+    ids = {name: [1, 3, 18, 90][i] for i, name in enumerate(CLASSES)}  # non-contiguous ids
+    assert any(b["crowd"] for r in references.values() for b in r["boxes"])
+    assert any(not r["boxes"] for r in references.values()) and any(not p["boxes"] for p in predictions.values())
+    fast = detection_metrics(predictions, references, CLASSES, ids, backend="faster_coco_eval")
+    reference = detection_metrics(predictions, references, CLASSES, ids, backend="pycocotools")
+    assert 0.2 < fast["AP"] < 0.95  # a fixture where the numbers mean something
+    for name in STAT_NAMES:
+        assert fast[name] == pytest.approx(reference[name], abs=1e-12), name
+    for name in CLASSES:
+        assert fast["per_class_AP"][name] == pytest.approx(reference["per_class_AP"][name], abs=1e-12), name
+    assert fast["parse_failure_rate"] == pytest.approx(1 / 48)
+
+
+def test_hallucination_rate_counts_absent_classes_only():
+    references = {"a": {"image_id": "1", "width": 100, "height": 100,
+                        "boxes": [{"label": "dog", "box": [0, 0, 50, 50], "crowd": False}]},
+                  "b": {"image_id": "2", "width": 100, "height": 100, "boxes": []}}
+    predictions = {"a": {"boxes": [{"label": "dog", "box": [0, 0, 50, 50], "score": 0.9},
+                                   {"label": "cat", "box": [60, 60, 90, 90], "score": 0.5}]},
+                   "b": {"boxes": [{"label": "person", "box": [0, 0, 10, 10], "score": 0.2}]}}
+    metrics = detection_metrics(predictions, references, CLASSES, {c: i + 1 for i, c in enumerate(CLASSES)})
+    assert metrics["absent_class_queries"] == 7 and metrics["hallucination_rate"] == pytest.approx(2 / 7)
+    assert metrics["AP50"] == pytest.approx(1.0) and metrics["per_class_AP"]["person"] is None
+    assert len(metrics["detections"]) == 3
