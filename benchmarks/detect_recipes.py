@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--image-size", type=int, default=None, help="longest image edge the processor uses")
     parser.add_argument("--colour-by-class", action="store_true", help="each shape class has its own colour")
+    parser.add_argument("--score-on", default="test", choices=("test", "train"),
+                        help="train: what each recipe teaches (fit on the training images), not generalisation")
     parser.add_argument("--output", default=None, help="folder for the runs and a results.json (default: a temp dir)")
     args = parser.parse_args()
     from visiontune.data.builtin.shapes import write_shape_detection
@@ -57,7 +59,7 @@ def main() -> None:
               lora_dropout=0.0, num_workers=0, report_to="none", logging_steps=100, save_total_limit=1,
               train=args.train, image_size=args.image_size, **RECIPES[name], **quiet)
         trained = time.perf_counter() - start
-        metrics = evaluate(model=str(root / name), data=str(test_data), output=str(root / name / "eval"),
+        metrics = evaluate(model=str(root / name), data=str(test_data if args.score_on == "test" else train_data), output=str(root / name / "eval"),
                            batch_size=24, **quiet)
         results[name] = {key: round(metrics[key], 4) for key in REPORTED}
         results[name].update(train_seconds=round(trained, 1), predicted_boxes=metrics["predicted_boxes"],

@@ -20,11 +20,9 @@ from .tasks.base import task_from_metadata, task_options
 def read_coco_results(path: Path, classes_by_id: dict[int, str]) -> dict[str, dict] | None:
     """A COCO results file ([{image_id, category_id, bbox: [x,y,w,h], score}]) -> {image_id: {"boxes"}};
     None when the file is not one."""
-    import json as json_module
-
     if path.suffix.lower() != ".json":
         return None
-    payload = json_module.loads(path.read_text())
+    payload = json.loads(path.read_text())
     if not isinstance(payload, list) or not all(isinstance(r, dict) and {"image_id", "category_id", "bbox"} <= set(r)
                                                 for r in payload):
         return None
