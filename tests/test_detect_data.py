@@ -84,7 +84,7 @@ def _yolo(tmp_path, lines, names="[cat, traffic light]"):
     return root
 
 
-def test_yolo_folder(tmp_path):
+def test_yolo_folder(tmp_path, monkeypatch):
     root = _yolo(tmp_path, ["1 0.5 0.5 0.2 0.4", "0 0.1 0.1 0.1 0.1", "0 0.1 0.2 0.3 0.2 0.2 0.4"],
                  names="{0: cat, 1: traffic light}")
     assert detect_format(str(root)) == "yolo"
@@ -97,6 +97,10 @@ def test_yolo_folder(tmp_path):
     assert next(r for r in records if r.image_id == "empty").boxes == []  # no label file: no objects
     val, _, _ = load_box_records(DataSpec(path=str(root), split="val"), **QUIET)
     assert [r.image_id for r in val] == ["v"]
+    monkeypatch.chdir(tmp_path)  # a relative folder, and a yaml without `path:`, resolve against the yaml's folder
+    (root / "data.yaml").write_text((root / "data.yaml").read_text().replace("path: .\n", ""))
+    relative, _, _ = load_box_records(DataSpec(path="yolo", split="val"), **QUIET)
+    assert [r.image_id for r in relative] == ["v"]
 
 
 @pytest.mark.parametrize("line, message", [("0 0.5 0.5 0.2", "5 numbers"), ("4 0.5 0.5 0.2 0.2", "not an index"),

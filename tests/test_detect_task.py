@@ -56,7 +56,7 @@ def test_all_queries_and_max_objects():
     (example,) = task.training_examples(record)
     assert example.group is None and "person, traffic light, dog, cat" in _prompt(example)
     assert example.target == "dog: [0,0,100,200]; [250,0,750,1000]"  # the largest two kept; the person dropped
-    assert task.dropped_boxes == 1
+    assert task.dropped_by_max_objects(record) == 1
     both = get_task("detect", classes=CLASSES, queries="both", negatives=0)
     assert len(both.training_examples(record)) == 3 and both.inference_queries() == [[c] for c in CLASSES]
 

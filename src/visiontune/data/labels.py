@@ -17,8 +17,9 @@ def _is_index(value) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
 
 
-def discover_classes(records: list[Record]) -> list[str]:
-    labels = {r.label for r in records if r.label is not None and str(r.label).strip() != ""}
+def discover_classes(values) -> list[str]:
+    """The distinct labels among `values`, sorted (numbers numerically)."""
+    labels = {value for value in values if value is not None and str(value).strip() != ""}
     if labels and all(_is_index(label) for label in labels):
         return [str(v) for v in sorted({int(label) for label in labels})]
     return sorted(str(label).strip() for label in labels)

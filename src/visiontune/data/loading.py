@@ -109,7 +109,7 @@ def load_labelled_records(spec: DataSpec, classes: list[str] | None = None, log=
     """
     records, source_classes = _load_label_source(spec)
     # Integer labels index --class-names, else the source's own list, else the model's classes.
-    names = check_class_names(spec.class_names or source_classes or classes or discover_classes(records), spec.path)
+    names = check_class_names(spec.class_names or source_classes or classes or discover_classes(r.label for r in records), spec.path)
     indexed = bool(spec.class_names or source_classes or classes)
     records, skipped = resolve_labels(records, names, indexed, spec.skip_bad_rows, spec.path)
     if classes is not None:
@@ -149,8 +149,7 @@ def load_box_records(spec: DataSpec, classes: list[str] | None = None,
     distinct labels. Boxes of classes outside that list are dropped and counted: `--class-names person car`
     trains on two classes of a larger dataset."""
     records, source_classes, category_ids = _load_box_source(spec, log)
-    labels = [Record(image=None, image_id="", label=box.label) for record in records for box in record.boxes]
-    names = source_classes or spec.class_names or discover_classes(labels)
+    names = source_classes or spec.class_names or discover_classes(b.label for r in records for b in r.boxes)
     skipped = 0
     for record in records:
         kept = []

@@ -12,7 +12,7 @@ queries that ask for a class absent from the image (target `none`): an image wit
 P * negatives / (1 - negatives) of them on average (at least one query for an image with no objects),
 drawn at random among the absent classes with a per-image seed. Crowd regions are neither trained on nor
 asked about as negatives. `max_objects` caps the boxes of one answer: the largest (by area) are kept, the
-others dropped and counted (`dropped_boxes`); the known recipe "largest box per class" is `max_objects=1`.
+others dropped and counted (`dropped_by_max_objects`); the known recipe "largest box per class" is `max_objects=1`.
 Class balancing counts the positive queries' classes (negatives and all-queries keep weight 1).
 """
 
@@ -59,7 +59,6 @@ class DetectTask(Task):
         self.max_objects = int(max_objects) if max_objects else None
         self.box_format, self.score_threshold, self.seed = box_format, float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
-        self.dropped_boxes = 0  # boxes left out of training answers by max_objects
 
     # --- prompts and answers -------------------------------------------------------------------------------
     def query_messages(self, asked: list[str]) -> list[dict]:
@@ -76,10 +75,20 @@ class DetectTask(Task):
     def inference_queries(self) -> list[list[str]]:
         return [list(self.classes)] if self.queries == "all" else [[name] for name in self.classes]
 
+    def _answer_boxes(self, record: Record, asked: list[str]) -> list:
+        return [box for box in record.boxes if box.label in asked and not box.crowd]
+
+    def dropped_by_max_objects(self, record: Record) -> int:
+        """Boxes of this record that `max_objects` leaves out of its training answers."""
+        if not self.max_objects:
+            return 0
+        asked = ([[name] for name in self.classes] if self.queries in ("per-class", "both") else []) + \
+            ([self.classes] if self.queries in ("all", "both") else [])
+        return sum(max(0, len(self._answer_boxes(record, names)) - self.max_objects) for names in asked)
+
     def target_text(self, record: Record, asked: list[str]) -> str:
-        boxes = [box for box in record.boxes if box.label in asked and not box.crowd]
+        boxes = self._answer_boxes(record, asked)
         if self.max_objects and len(boxes) > self.max_objects:
-            self.dropped_boxes += len(boxes) - self.max_objects
             boxes = sorted(boxes, key=lambda box: -box.area)[: self.max_objects]
         return format_boxes([(box.label, to_grid(box.xyxy, record.width, record.height)) for box in boxes],
                             self.classes)

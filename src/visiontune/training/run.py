@@ -67,13 +67,14 @@ def _build_task(config: TrainConfig, log):
 def describe_queries(train_set: ExampleDataset, records, task) -> str:
     """What the detection examples are: queries by kind, boxes trained on, boxes left out by --max-objects."""
     groups = train_set.groups()
-    negatives = sum(example.target == "none" and group is None for group, (_, example) in zip(groups, train_set.items))
     positives = sum(group is not None for group in groups)
+    all_class = len(records) if task.queries in ("all", "both") else 0  # one per image; the rest are negatives
     boxes = sum(not box.crowd for record in records for box in record.boxes)
-    text = (f"detection queries: {positives} positive, {negatives} negative (answer none), "
-            f"{len(groups) - positives - negatives} all-class; {boxes} boxes")
-    if task.dropped_boxes:
-        text += f"; {task.dropped_boxes} boxes left out of answers by --max-objects {task.max_objects} (largest kept)"
+    text = (f"detection queries: {positives} positive, {len(groups) - positives - all_class} negative (answer none), "
+            f"{all_class} all-class; {boxes} boxes")
+    dropped = sum(task.dropped_by_max_objects(record) for record in records)
+    if dropped:
+        text += f"; {dropped} boxes left out of answers by --max-objects {task.max_objects} (largest kept)"
     return text
 
 

@@ -41,7 +41,7 @@ def _split_images(config: dict, yaml_path: Path, split: str) -> list[Path]:
     if split not in config:
         present = [key for key in ("train", "val", "test") if key in config]
         raise DataError(f"{yaml_path}: no {split!r} entry; splits: {', '.join(present) or 'none'} (use --split)")
-    root = Path(config.get("path") or yaml_path.parent)
+    root = Path(config.get("path") or ".")
     root = root if root.is_absolute() else yaml_path.parent / root
     entries = config[split] if isinstance(config[split], list) else [config[split]]
     images: list[Path] = []
