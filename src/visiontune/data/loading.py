@@ -13,11 +13,13 @@ from .records import Box, DataError, Record
 from .sources.coco_captions import load_coco_captions
 from .sources.coco_instances import load_coco_instances
 from .sources.hf_datasets import is_save_to_disk_folder, load_box_dataset, load_caption_dataset, load_label_dataset
+from .sources.idx import is_idx_folder, load_idx_folder
 from .sources.image_folder import is_image_folder, load_image_folder
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
 
-SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo")
+SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "idx", "zoo")
+ZOO_PREFIX = "zoo:"  # --data zoo:fashion-mnist (see visiontune.zoo)
 TASKS_WITH_LABELS = ("classify",)
 TASKS_WITH_BOXES = ("detect",)
 
@@ -45,12 +47,16 @@ class DataSpec:
 
 
 def detect_format(path_text: str) -> str:
+    if path_text.startswith(ZOO_PREFIX):
+        return "zoo"
     path = Path(path_text)
     if path.is_dir():
         if is_save_to_disk_folder(path):
             return "hf"
         if yolo_yaml(path):
             return "yolo"
+        if is_idx_folder(path):
+            return "idx"
         if is_image_folder(path):
             return "imagefolder"
         raise DataError(f"{path}: a folder, but neither a datasets.save_to_disk folder (dataset_info.json / "
@@ -79,8 +85,9 @@ def _load_caption_records(spec: DataSpec) -> list[Record]:
         return load_caption_table(Path(spec.path), spec.image_column, spec.caption_column, images_dir)
     if kind == "hf":
         return load_caption_dataset(spec.path, spec.split, spec.image_column, spec.caption_column)
-    if kind == "imagefolder":
-        raise DataError(f"{spec.path}: an image folder has class labels, not captions; use --task classify")
+    if kind in ("imagefolder", "idx", "zoo"):
+        raise DataError(f"{spec.path}: a {kind} source has class labels, not captions; use --task classify (for "
+                        f"captions from zoo images, write canvases: visiontune zoo canvases --help)")
     raise DataError(f"unknown data format {spec.format!r}; choose one of {', '.join(SOURCE_FORMATS)}")
 
 
@@ -90,6 +97,12 @@ def _load_label_source(spec: DataSpec) -> tuple[list[Record], list[str] | None]:
     images_dir = Path(spec.images_dir) if spec.images_dir else None
     if kind == "imagefolder":
         return load_image_folder(Path(spec.path), spec.split)
+    if kind == "idx":
+        return load_idx_folder(Path(spec.path), spec.split)
+    if kind == "zoo":
+        from ..zoo.datasets import load_zoo_dataset
+
+        return load_zoo_dataset(spec.path, spec.split, spec.images_dir)
     if kind in ("jsonl", "table"):
         return load_label_table(Path(spec.path), spec.image_column, spec.label_column, spec.rationale_column,
                                 images_dir), None

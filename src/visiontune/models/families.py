@@ -61,6 +61,9 @@ FAMILIES = (
            language=("model.text_model", "lm_head"), configure_processor=_idefics3_processor),
     Family("llava", ("llava",), vision=("model.vision_tower",), connector=("model.multi_modal_projector",),
            language=("model.language_model", "lm_head"), configure_processor=_fixed_size_processor),
+    # Composed VLMs (models/compose): the image size is fixed when composing (it sets the image-token count).
+    Family("composed", ("visiontune_vlm",), vision=("vision_model",), connector=("projector",),
+           language=("language_model",), configure_processor=_fixed_size_processor),
     Family("qwen2-vl", ("qwen2_vl", "qwen2_5_vl"), vision=("model.visual",), connector=("model.visual.merger",),
            language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor),
 )

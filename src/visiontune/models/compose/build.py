@@ -1,0 +1,114 @@
+"""`visiontune compose`: a new VLM from a pretrained vision encoder + a causal LM + a fresh projector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .configuration import ComposedVLMConfig
+from .processing import IMAGE_TOKEN, ComposedVLMProcessor
+from .registration import register_composed_vlm
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _zoo_or_path(reference: str, log) -> str:
+    from ...zoo.registry import MODELS
+
+    if reference in MODELS:
+        from ...zoo.prepare import zoo_model_path
+
+        return str(zoo_model_path(reference, log=log))
+    return reference
+
+
+def load_vision_encoder(reference: str):
+    """(vision model, its config): a vision-only checkpoint, or the vision half of CLIP/SigLIP-style ones."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(reference)
+    vision_config = getattr(config, "vision_config", None) or config
+    if not hasattr(vision_config, "patch_size"):
+        raise ValueError(f"{reference}: {type(vision_config).__name__} has no patch_size; compose needs a ViT-style "
+                         f"vision encoder with patch features (SigLIP, CLIP vision, DINOv2)")
+    model_class = type(AutoModel.from_config(vision_config))  # tiny cost; tells e.g. CLIPVisionModel from CLIPModel
+    return model_class.from_pretrained(reference, dtype=torch.float32), vision_config
+
+
+def load_image_processor(reference: str, image_size: int):
+    """The encoder's own normalisation, resizing straight to image_size x image_size (no crop)."""
+    from transformers import AutoImageProcessor
+
+    try:  # transformers 5.x names the torchvision-free processor *Pil
+        from transformers import BitImageProcessorPil as BitImageProcessor
+    except ImportError:
+        from transformers import BitImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(reference, use_fast=False)
+    except (OSError, ValueError):
+        processor = BitImageProcessor(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    processor.size = {"height": image_size, "width": image_size}
+    if hasattr(processor, "do_center_crop"):
+        processor.do_center_crop = False
+    if hasattr(processor, "crop_size"):
+        processor.crop_size = {"height": image_size, "width": image_size}
+    return processor
+
+
+def load_language_model(reference: str):
+    """(causal LM, tokenizer) from a hub id, a folder, or a .gguf file."""
+    if reference.endswith(".gguf"):
+        from ...zoo.gguf_lm import load_gguf_causal_lm
+
+        return load_gguf_causal_lm(Path(reference))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32), AutoTokenizer.from_pretrained(reference)
+
+
+def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu", pixel_shuffle: int = 2,
+            image_size: int = 224, projector_hidden: int | None = None, seed: int = 0, log=print) -> Path:
+    """Write a composed VLM (model + processor) to `output`; the projector is freshly initialised."""
+    register_composed_vlm()
+    from .modeling import ComposedVLMForConditionalGeneration
+
+    vision_path, lm_path = _zoo_or_path(vision, log), _zoo_or_path(lm, log)
+    vision_model, vision_config = load_vision_encoder(vision_path)
+    language_model, tokenizer = load_language_model(lm_path)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{lm}: the tokenizer has no chat template; compose needs an instruct/chat LM")
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked; any id works
+    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
+        # The image token's embedding is never read (image features replace it), so its init does not matter.
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    config = ComposedVLMConfig(vision_config=vision_config, text_config=language_model.config, projector=projector,
+                               projector_hidden=projector_hidden, pixel_shuffle=pixel_shuffle, image_size=image_size,
+                               image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    config.check()
+    torch.manual_seed(seed)
+    model = ComposedVLMForConditionalGeneration(config)
+    model.vision_model.load_state_dict(vision_model.state_dict())
+    model.language_model.load_state_dict(language_model.state_dict())
+    model.generation_config = language_model.generation_config
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    processor = ComposedVLMProcessor(load_image_processor(vision_path, image_size), tokenizer,
+                                     image_seq_len=config.image_seq_len)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    sizes = {part: sum(p.numel() for p in getattr(model, part).parameters())
+             for part in ("vision_model", "projector", "language_model")}
+    (output / "compose.json").write_text(json.dumps({"vision": vision, "lm": lm, "projector": projector,
+                                                     "pixel_shuffle": pixel_shuffle, "image_size": image_size,
+                                                     "image_seq_len": config.image_seq_len, "parameters": sizes,
+                                                     "seed": seed}, indent=2))
+    log(f"compose: {vision} + {lm} + {projector} projector -> {output} ({config.image_seq_len} image tokens per "
+        f"image; parameters: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()) + ")")
+    return output

@@ -1,0 +1,57 @@
+"""The configuration of a composed VLM: a vision encoder's config, a causal LM's config, and the projector."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+
+PROJECTORS = ("swiglu", "mlp", "linear")
+
+
+def _sub_config(value):
+    if value is None or isinstance(value, PretrainedConfig):
+        return value
+    from transformers import CONFIG_MAPPING
+
+    value = dict(value)
+    return CONFIG_MAPPING[value.pop("model_type")](**value)
+
+
+class ComposedVLMConfig(PretrainedConfig):
+    """`vision_config` (any vision model with patch features), `text_config` (any causal LM), and how image
+    features reach the LM: `pixel_shuffle` folds s x s neighbouring patches into one token (s^2 fewer
+    tokens, s^2 wider), then the `projector` maps them to the LM's width. `image_size` is the square side the
+    processor resizes every image to; with the patch size it fixes `image_seq_len`, the image tokens per image."""
+
+    model_type = "visiontune_vlm"
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
+
+    def __init__(self, vision_config=None, text_config=None, projector: str = "swiglu", projector_hidden: int | None = None,
+                 pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None, **kwargs):
+        self.vision_config = _sub_config(vision_config)
+        self.text_config = _sub_config(text_config)
+        if projector not in PROJECTORS:
+            raise ValueError(f"unknown projector {projector!r}; choose one of {', '.join(PROJECTORS)}")
+        self.projector = projector
+        self.projector_hidden = projector_hidden
+        self.pixel_shuffle = pixel_shuffle
+        self.image_size = image_size
+        self.image_token_id = image_token_id
+        if self.text_config is not None:
+            kwargs.setdefault("tie_word_embeddings", getattr(self.text_config, "tie_word_embeddings", False))
+        super().__init__(**kwargs)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.vision_config.patch_size)
+
+    @property
+    def image_seq_len(self) -> int:
+        side = self.image_size // self.patch_size
+        return (side // self.pixel_shuffle) ** 2
+
+    def check(self) -> None:
+        side = self.image_size // self.patch_size
+        if self.image_size % self.patch_size or side % self.pixel_shuffle:
+            raise ValueError(f"--image-size {self.image_size} must be a multiple of patch size {self.patch_size} "
+                             f"x pixel shuffle {self.pixel_shuffle} (e.g. "
+                             f"{self.patch_size * self.pixel_shuffle * max(1, round(side / self.pixel_shuffle))})")
