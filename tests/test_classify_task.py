@@ -165,3 +165,17 @@ def test_temperature_scaling_calibrates_an_overconfident_model():
 
     assert ece(temperature) < 0.06 and ece(1.0) > 0.2
     assert torch.equal(torch.softmax(scores / temperature, 1).argmax(1), scores.argmax(1))  # ranking unchanged
+
+
+def test_top_k_with_classes_in_model_order_not_sorted():
+    """Fashion-MNIST's class order is not alphabetical; sklearn's top-k needs sorted labels (regression)."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    rng = np.random.default_rng(1)
+    classes = ["T-shirt/top", "Trouser", "Bag", "Ankle boot"]
+    truth = list(rng.choice(classes, 40))
+    scores = rng.dirichlet(np.ones(4), 40)
+    metrics = classification_metrics(truth, [classes[i] for i in scores.argmax(1)], classes, scores.tolist())
+    expected = top_k_accuracy_score([classes.index(t) for t in truth], scores, k=2, labels=[0, 1, 2, 3])
+    assert metrics["top2_accuracy"] == pytest.approx(expected)
+    assert metrics["top3_accuracy"] >= metrics["top2_accuracy"] >= metrics["accuracy"]

@@ -54,8 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava")
     tiny.add_argument("--output", required=True)
     tiny.add_argument("--seed", type=int, default=0)
-    quick = commands.add_parser("quickstart", help="the offline main job: a real fine-tune + evaluation")
+    compose = commands.add_parser("compose", help="a new VLM from a pretrained vision encoder + a causal LM + a projector")
+    compose.add_argument("--vision", required=True, help="hub id, folder, or zoo model (dinov2-small)")
+    compose.add_argument("--lm", required=True, help="hub id, folder, .gguf file, or zoo model (smollm2-135m-instruct)")
+    compose.add_argument("--projector", default="swiglu", help="swiglu | mlp | linear (default swiglu)")
+    compose.add_argument("--projector-hidden", type=int, default=None, help="projector width (default: its input width)")
+    compose.add_argument("--pixel-shuffle", type=int, default=2, help="fold s x s patches into one token (default 2)")
+    compose.add_argument("--image-size", type=int, default=224, help="square input side in pixels (default 224)")
+    compose.add_argument("--seed", type=int, default=0)
+    compose.add_argument("--output", required=True)
+    zoo = commands.add_parser("zoo", help="the offline zoo: weights and datasets shipped inside packages")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_commands.add_parser("list", help="show the zoo and what is installed / prepared")
+    prepare = zoo_commands.add_parser("prepare", help="convert zoo models into the cache (once)")
+    prepare.add_argument("names", nargs="*", help="zoo models (default: all)")
+    prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
+    canvases = zoo_commands.add_parser("canvases", help="detection + caption data: Fashion-MNIST items on canvases")
+    canvases.add_argument("--output", required=True)
+    canvases.add_argument("--count", type=int, default=256)
+    canvases.add_argument("--size", type=int, default=112, help="canvas side in pixels")
+    canvases.add_argument("--max-objects", type=int, default=4)
+    canvases.add_argument("--split", default="train", help="which Fashion-MNIST split the items come from")
+    canvases.add_argument("--seed", type=int, default=0)
+    quick = commands.add_parser("quickstart", help="the offline main job: compose a VLM from the zoo, align, "
+                                                   "fine-tune and evaluate on Fashion-MNIST")
     quick.add_argument("--output", default="runs/quickstart")
+    quick.add_argument("--full", action="store_true", help="all of Fashion-MNIST at 224 px (for a GPU)")
+    quick.add_argument("--tiny", action="store_true", help="the 2-minute spine check on a tiny random model instead")
     return parser
 
 
@@ -90,15 +115,51 @@ def main(argv: list[str] | None = None) -> int:
             from .models.tiny import build_tiny_model
 
             print(f"wrote {build_tiny_model(args.family, args.output, seed=args.seed)}")
-        elif args.command == "quickstart":
-            from .quickstart import quickstart
+        elif args.command == "compose":
+            from .models.compose.build import compose
 
-            quickstart(args.output)
+            compose(args.vision, args.lm, args.output, projector=args.projector, pixel_shuffle=args.pixel_shuffle,
+                    image_size=args.image_size, projector_hidden=args.projector_hidden, seed=args.seed)
+        elif args.command == "zoo":
+            _zoo(args)
+        elif args.command == "quickstart":
+            if args.tiny:
+                from .quickstart_tiny import tiny_quickstart
+
+                tiny_quickstart(args.output)
+            else:
+                from .quickstart import quickstart
+
+                quickstart(args.output, full=args.full)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         # Our errors already name the input and the fix; a traceback would bury that.
         print(f"visiontune {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _zoo(args) -> None:
+    if args.zoo_command == "list":
+        from .zoo.prepare import zoo_status
+
+        for row in zoo_status():
+            state = "prepared" if row["prepared"] else ("available" if row["available"] else "missing")
+            print(f"{row['name']:24} {row['type']:8} {state:10} {row['description']}\n{'':44}{row['path'] or row['source']}")
+    elif args.zoo_command == "prepare":
+        from .zoo.prepare import prepare_model
+        from .zoo.registry import MODELS
+
+        unknown = [name for name in args.names if name not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown zoo model(s) {unknown}; choose from {', '.join(MODELS)}")
+        for name in args.names or list(MODELS):
+            prepare_model(name, force=args.force)
+    elif args.zoo_command == "canvases":
+        from .zoo.canvases import write_canvases
+
+        paths = write_canvases(args.output, count=args.count, seed=args.seed, size=args.size,
+                               objects=(1, args.max_objects), split=args.split)
+        print(f"wrote {args.count} canvases: {paths['instances']} (detect), {paths['captions']} (caption)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Verification: (1) the merged model's logits equal the adapter model's on a sample batch, within a
 printed tolerance; (2) the saved folder loads with plain `AutoModelForImageTextToText.from_pretrained`
-in a fresh Python process that never imports visiontune, and gives the same logits.
+in a fresh Python process that never imports visiontune (composed VLMs: only `visiontune.models`, which
+registers their classes), and gives the same logits.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ from ..tasks.base import task_from_metadata
 from ..training.collator import VLMCollator
 
 _RELOAD_SCRIPT = r"""
-import sys, torch
+import json, sys, torch
+from pathlib import Path
 from transformers import AutoModelForImageTextToText
 assert "visiontune" not in sys.modules
+needs_visiontune = json.loads((Path(sys.argv[1]) / "config.json").read_text()).get("model_type") == "visiontune_vlm"
+if needs_visiontune:  # a composed VLM's classes live in visiontune; importing its models package registers them
+    import visiontune.models
 batch = torch.load(sys.argv[2])
 model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
 with torch.inference_mode():
     logits = model(**batch).logits
 torch.save(logits, sys.argv[3])
-assert "visiontune" not in sys.modules
+assert needs_visiontune or "visiontune" not in sys.modules
 """
 
 

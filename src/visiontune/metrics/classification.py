@@ -55,9 +55,13 @@ def classification_metrics(y_true: list[str], y_pred: list[str | None], classes:
                                    "matrix": confusion_matrix(y_true, predicted, labels=classes).tolist()}
     if probabilities is not None:
         scores = np.asarray(probabilities, dtype=float)
+        # sklearn wants sorted labels; class order is the model's (e.g. Fashion-MNIST's), so pass indices.
+        position = {name: i for i, name in enumerate(classes)}
+        true_index = [position[label] for label in y_true]
         for k in (2, 3, 5):
             if k < len(classes):
-                metrics[f"top{k}_accuracy"] = float(top_k_accuracy_score(y_true, scores, k=k, labels=classes))
+                metrics[f"top{k}_accuracy"] = float(top_k_accuracy_score(true_index, scores, k=k,
+                                                                         labels=list(range(len(classes)))))
         confidence = scores.max(axis=1)
         chosen = [classes[i] for i in scores.argmax(axis=1)]
         ece, table = expected_calibration_error(confidence, [c == t for c, t in zip(chosen, y_true)])

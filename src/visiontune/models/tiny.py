@@ -17,7 +17,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 from .tiny_tokenizer import build_tiny_tokenizer
 
-TINY_FAMILIES = ("smolvlm", "qwen2-vl", "llava")
+TINY_FAMILIES = ("smolvlm", "qwen2-vl", "llava", "composed")
 
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
@@ -138,11 +138,46 @@ def _build_llava(seed: int):
     return LlavaForConditionalGeneration(config), processor
 
 
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_composed(output_dir: str | Path, seed: int = 0, projector: str = "swiglu", image_size: int = 32) -> Path:
+    """A tiny DINOv2 + tiny Llama chat LM written as two folders, then composed exactly as real ones are."""
+    from transformers import Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
+
+    from .compose.build import compose
+
+    output_dir = Path(output_dir)
+    torch.manual_seed(seed)
+    vision = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                      patch_size=8, image_size=image_size))
+    vision.save_pretrained(output_dir / "parts" / "vision")
+    tokenizer = _fast_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], eos_token="<|im_end|>",
+                                pad_token="<|endoftext|>", bos_token="<|im_start|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048,
+                                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True, **_TEXT))
+    lm.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                            do_sample=False)
+    lm.save_pretrained(output_dir / "parts" / "lm")
+    tokenizer.save_pretrained(output_dir / "parts" / "lm")
+    return compose(str(output_dir / "parts" / "vision"), str(output_dir / "parts" / "lm"), output_dir,
+                   projector=projector, pixel_shuffle=2, image_size=image_size, seed=seed, log=lambda *_: None)
+
+
 _BUILDERS = {"smolvlm": _build_smolvlm, "qwen2-vl": _build_qwen2_vl, "llava": _build_llava}
 
 
 def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0) -> Path:
     """Write a tiny random model + processor of `family` to `output_dir`; return the folder."""
+    if family == "composed":
+        return build_tiny_composed(output_dir, seed)
     if family not in _BUILDERS:
         raise ValueError(f"unknown tiny-model family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     model, processor = _BUILDERS[family](seed)

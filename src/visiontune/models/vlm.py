@@ -137,9 +137,14 @@ def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: t
         quantization = _qlora_config(list(probe.paths["vision"] + probe.paths["connector"]) + ["lm_head"])
     model = load_base_model(model_path, dtype, quantization)
     roles = module_roles(model)
+    # LoRA applies to the language model; without it (--train projector) the chosen parts train in full
+    # and the run saves a whole model, as --method full does.
+    uses_lora = setup.method in ("lora", "qlora") and "language" in trained
+    if setup.method == "lora" and not uses_lora:
+        log(f"--train {setup.train}: no language model part, so no LoRA; {'+'.join(trained)} train in full")
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = setup.method == "full" and roles.role_of(name) in trained
-    if setup.method in ("lora", "qlora"):
+        parameter.requires_grad = not uses_lora and roles.role_of(name) in trained
+    if uses_lora:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         if setup.method == "qlora":

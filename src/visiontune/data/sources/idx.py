@@ -7,6 +7,7 @@ directly, so the whole of Fashion-MNIST loads in well under a second and images 
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 from pathlib import Path
 
@@ -60,9 +61,19 @@ def read_idx(path: Path) -> np.ndarray:
     return values.reshape(shape)
 
 
+def split_slice(split: str) -> tuple[str, slice]:
+    """'train[:55000]' -> ('train', slice(None, 55000)): the datasets library's slice notation."""
+    match = re.fullmatch(r"(\w+)\[(-?\d*):(-?\d*)\]", split)
+    if not match:
+        return split, slice(None)
+    start, stop = (int(v) if v else None for v in match.group(2, 3))
+    return match.group(1), slice(start, stop)
+
+
 def load_idx_folder(folder: Path, split: str | None, name: str | None = None) -> tuple[list[Record], None]:
-    """Records with integer labels (class names come from --class-names or the zoo's table)."""
-    split = split or "train"
+    """Records with integer labels (class names come from --class-names or the zoo's table). `split` is
+    train or test, optionally sliced: `train[:55000]`, `train[55000:]`."""
+    split, rows = split_slice(split or "train")
     if split not in SPLIT_PREFIXES:
         raise DataError(f"{folder}: idx data has splits {', '.join(SPLIT_PREFIXES)}, not {split!r}; use --split")
     prefix = SPLIT_PREFIXES[split]
@@ -76,4 +87,4 @@ def load_idx_folder(folder: Path, split: str | None, name: str | None = None) ->
                         f"{labels.shape}; expected N images of HxW and N labels")
     tag = name or folder.name
     return [Record(image=ArrayImage(images, i, f"{tag}/{split}/{i}"), image_id=f"{split}/{i}", label=int(labels[i]),
-                   source_row=f"{images_path.name} image {i}") for i in range(images.shape[0])], None
+                   source_row=f"{images_path.name} image {i}") for i in range(images.shape[0])[rows]], None

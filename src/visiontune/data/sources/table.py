@@ -52,13 +52,36 @@ def _image_rows(path: Path, image_column: str | None) -> tuple[list[tuple[str, d
     return rows, columns, image_key
 
 
+CONVERSATION_COLUMN = "conversations"  # the LLaVA pretrain layout (LLaVA-CC3M-Pretrain-595K chat.json)
+ANSWER_ROLES = ("gpt", "assistant")
+
+
+def caption_from_conversation(turns, where: str) -> list[str]:
+    """The first answer turn of a LLaVA-style conversation: [{"from": "human", ...}, {"from": "gpt", "value": c}]."""
+    if not isinstance(turns, list):
+        raise DataError(f"{where}: '{CONVERSATION_COLUMN}' should be a list of turns, got {type(turns).__name__}")
+    for turn in turns:
+        if isinstance(turn, dict) and (turn.get("from") or turn.get("role")) in ANSWER_ROLES:
+            value = turn.get("value", turn.get("content"))
+            return [value] if isinstance(value, str) else []
+    return []
+
+
 def load_caption_table(path: Path, image_column: str | None, caption_column: str | None,
                        images_dir: Path | None = None) -> list[Record]:
     rows, columns, image_key = _image_rows(path, image_column)
-    caption_key = pick_column(columns, CAPTION_COLUMN_NAMES, "caption", "--caption-column", caption_column, str(path))
-    return [Record(image=row[image_key], image_id=str(row.get("id", index)),
-                   captions=normalise_captions(row.get(caption_key), where), base_dir=images_dir or path.parent,
-                   source_row=where)
+    if caption_column is None and CONVERSATION_COLUMN in columns and not any(c.lower() in CAPTION_COLUMN_NAMES
+                                                                            for c in columns):
+        def captions(row, where):
+            return caption_from_conversation(row.get(CONVERSATION_COLUMN), where)
+    else:
+        caption_key = pick_column(columns, CAPTION_COLUMN_NAMES, "caption", "--caption-column", caption_column,
+                                  str(path))
+
+        def captions(row, where):
+            return normalise_captions(row.get(caption_key), where)
+    return [Record(image=row[image_key], image_id=str(row.get("id", index)), captions=captions(row, where),
+                   base_dir=images_dir or path.parent, source_row=where)
             for index, (where, row) in enumerate(rows)]
 
 

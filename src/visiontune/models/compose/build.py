@@ -47,7 +47,7 @@ def load_image_processor(reference: str, image_size: int):
         from transformers import BitImageProcessor
 
     try:
-        processor = AutoImageProcessor.from_pretrained(reference, use_fast=False)
+        processor = AutoImageProcessor.from_pretrained(reference)
     except (OSError, ValueError):
         processor = BitImageProcessor(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     processor.size = {"height": image_size, "width": image_size}

@@ -1,0 +1,125 @@
+"""Fashion-MNIST test accuracy of the composed VLM (DINOv2-S + SmolLM2-135M, both from the offline zoo), next
+to logistic regression on frozen DINOv2-S features and the published baselines shipped with the dataset.
+
+The VLM runs the quickstart's two stages (align the projector on captioned canvases, then classify with LoRA)
+at the sizes given, then is scored on the test images in score mode and in generate mode. The linear probe
+sees the same training images at the same input size: [CLS, mean patch] features of the frozen encoder,
+scikit-learn LogisticRegression. Published numbers are read from the Debian package's README table.
+
+    python benchmarks/fashion_mnist.py                                   # CPU-sized subset
+    python benchmarks/fashion_mnist.py --train-images 55000 --test-images 10000 --image-size 224 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PUBLISHED_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
+PUBLISHED_ROWS = ("2 Conv+pooling |", "3 Conv+pooling+2 FC+dropout", "ResNet18", "WRN40-4")
+
+
+def published_baselines() -> dict[str, float]:
+    if not PUBLISHED_README.is_file():
+        return {}
+    found = {}
+    for line in gzip.open(PUBLISHED_README, "rt", encoding="utf-8"):
+        for name in PUBLISHED_ROWS:
+            if line.startswith("|" + name):
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                found[cells[0]] = float(cells[2])
+    return found
+
+
+def dinov2_features(records, image_size: int, batch: int = 64) -> np.ndarray:
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    from visiontune.zoo.prepare import zoo_model_path
+
+    folder = zoo_model_path("dinov2-small")
+    model = Dinov2Model.from_pretrained(folder).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    processor = AutoImageProcessor.from_pretrained(folder)
+    processor.size, processor.do_center_crop = {"height": image_size, "width": image_size}, False
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(records), batch):
+            images = [r.load_image() for r in records[start:start + batch]]
+            pixels = processor(images, return_tensors="pt")["pixel_values"].to(model.device)
+            hidden = model(pixel_values=pixels).last_hidden_state
+            out.append(torch.cat([hidden[:, 0], hidden[:, 1:].mean(1)], dim=1).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def linear_probe(train, test, classes, image_size: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    started = time.perf_counter()
+    x_train, x_test = dinov2_features(train, image_size), dinov2_features(test, image_size)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(max_iter=2000, C=0.5).fit(scaler.transform(x_train), [classes.index(r.label) for r in train])
+    predicted = probe.predict(scaler.transform(x_test))
+    accuracy = float(np.mean(predicted == np.array([classes.index(r.label) for r in test])))
+    return {"accuracy": accuracy, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", default="runs/bench-fashion-mnist")
+    parser.add_argument("--train-images", type=int, default=1600)
+    parser.add_argument("--test-images", type=int, default=1000)
+    parser.add_argument("--align-canvases", type=int, default=320)
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--skip-vlm", action="store_true", help="only the linear probe and the published table")
+    args = parser.parse_args()
+
+    from visiontune.config import EvalConfig
+    from visiontune.data.loading import DataSpec, load_labelled_records
+    from visiontune.evaluate import evaluate
+    from visiontune.quickstart import TRAIN_SLICE, QuickstartSizes, quickstart
+
+    output = Path(args.output)
+    train, classes = load_labelled_records(DataSpec("zoo:fashion-mnist", split=TRAIN_SLICE, shuffle=True, seed=0,
+                                                    max_samples=args.train_images))
+    test, _ = load_labelled_records(DataSpec("zoo:fashion-mnist", split="test", max_samples=args.test_images))
+    results = {"hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+                           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+               "settings": vars(args), "published": published_baselines(),
+               "dinov2_linear_probe": linear_probe(train, test, classes, args.image_size)}
+    print(json.dumps(results["dinov2_linear_probe"]))
+    if not args.skip_vlm:
+        sizes = QuickstartSizes(image_size=args.image_size, align_canvases=args.align_canvases,
+                                train_images=args.train_images, test_images=args.test_images, epochs=args.epochs,
+                                batch_size=args.batch_size)
+        started = time.perf_counter()
+        run = quickstart(str(output), sizes=sizes)
+        results["vlm_seconds"] = round(time.perf_counter() - started, 1)
+        results["vlm_score_mode"] = run["test"]
+        generate = evaluate(EvalConfig(task="classify", model=str(output / "classify"), data="zoo:fashion-mnist",
+                                       split="test", max_samples=args.test_images, mode="generate",
+                                       output=str(output / "eval-generate")))
+        results["vlm_generate_mode"] = {k: v for k, v in generate.items() if isinstance(v, (int, float))}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "benchmark.json").write_text(json.dumps(results, indent=2))
+    print(f"\nFashion-MNIST test accuracy ({args.test_images} test images, {args.train_images} training images, "
+          f"{args.image_size} px) on {results['hardware']}")
+    if not args.skip_vlm:
+        print(f"  composed VLM, score mode     {results['vlm_score_mode']['accuracy']:.4f}")
+        print(f"  composed VLM, generate mode  {results['vlm_generate_mode']['accuracy']:.4f}")
+    print(f"  DINOv2-S linear probe        {results['dinov2_linear_probe']['accuracy']:.4f}")
+    for name, value in results["published"].items():
+        print(f"  published: {name:24} {value:.3f}  (full training set)")
+
+
+if __name__ == "__main__":
+    main()
