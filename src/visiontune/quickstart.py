@@ -85,7 +85,7 @@ def quickstart(output: str = "runs/quickstart", full: bool = False, sizes: Quick
                                max_samples=sizes.test_images, mode="score", output=str(root / "eval")), log=log)
     lap("evaluate")
     result = {"sizes": sizes.__dict__, "seconds": timings,
-              "align": {k: align.get(k) for k in ("train_loss", "samples_per_second")},
+              "align": {k: align.get(k) for k in ("final_train_loss", "samples_per_second")},
               "classify": {k: classify.get(k) for k in ("eval_accuracy", "calibration", "samples_per_second")},
               "test": {k: v for k, v in test.items() if isinstance(v, (int, float))}}
     (root / "quickstart.json").write_text(json.dumps(result, indent=2))

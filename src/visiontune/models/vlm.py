@@ -179,6 +179,8 @@ def describe_trainable(model) -> str:
     total: dict[str, int] = {}
     trainable: dict[str, int] = {}
     for name, parameter in model.named_parameters():
+        if ".original_module." in name:
+            continue  # PEFT keeps a frozen copy of each fully trained module; count the trained copy once
         clean = name.replace("base_model.model.", "", 1)
         if ".lora_" in clean or "modules_to_save" in clean or ".original_module" in clean:
             clean = clean.replace(".original_module", "").replace(".modules_to_save.default", "")
