@@ -122,3 +122,37 @@ def test_real_weights_stage_two_on_fashion_mnist_beats_chance(tmp_path):
     assert metrics["samples"] == 100 and metrics["unmapped_rate"] == 0.0
     # Chance is 0.10; this run scores 0.33 here (the quickstart's aligned, 1600-image run: 0.65).
     assert metrics["accuracy"] >= 0.25, metrics
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip", "clip-full"])
+def test_clip_and_siglip_encoders_compose(composed, tmp_path, family):
+    """CLIP vision (CLS dropped), SigLIP (no CLS), and the vision half of a full CLIP checkpoint."""
+    from transformers import (AutoModelForImageTextToText, AutoProcessor, CLIPConfig, CLIPModel, CLIPVisionConfig,
+                              CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel)
+
+    from visiontune.models.compose.build import compose
+
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                 patch_size=8)
+    if family == "clip":
+        source = CLIPVisionModel(CLIPVisionConfig(**shape))
+    elif family == "siglip":
+        source = SiglipVisionModel(SiglipVisionConfig(**shape))
+    else:
+        source = CLIPModel(CLIPConfig(vision_config=shape, text_config=dict(hidden_size=32, intermediate_size=64,
+                                                                            num_hidden_layers=1, num_attention_heads=2),
+                                      projection_dim=16))
+    source.save_pretrained(tmp_path / "vision")
+    output = compose(str(tmp_path / "vision"), str(composed / "parts" / "lm"), tmp_path / "vlm", projector="linear",
+                     image_size=32, **QUIET)
+    model = AutoModelForImageTextToText.from_pretrained(output).eval()
+    processor = AutoProcessor.from_pretrained(output)
+    assert processor.image_seq_len == 4  # (32 / 8 / 2)^2
+    def patch_weight(module):  # the pretrained encoder really came along
+        return next(v for k, v in module.state_dict().items() if k.endswith("patch_embedding.weight"))
+
+    assert torch.equal(patch_weight(model.vision_model), patch_weight(source))
+    batch = processor(text=[_prompt(processor)], images=[[Image.new("RGB", (50, 30), "green")]], return_tensors="pt")
+    with torch.no_grad():
+        assert model.get_image_features(batch["pixel_values"]).shape == (1, 4, model.config.text_config.hidden_size)
+        assert model.generate(**batch, max_new_tokens=3, do_sample=False).shape[1] <= batch["input_ids"].shape[1] + 3
