@@ -17,9 +17,9 @@ from .sources.idx import is_idx_folder, load_idx_folder
 from .sources.image_folder import is_image_folder, load_image_folder
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
+from ..zoo.registry import ZOO_DATA_PREFIX  # --data zoo:fashion-mnist
 
 SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "idx", "zoo")
-ZOO_PREFIX = "zoo:"  # --data zoo:fashion-mnist (see visiontune.zoo)
 TASKS_WITH_LABELS = ("classify",)
 TASKS_WITH_BOXES = ("detect",)
 
@@ -47,7 +47,7 @@ class DataSpec:
 
 
 def detect_format(path_text: str) -> str:
-    if path_text.startswith(ZOO_PREFIX):
+    if path_text.startswith(ZOO_DATA_PREFIX):
         return "zoo"
     path = Path(path_text)
     if path.is_dir():

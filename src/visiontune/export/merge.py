@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..models.compose.configuration import ComposedVLMConfig
 from ..models.vlm import base_model_of, is_adapter_folder, load_base_model, load_processor, read_run_metadata
 from ..tasks.base import task_from_metadata
 from ..training.collator import VLMCollator
@@ -26,7 +27,7 @@ import json, sys, torch
 from pathlib import Path
 from transformers import AutoModelForImageTextToText
 assert "visiontune" not in sys.modules
-needs_visiontune = json.loads((Path(sys.argv[1]) / "config.json").read_text()).get("model_type") == "visiontune_vlm"
+needs_visiontune = json.loads((Path(sys.argv[1]) / "config.json").read_text()).get("model_type") == sys.argv[4]
 if needs_visiontune:  # a composed VLM's classes live in visiontune; importing its models package registers them
     import visiontune.models
 batch = torch.load(sys.argv[2])
@@ -81,7 +82,7 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
             batch_file, logits_file = Path(scratch) / "batch.pt", Path(scratch) / "logits.pt"
             torch.save(batch, batch_file)
             done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT, str(output_path), str(batch_file),
-                                   str(logits_file)], capture_output=True, text=True)
+                                   str(logits_file), ComposedVLMConfig.model_type], capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"{output}: plain transformers could not load the merged model:\n{done.stderr[-2000:]}")
             reloaded = torch.load(logits_file)

@@ -140,7 +140,7 @@ def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: t
     # LoRA applies to the language model; without it (--train projector) the chosen parts train in full
     # and the run saves a whole model, as --method full does.
     uses_lora = setup.method in ("lora", "qlora") and "language" in trained
-    if setup.method == "lora" and not uses_lora:
+    if setup.method in ("lora", "qlora") and not uses_lora:
         log(f"--train {setup.train}: no language model part, so no LoRA; {'+'.join(trained)} train in full")
     for name, parameter in model.named_parameters():
         parameter.requires_grad = not uses_lora and roles.role_of(name) in trained
@@ -182,8 +182,7 @@ def describe_trainable(model) -> str:
         if ".original_module." in name:
             continue  # PEFT keeps a frozen copy of each fully trained module; count the trained copy once
         clean = name.replace("base_model.model.", "", 1)
-        if ".lora_" in clean or "modules_to_save" in clean or ".original_module" in clean:
-            clean = clean.replace(".original_module", "").replace(".modules_to_save.default", "")
+        clean = clean.replace(".modules_to_save.default", "")
         role = roles.role_of(clean) or "other"
         count = parameter.numel()
         if ".lora_" not in name:

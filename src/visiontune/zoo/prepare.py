@@ -61,11 +61,7 @@ def prepare_model(name: str, force: bool = False, log=print) -> dict:
 
 
 def _prepare_dinov2(source: Path, output: Path) -> dict:
-    try:  # transformers 5.x names the torchvision-free processor *Pil
-        from transformers import BitImageProcessorPil as BitImageProcessor
-    except ImportError:
-        from transformers import BitImageProcessor
-
+    from ..models.compose.build import imagenet_bit_processor
     from .onnx_dinov2 import max_difference_from_onnx, recover_dinov2
 
     model = recover_dinov2(source)
@@ -76,9 +72,8 @@ def _prepare_dinov2(source: Path, output: Path) -> dict:
                            f"(> {DINOV2_TOLERANCE}); the export's layout is not what this converter expects")
     model.save_pretrained(output)
     # facebook/dinov2-small's preprocessing: shortest edge 256, centre crop 224, ImageNet mean/std.
-    BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-                      do_convert_rgb=True).save_pretrained(output)
+    imagenet_bit_processor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
+                           do_convert_rgb=True).save_pretrained(output)
     return {"max_abs_difference_vs_onnxruntime": difference, "checked_input": "2x3x224x224 standard normal"}
 
 

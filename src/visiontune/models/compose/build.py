@@ -26,30 +26,35 @@ def _zoo_or_path(reference: str, log) -> str:
 
 def load_vision_encoder(reference: str):
     """(vision model, its config): a vision-only checkpoint, or the vision half of CLIP/SigLIP-style ones."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     config = AutoConfig.from_pretrained(reference)
     vision_config = getattr(config, "vision_config", None) or config
     if not hasattr(vision_config, "patch_size"):
         raise ValueError(f"{reference}: {type(vision_config).__name__} has no patch_size; compose needs a ViT-style "
                          f"vision encoder with patch features (SigLIP, CLIP vision, DINOv2)")
-    model_class = type(AutoModel.from_config(vision_config))  # tiny cost; tells e.g. CLIPVisionModel from CLIPModel
+    model_class = MODEL_MAPPING[type(vision_config)]  # e.g. CLIPVisionModel for a CLIP checkpoint's vision half
     return model_class.from_pretrained(reference, dtype=torch.float32), vision_config
+
+
+def imagenet_bit_processor(**kwargs):
+    """A DINOv2-style image processor with ImageNet statistics that needs no torchvision."""
+    try:  # transformers 5.x names the torchvision-free processor *Pil
+        from transformers import BitImageProcessorPil as BitImageProcessor
+    except ImportError:
+        from transformers import BitImageProcessor
+    return BitImageProcessor(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, **kwargs)
 
 
 def load_image_processor(reference: str, image_size: int):
     """The encoder's own normalisation, resizing straight to image_size x image_size (no crop)."""
     from transformers import AutoImageProcessor
 
-    try:  # transformers 5.x names the torchvision-free processor *Pil
-        from transformers import BitImageProcessorPil as BitImageProcessor
-    except ImportError:
-        from transformers import BitImageProcessor
-
     try:
         processor = AutoImageProcessor.from_pretrained(reference)
     except (OSError, ValueError):
-        processor = BitImageProcessor(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        processor = imagenet_bit_processor()
     processor.size = {"height": image_size, "width": image_size}
     if hasattr(processor, "do_center_crop"):
         processor.do_center_crop = False

@@ -68,12 +68,6 @@ class ComposedVLMProcessor(ProcessorMixin):
             data["pixel_values"] = pixels["pixel_values"]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def batch_decode(self, *args, **kwargs):
-        return self.tokenizer.batch_decode(*args, **kwargs)
-
-    def decode(self, *args, **kwargs):
-        return self.tokenizer.decode(*args, **kwargs)
-
     @property
     def model_input_names(self):
         return ["input_ids", "attention_mask", "pixel_values"]
