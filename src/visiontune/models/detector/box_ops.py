@@ -34,3 +34,13 @@ def pairwise_generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     enclosing = (torch.maximum(a[:, None, 2:], b[None, :, 2:]) - torch.minimum(a[:, None, :2], b[None, :, :2]))
     enclosing_area = enclosing.clamp(min=0).prod(-1)
     return iou - (enclosing_area - union) / enclosing_area.clamp(min=1e-9)
+
+
+def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(GIoU, IoU) of matching rows of xyxy boxes a (N, 4) and b (N, 4)."""
+    top_left, bottom_right = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    overlap = (bottom_right - top_left).clamp(min=0).prod(-1)
+    union = box_area(a) + box_area(b) - overlap
+    iou = overlap / union.clamp(min=1e-9)
+    enclosing = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)
+    return iou - (enclosing - union) / enclosing.clamp(min=1e-9), iou

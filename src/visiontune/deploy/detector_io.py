@@ -1,0 +1,30 @@
+"""The detector's input and output conventions, shared by the torch model and the ONNX-only path (so the
+two predict the same): an image is resized to the model's (height, width) with no letterbox and scaled to
+0..1 (normalisation happens inside the model); boxes come back as 0..1 xyxy of that resized image and are
+scaled to the original image's pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def image_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """(3, height, width) float32 in 0..1 from an RGB PIL image."""
+    height, width = size
+    resized = image.convert("RGB").resize((width, height), Image.BILINEAR)
+    return np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def to_pixel_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, width: int, height: int,
+                   classes: list[str], threshold: float = 0.0) -> list[dict]:
+    """One image's top-k outputs (normalised xyxy, scores, class indices) -> [{"label", "box", "score"}]
+    in the original image's pixels, best first, scores >= threshold."""
+    rows = []
+    for box, score, label in zip(boxes, scores, labels):
+        if score < threshold:
+            continue
+        x1, y1, x2, y2 = (float(np.clip(v, 0.0, 1.0)) for v in box)
+        rows.append({"label": classes[int(label)], "box": [x1 * width, y1 * height, x2 * width, y2 * height],
+                     "score": float(score)})
+    return rows

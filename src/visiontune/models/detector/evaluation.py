@@ -1,0 +1,100 @@
+"""Scoring a dedicated detector: COCO box metrics by the same code as `detect` (faster-coco-eval), the
+duplicate rate that tells whether NMS-free inference works, and PNG overlays.
+
+`duplicate_rate`: among detections scored >= threshold, the share that overlap (IoU > 0.7) a higher-scored
+detection of the same class in the same image, i.e. what NMS would have removed. A one-to-one head should
+keep it near 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ...data.records import Record
+from ...metrics.detection import coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids
+
+DUPLICATE_IOU = 0.7
+
+
+def _iou(box: list[float], others: np.ndarray) -> np.ndarray:
+    top_left = np.maximum(others[:, :2], box[:2])
+    bottom_right = np.minimum(others[:, 2:], box[2:])
+    overlap = (bottom_right - top_left).clip(0).prod(1)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return overlap / np.maximum(area(np.asarray(box)) + area(others) - overlap, 1e-9)
+
+
+def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLICATE_IOU) -> tuple[float, int, int]:
+    """(rate, duplicates, detections) over detections scored >= threshold."""
+    duplicates = kept_total = 0
+    for prediction in predictions:
+        kept = sorted((b for b in prediction["boxes"] if b["score"] >= threshold), key=lambda b: -b["score"])
+        kept_total += len(kept)
+        for index, box in enumerate(kept):
+            better = [b["box"] for b in kept[:index] if b["label"] == box["label"]]
+            if better and (_iou(box["box"], np.array(better)) > iou).any():
+                duplicates += 1
+    return (duplicates / kept_total if kept_total else 0.0), duplicates, kept_total
+
+
+def references_of(records: list[Record]) -> dict[str, dict]:
+    return {record.image_key(): {"image_id": record.image_id, "width": record.width, "height": record.height,
+                                 "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
+            for record in records}
+
+
+def score_predictions(predictions: list[dict], records: list[Record], classes: list[str], category_ids: dict[str, int],
+                      threshold: float) -> dict:
+    """COCO metrics (all top-k detections scored) + the duplicate rate at `threshold`."""
+    references = references_of(records)
+    keyed = {record.image_key(): prediction for record, prediction in zip(records, predictions)}
+    image_ids = coco_image_ids(references)
+    ground_truth = coco_ground_truth(references, image_ids, classes, category_ids)
+    detections = coco_detections(keyed, image_ids, category_ids)
+    metrics = coco_box_metrics(ground_truth, detections, classes, category_ids)
+    rate, duplicates, kept = duplicate_rate(predictions, threshold)
+    metrics.update(duplicate_rate=rate, duplicates=duplicates, detections_above_threshold=kept,
+                   score_threshold=threshold, images=len(records),
+                   true_boxes=sum(len(r["boxes"]) for r in references.values()))
+    metrics["detections"] = detections
+    return metrics
+
+
+def run_and_score(predict: Callable[[list], list[dict]], records: list[Record], classes: list[str],
+                  category_ids: dict[str, int], threshold: float, batch_size: int = 16) -> tuple[dict, list[dict]]:
+    """Predict every record's image (all top-k, no threshold) and score; also returns the predictions."""
+    predictions, started = [], time.perf_counter()
+    for start in range(0, len(records), batch_size):
+        predictions += predict([r.load_image() for r in records[start:start + batch_size]])
+    seconds = time.perf_counter() - started
+    metrics = score_predictions(predictions, records, classes, category_ids, threshold)
+    metrics["images_per_second"] = len(records) / seconds if seconds else None
+    return metrics, predictions
+
+
+def write_overlays(folder: str | Path, records: list[Record], predictions: list[dict], classes: list[str],
+                   threshold: float, limit: int = 16) -> list[Path]:
+    """PNG per image: ground truth in green, detections >= threshold in red with class and score."""
+    from ...report.boxes import draw_boxes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, (record, prediction) in enumerate(zip(records[:limit], predictions[:limit])):
+        image = draw_boxes(record.load_image(), [{"label": b.label, "box": list(b.xyxy)} for b in record.boxes],
+                           colour=(40, 200, 80))
+        image = draw_boxes(image, [b for b in prediction["boxes"] if b["score"] >= threshold], colour=(230, 40, 40),
+                           classes=classes, with_labels=True)
+        path = folder / f"{index:03d}_{Path(str(record.image_key())).stem}.png"
+        image.save(path)
+        written.append(path)
+    return written
+
+
+def write_metrics(path: str | Path, metrics: dict) -> None:
+    Path(path).write_text(json.dumps({k: v for k, v in metrics.items() if k != "detections"}, indent=2))

@@ -1,0 +1,100 @@
+"""The one-to-one training loss: Hungarian assignment, then classification + L1 + GIoU.
+
+Assignment: each object gets the one position of least cost (`matcher.matching_cost`: class + L1 + GIoU),
+among positions whose centre lies inside the object's box (the spatial prior of DeFCN, "End-to-End Object
+Detection with Fully Convolutional Network"; it keeps the assignment stable early on). Every other position
+is background for every class, which is what teaches the head to leave no duplicates.
+
+Classification: varifocal loss (VarifocalNet) by default: the matched position's target for its class is
+the IoU of its box with the object, so the score ranks boxes by quality (what NMS-free top-k relies on);
+negatives are down-weighted by alpha * p^gamma. `focal` (target 1) is the alternative. Box: L1 on
+normalised cxcywh + (1 - GIoU), over matched pairs. All terms are divided by the number of objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch.nn import functional as F
+
+from .box_ops import cxcywh_to_xyxy, generalized_iou
+from .matcher import MatchWeights, matching_cost
+
+OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
+CLASSIFICATION_LOSSES = ("varifocal", "focal")
+
+
+@dataclass
+class LossWeights:
+    classification: float = 1.0
+    l1: float = 5.0
+    giou: float = 2.0
+    kind: str = "varifocal"
+    alpha: float = 0.75  # varifocal's negative weight (focal uses 0.25 for positives)
+    gamma: float = 2.0
+
+
+@torch.no_grad()
+def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
+           image_size: tuple[int, int], weights: MatchWeights = MatchWeights()) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image: (position indices, object indices), one position per object."""
+    height, width = image_size
+    normalised_centres = centres / centres.new_tensor([width, height])
+    matches = []
+    for index, target in enumerate(targets):
+        labels, target_boxes = target["labels"], target["boxes"]
+        if len(labels) == 0:
+            empty = torch.zeros(0, dtype=torch.long)
+            matches.append((empty, empty))
+            continue
+        cost = matching_cost(logits[index].float(), boxes[index].float(), labels, target_boxes.float(), weights)
+        corners = cxcywh_to_xyxy(target_boxes.float())
+        inside = ((normalised_centres[:, None, 0] > corners[None, :, 0]) & (normalised_centres[:, None, 0] < corners[None, :, 2])
+                  & (normalised_centres[:, None, 1] > corners[None, :, 1]) & (normalised_centres[:, None, 1] < corners[None, :, 3]))
+        cost = cost + OUTSIDE_BOX_COST * (~inside).float()
+        rows, columns = linear_sum_assignment(cost.cpu().numpy())
+        matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)))
+    return matches
+
+
+def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
+                   image_size: tuple[int, int], weights: LossWeights = LossWeights(),
+                   match_weights: MatchWeights = MatchWeights()) -> dict[str, torch.Tensor]:
+    """logits (B, N, K), boxes (B, N, 4) normalised cxcywh; targets[i] = {"labels": (T,), "boxes": (T, 4)}."""
+    if weights.kind not in CLASSIFICATION_LOSSES:
+        raise ValueError(f"unknown classification loss {weights.kind!r}; choose one of {', '.join(CLASSIFICATION_LOSSES)}")
+    logits, boxes = logits.float(), boxes.float()
+    matches = assign(logits, boxes, centres, targets, image_size, match_weights)
+    batch_index = torch.cat([torch.full_like(rows, i) for i, (rows, _) in enumerate(matches)]).to(logits.device)
+    position_index = torch.cat([rows for rows, _ in matches]).to(logits.device)
+    matched_labels = torch.cat([t["labels"][cols] for t, (_, cols) in zip(targets, matches)]).to(logits.device)
+    matched_targets = torch.cat([t["boxes"][cols] for t, (_, cols) in zip(targets, matches)]).to(logits.device).float()
+    count = max(len(position_index), 1)
+
+    predicted = boxes[batch_index, position_index]
+    giou, iou = generalized_iou(cxcywh_to_xyxy(predicted), cxcywh_to_xyxy(matched_targets))
+    target_scores = torch.zeros_like(logits)
+    if weights.kind == "varifocal":
+        target_scores[batch_index, position_index, matched_labels] = iou.detach().clamp(min=0.01).to(logits.dtype)
+        probability = logits.sigmoid()
+        weight = weights.alpha * probability.detach().pow(weights.gamma) * (target_scores == 0) + target_scores
+        classification = (F.binary_cross_entropy_with_logits(logits, target_scores, reduction="none") * weight).sum()
+    else:
+        target_scores[batch_index, position_index, matched_labels] = 1.0
+        classification = _sigmoid_focal(logits, target_scores, 1 - weights.alpha, weights.gamma)
+    losses = {"classification": classification / count,
+              "l1": F.l1_loss(predicted, matched_targets, reduction="sum") / count,
+              "giou": (1 - giou).sum() / count}
+    losses["total"] = (weights.classification * losses["classification"] + weights.l1 * losses["l1"]
+                       + weights.giou * losses["giou"])
+    return losses
+
+
+def _sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    probability = logits.sigmoid()
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probability * targets + (1 - probability) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * (1 - p_t) ** gamma * cross_entropy).sum()

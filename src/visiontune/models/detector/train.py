@@ -1,0 +1,210 @@
+"""`visiontune detector train`: a short plain-PyTorch loop (not HF Trainer: the model is not a
+transformers model, the loss needs per-image Hungarian matching, and EMA + COCO-mAP model selection are
+simpler to read here than as Trainer callbacks).
+
+Each epoch: augmented batches -> bf16 autocast on CUDA (fp32 on CPU) -> one-to-one loss -> AdamW step with
+warmup + cosine decay -> EMA update. Every `eval_every` epochs the EMA weights are scored with COCO mAP on
+--eval-data; the best is saved to --output (detector.json + model.safetensors), the training state to
+--output/checkpoint.pt after every epoch (`--resume` continues from it). Without --eval-data the last
+EMA weights are the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.loading import DataSpec, load_box_records
+from .augment import AugmentSettings
+from .config import PRESETS
+from .data import DetectionDataset, collate
+from .ema import TrainedWeightsEMA
+from .evaluation import run_and_score, write_metrics, write_overlays
+from .loss import LossWeights, detection_loss
+from .model import Detector
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class DetectorTrainSettings:
+    data: str = field(default="", metadata={"help": "training data: COCO instances JSON, YOLO folder or HF dataset"})
+    output: str = field(default="runs/detector", metadata={"help": "run folder"})
+    eval_data: str | None = field(default=None, metadata={"help": "validation data; the best COCO AP is kept"})
+    images_dir: str | None = field(default=None, metadata={"help": "where the COCO file's images are"})
+    eval_images_dir: str | None = field(default=None, metadata={"help": "where --eval-data's images are"})
+    format: str = field(default="auto", metadata={"help": "coco | yolo | hf | auto"})
+    split: str | None = field(default=None, metadata={"help": "split of a YOLO folder / HF dataset"})
+    eval_split: str | None = field(default=None, metadata={"help": "split of --eval-data"})
+    class_names: list[str] | None = field(default=None, metadata={"help": "train on these classes only"})
+    max_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
+    skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip bad annotations"})
+    preset: str = field(default="s", metadata={"help": f"model size: {', '.join(PRESETS)}"})
+    backbone: str | None = field(default=None, metadata={"help": "hub id, folder or zoo name (default: the preset's)"})
+    image_size: int | None = field(default=None, metadata={"help": "square input side in pixels (default 640)"})
+    neck_channels: int | None = field(default=None, metadata={"help": "pyramid/neck width (default: the preset's)"})
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the backbone's attention; 0 = neck + head only"})
+    epochs: int = field(default=36, metadata={"help": "passes over the training data"})
+    batch_size: int = field(default=16, metadata={"help": "images per step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    ema_decay: float = field(default=0.9995, metadata={"help": "EMA decay (0 = no EMA)"})
+    classification_loss: str = field(default="varifocal", metadata={"help": "varifocal | focal"})
+    augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})
+    eval_every: int = field(default=1, metadata={"help": "epochs between evaluations"})
+    workers: int = field(default=2, metadata={"help": "data loader worker processes"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (default: on for CUDA)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    resume: bool = field(default=False, metadata={"help": "continue from --output/checkpoint.pt"})
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load(settings: DetectorTrainSettings, path: str, images_dir, split, classes=None, max_samples=None, log=print):
+    spec = DataSpec(path, format=settings.format, split=split, images_dir=images_dir, class_names=settings.class_names,
+                    max_samples=max_samples, skip_bad_rows=settings.skip_bad_rows)
+    return load_box_records(spec, classes, log=log)
+
+
+def _schedule(optimizer, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
+    if not settings.data:
+        raise ValueError("detector train needs --data (a COCO instances JSON, a YOLO folder or a dataset)")
+    random.seed(settings.seed), np.random.seed(settings.seed), torch.manual_seed(settings.seed)
+    output = Path(settings.output)
+    output.mkdir(parents=True, exist_ok=True)
+    records, classes, category_ids = _load(settings, settings.data, settings.images_dir, settings.split,
+                                           max_samples=settings.max_samples, log=log)
+    eval_records = None
+    if settings.eval_data:
+        eval_records, _, eval_ids = _load(settings, settings.eval_data, settings.eval_images_dir, settings.eval_split,
+                                          classes=classes, log=log)
+        category_ids = eval_ids
+    size = settings.image_size
+    detector = Detector.create(classes, backbone=settings.backbone, preset=settings.preset, log=log,
+                               image_size=(size, size) if size else None, neck_channels=settings.neck_channels,
+                               lora_rank=settings.lora_rank)
+    counts = detector.parameter_counts()
+    log(f"detector {settings.preset} on {detector.config.backbone}: {counts['total'] / 1e6:.2f}M parameters "
+        f"(backbone {counts['backbone'] / 1e6:.2f}M frozen), {counts['trainable'] / 1e6:.2f}M trainable "
+        f"(pyramid+neck+head{' + LoRA' if counts['lora'] else ''}); {len(classes)} classes, {len(records)} images, "
+        f"input {detector.config.image_size[1]}x{detector.config.image_size[0]}")
+
+    device = _device(settings.device)
+    use_bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
+    detector.to(device).train()
+    dataset = DetectionDataset(records, classes, detector.config.image_size,
+                               AugmentSettings() if settings.augment else None, seed=settings.seed)
+    loader_generator = torch.Generator().manual_seed(settings.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
+                                         num_workers=settings.workers, generator=loader_generator,
+                                         drop_last=len(dataset) > settings.batch_size, pin_memory=device.type == "cuda")
+    trainable = [p for p in detector.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]  # norms, biases, level scales
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate)
+    total_steps = settings.epochs * len(loader)
+    scheduler = _schedule(optimizer, min(settings.warmup_steps, max(1, total_steps // 10)), total_steps)
+    ema = TrainedWeightsEMA(detector, settings.ema_decay) if settings.ema_decay > 0 else None
+    loss_weights = LossWeights(kind=settings.classification_loss)
+
+    history, best, start_epoch = [], None, 0
+    checkpoint_path = output / CHECKPOINT_FILE
+    if settings.resume:
+        if not checkpoint_path.is_file():
+            raise FileNotFoundError(f"{checkpoint_path}: nothing to resume; train without --resume first")
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        detector.load_state_dict(state["trained"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"]
+        loader_generator.set_state(state["loader_rng"])
+        log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+
+    trained_names = {name for name, p in detector.named_parameters() if p.requires_grad}
+    step = start_epoch * len(loader)
+    for epoch in range(start_epoch, settings.epochs):
+        dataset.epoch = epoch
+        started, totals, seen = time.perf_counter(), {}, 0
+        for pixels, targets in loader:
+            pixels = pixels.to(device, non_blocking=True)
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                outputs = detector(pixels)
+            losses = detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets,
+                                    detector.config.image_size, loss_weights)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(detector)
+            step += 1
+            seen += len(pixels)
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(pixels)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0], "images_per_second": seen / seconds,
+               **{f"loss_{k}": v / max(seen, 1) for k, v in totals.items()}}
+        evaluate_now = eval_records and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs)
+        with (ema.applied(detector) if ema is not None else contextlib.nullcontext()):
+            if evaluate_now:
+                metrics, _ = run_and_score(lambda images: detector.predict(images, threshold=0.0), eval_records,
+                                           classes, category_ids, detector.config.score_threshold, settings.batch_size)
+                detector.train()
+                row.update(eval_AP=metrics["AP"], eval_AP50=metrics["AP50"], eval_duplicate_rate=metrics["duplicate_rate"])
+                if best is None or metrics["AP"] > best["AP"]:
+                    best = {"epoch": epoch + 1, "AP": metrics["AP"], "AP50": metrics["AP50"]}
+                    detector.save_pretrained(output)
+            elif not eval_records:
+                detector.save_pretrained(output)
+        history.append(row)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        with open(output / "train_log.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        torch.save({"trained": {k: v for k, v in detector.state_dict().items() if k in trained_names},
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None, "history": history, "best": best,
+                    "epoch": epoch + 1, "loader_rng": loader_generator.get_state()}, checkpoint_path)
+
+    summary = {"classes": classes, "parameters": counts, "best": best, "history": history,
+               "settings": asdict(settings)}
+    (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if eval_records:
+        final = Detector.from_pretrained(output, device=device)
+        metrics, predictions = run_and_score(lambda images: final.predict(images, threshold=0.0), eval_records, classes,
+                                             category_ids, final.config.score_threshold, settings.batch_size)
+        write_metrics(output / "metrics.json", metrics)
+        write_overlays(output / "overlays", eval_records, predictions, classes, final.config.score_threshold)
+        summary["eval"] = {k: v for k, v in metrics.items() if k not in ("detections", "per_class_AP")}
+        log(f"best epoch {best['epoch']}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
+            f"duplicate rate {metrics['duplicate_rate']:.4f}; model in {output}")
+    return summary
+
