@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     canvases.add_argument("--max-objects", type=int, default=4)
     canvases.add_argument("--split", default="train", help="which Fashion-MNIST split the items come from")
     canvases.add_argument("--seed", type=int, default=0)
+    from .detector_cli import add_detector_commands
+
+    add_detector_commands(commands, add_dataclass_options)
     quick = commands.add_parser("quickstart", help="the offline main job: compose a VLM from the zoo, align, "
                                                    "fine-tune and evaluate on Fashion-MNIST")
     quick.add_argument("--output", default="runs/quickstart")
@@ -122,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                     image_size=args.image_size, projector_hidden=args.projector_hidden, seed=args.seed)
         elif args.command == "zoo":
             _zoo(args)
+        elif args.command == "detector":
+            from .detector_cli import run_detector_command
+
+            run_detector_command(args, _overrides)
         elif args.command == "quickstart":
             if args.tiny:
                 from .quickstart_tiny import tiny_quickstart

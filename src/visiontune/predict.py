@@ -11,24 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import PredictConfig, build_config
-from .data.images import IMAGE_SUFFIXES, ImageLoadError, describe_image, is_url, load_image
+from .data.images import ImageLoadError, describe_image, expand_image_inputs, load_image  # noqa: F401 (re-exported)
 from .models.vlm import end_token_ids, load_for_inference
 from .tasks.base import task_from_metadata, task_options
 from .training.collator import VLMCollator
-
-
-def expand_image_inputs(inputs: list[Any]) -> list[Any]:
-    """Folders become their image files (sorted, recursive); files, URLs and PIL images pass through."""
-    expanded: list[Any] = []
-    for item in inputs:
-        if isinstance(item, (str, Path)) and not is_url(str(item)) and Path(item).is_dir():
-            files = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise ImageLoadError(f"{item}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            expanded.extend(str(p) for p in files)
-        else:
-            expanded.append(item)
-    return expanded
 
 
 PREDICTION_MODES = ("generate", "score")

@@ -148,3 +148,17 @@ def image_size(reference: Any, base_dir: str | Path | None = None, where: str = 
             raise ImageLoadError(f"{where or path}: cannot read the image size of {path} ({error}); the size is "
                                  f"needed to place its boxes. Fix the file or give width/height in the data") from error
     return load_image(reference, base_dir).size
+
+
+def expand_image_inputs(inputs: list[Any]) -> list[Any]:
+    """Folders become their image files (sorted, recursive); files, URLs and PIL images pass through."""
+    expanded: list[Any] = []
+    for item in inputs:
+        if isinstance(item, (str, Path)) and not is_url(str(item)) and Path(item).is_dir():
+            files = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ImageLoadError(f"{item}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            expanded.extend(str(p) for p in files)
+        else:
+            expanded.append(item)
+    return expanded

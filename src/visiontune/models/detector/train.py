@@ -16,15 +16,15 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...config import DetectorTrainSettings
 from ...data.loading import DataSpec, load_box_records
 from .augment import AugmentSettings
-from .config import PRESETS
 from .data import DetectionDataset, collate
 from .ema import TrainedWeightsEMA
 from .evaluation import run_and_score, write_metrics, write_overlays
@@ -32,41 +32,6 @@ from .loss import LossWeights, detection_loss
 from .model import Detector
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-@dataclass
-class DetectorTrainSettings:
-    data: str = field(default="", metadata={"help": "training data: COCO instances JSON, YOLO folder or HF dataset"})
-    output: str = field(default="runs/detector", metadata={"help": "run folder"})
-    eval_data: str | None = field(default=None, metadata={"help": "validation data; the best COCO AP is kept"})
-    images_dir: str | None = field(default=None, metadata={"help": "where the COCO file's images are"})
-    eval_images_dir: str | None = field(default=None, metadata={"help": "where --eval-data's images are"})
-    format: str = field(default="auto", metadata={"help": "coco | yolo | hf | auto"})
-    split: str | None = field(default=None, metadata={"help": "split of a YOLO folder / HF dataset"})
-    eval_split: str | None = field(default=None, metadata={"help": "split of --eval-data"})
-    class_names: list[str] | None = field(default=None, metadata={"help": "train on these classes only"})
-    max_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip bad annotations"})
-    preset: str = field(default="s", metadata={"help": f"model size: {', '.join(PRESETS)}"})
-    backbone: str | None = field(default=None, metadata={"help": "hub id, folder or zoo name (default: the preset's)"})
-    image_size: int | None = field(default=None, metadata={"help": "square input side in pixels (default 640)"})
-    neck_channels: int | None = field(default=None, metadata={"help": "pyramid/neck width (default: the preset's)"})
-    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the backbone's attention; 0 = neck + head only"})
-    epochs: int = field(default=36, metadata={"help": "passes over the training data"})
-    batch_size: int = field(default=16, metadata={"help": "images per step"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW peak learning rate"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
-    ema_decay: float = field(default=0.9995, metadata={"help": "EMA decay (0 = no EMA)"})
-    classification_loss: str = field(default="varifocal", metadata={"help": "varifocal | focal"})
-    augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})
-    eval_every: int = field(default=1, metadata={"help": "epochs between evaluations"})
-    workers: int = field(default=2, metadata={"help": "data loader worker processes"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (default: on for CUDA)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    resume: bool = field(default=False, metadata={"help": "continue from --output/checkpoint.pt"})
 
 
 def _device(name: str) -> torch.device:
