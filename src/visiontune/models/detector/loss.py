@@ -3,7 +3,10 @@
 Assignment: each object gets the one position of least cost (`matcher.matching_cost`: class + L1 + GIoU),
 among positions whose centre lies inside the object's box (the spatial prior of DeFCN, "End-to-End Object
 Detection with Fully Convolutional Network"; it keeps the assignment stable early on). Every other position
-is background for every class, which is what teaches the head to leave no duplicates.
+is background for every class, which is what teaches the head to leave no duplicates. Neighbouring
+positions often predict nearly the same box; if the pick among them flipped from step to step, each would
+learn a middling score (duplicates). A small cost for the distance from the object's centre, in units of
+its size, breaks such ties the same way every time.
 
 Classification: varifocal loss (VarifocalNet) by default: the matched position's target for its class is
 the IoU of its box with the object, so the score ranks boxes by quality (what NMS-free top-k relies on);
@@ -22,6 +25,7 @@ from torch.nn import functional as F
 from .box_ops import cxcywh_to_xyxy, generalized_iou
 from .matcher import MatchWeights, matching_cost
 
+CENTRE_COST = 1.0  # per unit of |offset from the box centre| / box size (L1 over x and y)
 OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
 CLASSIFICATION_LOSSES = ("varifocal", "focal")
 
@@ -34,11 +38,13 @@ class LossWeights:
     kind: str = "varifocal"
     alpha: float = 0.75  # varifocal's negative weight (focal uses 0.25 for positives)
     gamma: float = 2.0
+    centre_cost: float = CENTRE_COST
 
 
 @torch.no_grad()
 def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
-           image_size: tuple[int, int], weights: MatchWeights = MatchWeights()) -> list[tuple[torch.Tensor, torch.Tensor]]:
+           image_size: tuple[int, int], weights: MatchWeights = MatchWeights(),
+           centre_cost: float = CENTRE_COST) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image: (position indices, object indices), one position per object."""
     height, width = image_size
     normalised_centres = centres / centres.new_tensor([width, height])
@@ -53,7 +59,9 @@ def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, tar
         corners = cxcywh_to_xyxy(target_boxes.float())
         inside = ((normalised_centres[:, None, 0] > corners[None, :, 0]) & (normalised_centres[:, None, 0] < corners[None, :, 2])
                   & (normalised_centres[:, None, 1] > corners[None, :, 1]) & (normalised_centres[:, None, 1] < corners[None, :, 3]))
-        cost = cost + OUTSIDE_BOX_COST * (~inside).float()
+        target_centres, target_sizes = target_boxes[:, :2].float(), target_boxes[:, 2:].float().clamp(min=1e-6)
+        offsets = ((normalised_centres[:, None] - target_centres[None]) / target_sizes[None]).abs().sum(-1)
+        cost = cost + centre_cost * offsets + OUTSIDE_BOX_COST * (~inside).float()
         rows, columns = linear_sum_assignment(cost.cpu().numpy())
         matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)))
     return matches
@@ -66,7 +74,7 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
     if weights.kind not in CLASSIFICATION_LOSSES:
         raise ValueError(f"unknown classification loss {weights.kind!r}; choose one of {', '.join(CLASSIFICATION_LOSSES)}")
     logits, boxes = logits.float(), boxes.float()
-    matches = assign(logits, boxes, centres, targets, image_size, match_weights)
+    matches = assign(logits, boxes, centres, targets, image_size, match_weights, weights.centre_cost)
     batch_index = torch.cat([torch.full_like(rows, i) for i, (rows, _) in enumerate(matches)]).to(logits.device)
     position_index = torch.cat([rows for rows, _ in matches]).to(logits.device)
     matched_labels = torch.cat([t["labels"][cols] for t, (_, cols) in zip(targets, matches)]).to(logits.device)

@@ -95,7 +95,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     total_steps = settings.epochs * len(loader)
     scheduler = _schedule(optimizer, min(settings.warmup_steps, max(1, total_steps // 10)), total_steps)
     ema = TrainedWeightsEMA(detector, settings.ema_decay) if settings.ema_decay > 0 else None
-    loss_weights = LossWeights(kind=settings.classification_loss)
+    loss_weights = LossWeights(kind=settings.classification_loss, centre_cost=settings.centre_cost)
 
     history, best, start_epoch = [], None, 0
     checkpoint_path = output / CHECKPOINT_FILE
@@ -134,7 +134,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
             step += 1
             seen += len(pixels)
             for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * len(pixels)
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(pixels)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0], "images_per_second": seen / seconds,
                **{f"loss_{k}": v / max(seen, 1) for k, v in totals.items()}}
