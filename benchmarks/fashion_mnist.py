@@ -16,7 +16,6 @@ import argparse
 import gzip
 import json
 import platform
-import re
 import time
 from pathlib import Path
 

@@ -123,7 +123,8 @@ def test_lora_trains_adapters_only_and_merges_on_save(backbone, canvases, tmp_pa
 @pytest.mark.parametrize("family,patch", [("clip", 16), ("siglip", 16), ("dinov2", 14)])
 def test_vit_families_and_non_square_inputs(tmp_path, family, patch):
     folder = _save_tiny_vit(tmp_path / family, family, patch)
-    model = Detector.create(["a", "b", "c"], backbone=folder, image_size=(96, 130), neck_channels=32, log=QUIET).eval()
+    model = Detector.create(["a", "b", "c"], backbone=folder, image_size=(96, 130), neck_channels=32, log=QUIET,
+                            max_filter=family == "clip").eval()  # the optional 3D max-filter head on one family
     out = model(torch.rand(2, 3, 96, 130))
     sizes = [(12, 17), (6, 9), (3, 5)]  # ceil(96 / s), ceil(130 / s) for s = 8, 16, 32
     assert out["logits"].shape == (2, sum(h * w for h, w in sizes), 3) and out["boxes"].shape[-1] == 4
@@ -133,6 +134,11 @@ def test_vit_families_and_non_square_inputs(tmp_path, family, patch):
     assert torch.equal(model.detect(pixels)[1], reloaded.detect(pixels)[1])
     rows = reloaded.predict([Image.new("RGB", (200, 150))], threshold=0.0)[0]["boxes"]
     assert len(rows) == model.config.top_k and all(0 <= b["box"][0] <= b["box"][2] <= 200 for b in rows)
+    if model.config.max_filter:
+        from visiontune.models.detector.export import export_detector
+
+        report = export_detector(tmp_path / "saved", tmp_path / "m.onnx", log=QUIET)
+        assert report["fp32_vs_torch"]["score_max_abs_diff"] < 1e-4
 
 
 def test_onnx_equals_pytorch_and_int8_reports_map(trained, canvases, tmp_path):
@@ -201,7 +207,7 @@ def test_assignment_prefers_the_position_nearest_the_centre():
     logits = torch.zeros(1, 4, 2)
     target = {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.31, 0.30, 0.2, 0.2]])}
     same = torch.tensor([[0.31, 0.30, 0.2, 0.2]]).expand(4, 4).unsqueeze(0)  # every position predicts the box
-    rows, columns = assign(logits, same, centres, [target], (100, 100))[0]
+    rows, columns = assign(logits, same, centres, [target], (100, 100), centre_cost=1.0)[0]
     assert rows.tolist() == [1] and columns.tolist() == [0]  # (30, 30) is nearer (31, 30) than (34, 30) is
     rows, _ = assign(logits, same, centres, [{"labels": torch.tensor([], dtype=torch.long),
                                               "boxes": torch.zeros(0, 4)}], (100, 100))[0]

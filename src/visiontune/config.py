@@ -208,7 +208,8 @@ class DetectorTrainSettings:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     ema_decay: float = field(default=0.9995, metadata={"help": "EMA decay (0 = no EMA)"})
     classification_loss: str = field(default="varifocal", metadata={"help": "varifocal | focal"})
-    centre_cost: float = field(default=1.0, metadata={"help": "matching cost per box-size of distance from the "
+    max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head"})
+    centre_cost: float = field(default=0.0, metadata={"help": "matching cost per box-size of distance from the "
                                                                "object's centre (keeps the one-to-one pick stable)"})
     augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})
     eval_every: int = field(default=1, metadata={"help": "epochs between evaluations"})

@@ -33,7 +33,8 @@ class Detector(nn.Module):
         self.pyramid = SimpleFeaturePyramid(self.backbone.hidden_size, config.neck_channels, self.backbone.patch_size,
                                             config.strides)
         self.neck = MixFFNNeck(config.neck_channels, len(config.strides), config.neck_depth, config.mlp_ratio)
-        self.head = OneToOneHead(config.neck_channels, config.num_classes, len(config.strides), config.head_convs)
+        self.head = OneToOneHead(config.neck_channels, config.num_classes, len(config.strides), config.head_convs,
+                                 config.max_filter)
         self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
 
