@@ -153,6 +153,14 @@ def test_onnx_equals_pytorch_and_int8_reports_map(trained, canvases, tmp_path):
     assert table["pytorch"]["AP"] == pytest.approx(table["onnx_fp32"]["AP"], abs=1e-3)
     assert table["onnx_int8"]["AP50"] >= 0.8 and "AP_change_points" in table
     assert (tmp_path / "dt8.onnx").stat().st_size < (tmp_path / "dt8.fp32.onnx").stat().st_size
+    # static int8 (calibrated on the data's images) and fp16 run and keep the boxes
+    assert main(["detector", "export", "--model", str(output), "--output", str(tmp_path / "st8.onnx"), "--int8",
+                 "--calibration-data", canvases, "--eval-data", canvases]) == 0
+    static = json.loads((tmp_path / "st8.report.json").read_text())
+    assert static["int8_mode"].startswith("static") and static["mAP"]["onnx_int8"]["AP50"] >= 0.8
+    assert main(["detector", "export", "--model", str(output), "--output", str(tmp_path / "h.onnx"), "--fp16",
+                 "--eval-data", canvases]) == 0
+    assert json.loads((tmp_path / "h.report.json").read_text())["mAP"]["onnx_fp16"]["AP50"] >= 0.85
 
     # the ONNX-only path: torch made unimportable, the same detections as the PyTorch model
     records = _records(canvases)[0]
