@@ -64,6 +64,25 @@ def onnx_comparison(model_dir: Path, val_json: Path, output: Path, max_samples: 
             **compare_exports_map(str(model_dir), report, str(val_json), max_samples=max_samples)}
 
 
+def vlm_detect(args, train_json: Path, val_json: Path, output: Path) -> dict:
+    """The VLM `detect` task (boxes as text) trained and scored on the same canvases."""
+    from visiontune.evaluate import evaluate
+    from visiontune.training.run import train
+
+    quiet = {"log": lambda *_: None}
+    started = time.perf_counter()
+    train(task="detect", model=args.vlm, data=str(train_json), output=str(output / "vlm"), epochs=args.vlm_epochs,
+          batch_size=args.vlm_batch_size, learning_rate=args.vlm_learning_rate, num_workers=args.workers,
+          report_to="none", save_total_limit=1, image_size=args.vlm_image_size, **quiet)
+    trained = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics = evaluate(model=str(output / "vlm"), data=str(val_json), output=str(output / "vlm" / "eval"),
+                       batch_size=args.vlm_batch_size, **quiet)
+    seconds = time.perf_counter() - started
+    return {"model": args.vlm, "train_minutes": trained / 60, "images_per_second": metrics["images"] / seconds,
+            **{k: metrics[k] for k in ("AP", "AP50", "AP75", "hallucination_rate", "parse_failure_rate")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default="runs/bench_detector")
@@ -89,6 +108,11 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a trained detector (skips training)")
     parser.add_argument("--skip-onnx", action="store_true")
     parser.add_argument("--onnx-samples", type=int, default=100, help="validation images for the ONNX mAP check")
+    parser.add_argument("--vlm", default=None, help="also train + score the VLM detect task from this model")
+    parser.add_argument("--vlm-epochs", type=int, default=3)
+    parser.add_argument("--vlm-batch-size", type=int, default=8)
+    parser.add_argument("--vlm-learning-rate", type=float, default=2e-4)
+    parser.add_argument("--vlm-image-size", type=int, default=None)
     args = parser.parse_args()
 
     from visiontune.config import DetectorTrainSettings
@@ -116,6 +140,10 @@ def main() -> None:
         results["history"] = [{k: v for k, v in row.items() if k.startswith(("epoch", "eval", "loss_total", "images"))}
                               for row in summary["history"]]
         print(json.dumps(results["eval"], indent=1))
+    if args.vlm:
+        results["vlm_detect"] = vlm_detect(args, output / "canvases_train" / "instances.json",
+                                           output / "canvases_val" / "instances.json", output)
+        print(json.dumps(results["vlm_detect"], indent=1))
     detector = Detector.from_pretrained(model_dir)
     results["parameters"] = detector.parameter_counts()
     bf16 = device.type == "cuda"
