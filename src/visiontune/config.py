@@ -207,7 +207,8 @@ class DetectorTrainSettings:
     warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     ema_decay: float = field(default=0.9995, metadata={"help": "EMA decay (0 = no EMA)"})
-    classification_loss: str = field(default="varifocal", metadata={"help": "varifocal | focal"})
+    classification_loss: str = field(default="focal", metadata={"help": "focal | varifocal (IoU target; more "
+                                                                                 "duplicates in our study)"})
     max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head"})
     centre_cost: float = field(default=0.0, metadata={"help": "matching cost per box-size of distance from the "
                                                                "object's centre (keeps the one-to-one pick stable)"})

@@ -8,9 +8,10 @@ positions often predict nearly the same box; if the pick among them flipped from
 learn a middling score (duplicates). A small cost for the distance from the object's centre, in units of
 its size, breaks such ties the same way every time.
 
-Classification: varifocal loss (VarifocalNet) by default: the matched position's target for its class is
-the IoU of its box with the object, so the score ranks boxes by quality (what NMS-free top-k relies on);
-negatives are down-weighted by alpha * p^gamma. `focal` (target 1) is the alternative. Box: L1 on
+Classification: sigmoid focal loss by default (target 1 for the matched position's class). `varifocal`
+(VarifocalNet: the target is the IoU of the box with the object, negatives weighted alpha * p^gamma) is the
+alternative; in a cached-feature study on zoo canvases it left 2.5-4x more duplicates at the same AP (the
+matched position's score is capped at its IoU, so it stands out less from its neighbours; BENCHMARKS.md). Box: L1 on
 normalised cxcywh + (1 - GIoU), over matched pairs. All terms are divided by the number of objects.
 """
 
@@ -35,8 +36,8 @@ class LossWeights:
     classification: float = 1.0
     l1: float = 5.0
     giou: float = 2.0
-    kind: str = "varifocal"
-    alpha: float = 0.75  # varifocal's negative weight (focal uses 0.25 for positives)
+    kind: str = "focal"
+    alpha: float = 0.75  # negative weight (varifocal); focal weighs positives by 1 - alpha = 0.25
     gamma: float = 2.0
     centre_cost: float = CENTRE_COST
 
