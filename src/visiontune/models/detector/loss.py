@@ -20,11 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
 from .box_ops import cxcywh_to_xyxy, generalized_iou
-from .matcher import MatchWeights, matching_cost
+from .matcher import MatchWeights, hungarian_match
 
 CENTRE_COST = 0.0  # off by default (no gain measured on the canvas benchmark); per unit of |offset from the box centre| / box size (L1 over x and y)
 OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
@@ -42,30 +41,21 @@ class LossWeights:
     centre_cost: float = CENTRE_COST
 
 
-@torch.no_grad()
 def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
            image_size: tuple[int, int], weights: MatchWeights = MatchWeights(),
            centre_cost: float = CENTRE_COST) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image: (position indices, object indices), one position per object."""
     height, width = image_size
-    normalised_centres = centres / centres.new_tensor([width, height])
-    matches = []
-    for index, target in enumerate(targets):
-        labels, target_boxes = target["labels"], target["boxes"]
-        if len(labels) == 0:
-            empty = torch.zeros(0, dtype=torch.long)
-            matches.append((empty, empty))
-            continue
-        cost = matching_cost(logits[index].float(), boxes[index].float(), labels, target_boxes.float(), weights)
-        corners = cxcywh_to_xyxy(target_boxes.float())
-        inside = ((normalised_centres[:, None, 0] > corners[None, :, 0]) & (normalised_centres[:, None, 0] < corners[None, :, 2])
-                  & (normalised_centres[:, None, 1] > corners[None, :, 1]) & (normalised_centres[:, None, 1] < corners[None, :, 3]))
-        target_centres, target_sizes = target_boxes[:, :2].float(), target_boxes[:, 2:].float().clamp(min=1e-6)
-        offsets = ((normalised_centres[:, None] - target_centres[None]) / target_sizes[None]).abs().sum(-1)
-        cost = cost + centre_cost * offsets + OUTSIDE_BOX_COST * (~inside).float()
-        rows, columns = linear_sum_assignment(cost.cpu().numpy())
-        matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)))
-    return matches
+    points = centres / centres.new_tensor([width, height])  # (N, 2) normalised x, y
+
+    def spatial_prior(index: int) -> torch.Tensor:
+        target_boxes = targets[index]["boxes"].float()
+        corners = cxcywh_to_xyxy(target_boxes)
+        inside = ((points[:, None] > corners[None, :, :2]) & (points[:, None] < corners[None, :, 2:])).all(-1)
+        offsets = ((points[:, None] - target_boxes[None, :, :2]) / target_boxes[None, :, 2:].clamp(min=1e-6)).abs().sum(-1)
+        return centre_cost * offsets + OUTSIDE_BOX_COST * (~inside).float()
+
+    return hungarian_match(logits, boxes, targets, weights, extra_cost=spatial_prior)
 
 
 def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],

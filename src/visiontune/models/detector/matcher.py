@@ -9,6 +9,7 @@ training target is what lets inference skip NMS.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -40,10 +41,12 @@ def matching_cost(logits: torch.Tensor, boxes: torch.Tensor, target_labels: torc
 
 @torch.no_grad()
 def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict],
-                    weights: MatchWeights = MatchWeights()) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                    weights: MatchWeights = MatchWeights(),
+                    extra_cost: Callable[[int], torch.Tensor] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image: (prediction indices, target indices) of the least-cost one-to-one assignment.
 
-    logits (B, Q, K), boxes (B, Q, 4); targets[i] = {"labels": (T,), "boxes": (T, 4)}."""
+    logits (B, Q, K), boxes (B, Q, 4); targets[i] = {"labels": (T,), "boxes": (T, 4)}. `extra_cost(i)`, if
+    given, is a (Q, T) cost added for image i (e.g. a spatial prior)."""
     matches = []
     for index, target in enumerate(targets):
         if len(target["labels"]) == 0:
@@ -55,6 +58,8 @@ def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dic
                              f"{logits.shape[1]} predictions; use more queries")
         cost = matching_cost(logits[index].float(), boxes[index].float(), target["labels"], target["boxes"].float(),
                              weights)
+        if extra_cost is not None:
+            cost = cost + extra_cost(index)
         rows, columns = linear_sum_assignment(cost.cpu().numpy())
         matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)))
     return matches
