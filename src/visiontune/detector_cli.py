@@ -57,12 +57,10 @@ def _load_model(reference: str, device: str):
 
         model = OnnxDetector(reference)
         return model.predict, model.classes, model.score_threshold
-    import torch
-
     from .models.detector.model import Detector
+    from .models.detector.train import resolve_device
 
-    chosen = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    model = Detector.from_pretrained(reference, device=chosen)
+    model = Detector.from_pretrained(reference, device=resolve_device(device))
     return model.predict, model.config.classes, model.config.score_threshold
 
 

@@ -5,8 +5,12 @@ scaled to the original image's pixels."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from PIL import Image
+
+from ..data.images import load_image
 
 
 def image_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -28,3 +32,17 @@ def to_pixel_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, wi
         rows.append({"label": classes[int(label)], "box": [x1 * width, y1 * height, x2 * width, y2 * height],
                      "score": float(score)})
     return rows
+
+
+def predict_images(images: list, run: Callable[[np.ndarray], tuple], size: tuple[int, int], classes: list[str],
+                   threshold: float, batch_size: int = 8) -> list[dict]:
+    """Images (PIL images, paths or URLs) in batches through `run` ((B, 3, H, W) 0..1 pixels -> boxes, scores,
+    labels as numpy) -> per image {"boxes": [{"label", "box" (pixels xyxy), "score"}]}."""
+    results = []
+    for start in range(0, len(images), batch_size):
+        loaded = [image if hasattr(image, "convert") else load_image(image) for image in images[start:start + batch_size]]
+        boxes, scores, labels = run(np.stack([image_to_input(image, size) for image in loaded]))
+        for index, image in enumerate(loaded):
+            results.append({"boxes": to_pixel_boxes(boxes[index], scores[index], labels[index], image.width,
+                                                    image.height, classes, threshold)})
+    return results

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import load_image
-from .detector_io import image_to_input, to_pixel_boxes
+from .detector_io import predict_images
 
 METADATA_KEY = "visiontune"
 
@@ -45,11 +44,4 @@ class OnnxDetector:
     def predict(self, images: list, threshold: float | None = None, batch_size: int = 8) -> list[dict]:
         """Images (PIL images, paths or URLs) -> per image {"boxes": [{"label", "box" (pixels xyxy), "score"}]}."""
         threshold = self.score_threshold if threshold is None else threshold
-        results = []
-        for start in range(0, len(images), batch_size):
-            loaded = [image if hasattr(image, "convert") else load_image(image) for image in images[start:start + batch_size]]
-            boxes, scores, labels = self.run(np.stack([image_to_input(image, self.image_size) for image in loaded]))
-            for index, image in enumerate(loaded):
-                results.append({"boxes": to_pixel_boxes(boxes[index], scores[index], labels[index], image.width,
-                                                        image.height, self.classes, threshold)})
-        return results
+        return predict_images(images, self.run, self.image_size, self.classes, threshold, batch_size)

@@ -32,6 +32,12 @@ DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y
                   "corners on a 0-1000 grid, or none.")
 
 
+def box_references(record: Record) -> dict:
+    """What COCO scoring needs of a record: its id, size and boxes (crowd marked)."""
+    return {"image_id": record.image_id, "width": record.width, "height": record.height,
+            "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
+
+
 class DetectTask(Task):
     name = "detect"
     default_prompt = DEFAULT_PROMPT
@@ -116,8 +122,7 @@ class DetectTask(Task):
 
     # --- evaluation ----------------------------------------------------------------------------------------
     def references(self, record: Record) -> dict:
-        return {"image_id": record.image_id, "width": record.width, "height": record.height,
-                "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
+        return box_references(record)
 
     def prediction_of(self, row: dict) -> dict:
         """A result row (`visiontune predict` / eval) or a COCO results row group, as `score` takes it."""

@@ -13,20 +13,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+import torch
 
 from ...data.records import Record
 from ...metrics.detection import coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids
+from ...tasks.detect import box_references
+from .box_ops import pairwise_iou
 
 DUPLICATE_IOU = 0.7
-
-
-def _iou(box: list[float], others: np.ndarray) -> np.ndarray:
-    top_left = np.maximum(others[:, :2], box[:2])
-    bottom_right = np.minimum(others[:, 2:], box[2:])
-    overlap = (bottom_right - top_left).clip(0).prod(1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return overlap / np.maximum(area(np.asarray(box)) + area(others) - overlap, 1e-9)
 
 
 def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLICATE_IOU) -> tuple[float, int, int]:
@@ -37,21 +31,16 @@ def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLI
         kept_total += len(kept)
         for index, box in enumerate(kept):
             better = [b["box"] for b in kept[:index] if b["label"] == box["label"]]
-            if better and (_iou(box["box"], np.array(better)) > iou).any():
+            overlaps = pairwise_iou(torch.tensor([box["box"]]), torch.tensor(better))[0] if better else None
+            if overlaps is not None and (overlaps > iou).any():
                 duplicates += 1
     return (duplicates / kept_total if kept_total else 0.0), duplicates, kept_total
-
-
-def references_of(records: list[Record]) -> dict[str, dict]:
-    return {record.image_key(): {"image_id": record.image_id, "width": record.width, "height": record.height,
-                                 "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
-            for record in records}
 
 
 def score_predictions(predictions: list[dict], records: list[Record], classes: list[str], category_ids: dict[str, int],
                       threshold: float) -> dict:
     """COCO metrics (all top-k detections scored) + the duplicate rate at `threshold`."""
-    references = references_of(records)
+    references = {record.image_key(): box_references(record) for record in records}
     keyed = {record.image_key(): prediction for record, prediction in zip(records, predictions)}
     image_ids = coco_image_ids(references)
     ground_truth = coco_ground_truth(references, image_ids, classes, category_ids)

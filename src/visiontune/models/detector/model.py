@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...deploy.detector_io import image_to_input, to_pixel_boxes
+from ...deploy.detector_io import predict_images
 from .backbone import ViTBackbone, add_lora, freeze, load_pretrained_vision_model, merge_lora, vision_model_from_config
 from .box_ops import cxcywh_to_xyxy
 from .config import CONFIG_FILE, PRESETS, WEIGHTS_FILE, DetectorConfig
@@ -122,20 +122,15 @@ class Detector(nn.Module):
     @torch.no_grad()
     def predict(self, images: list, threshold: float | None = None, batch_size: int = 8) -> list[dict]:
         """Images (PIL images, paths or URLs) -> per image {"boxes": [{"label", "box" (pixels xyxy), "score"}]}."""
-        from ...data.images import load_image
-
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+
+        def run(pixels: np.ndarray):
+            return tuple(t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+                         for t in self.detect(torch.from_numpy(pixels).to(device)))
+
         threshold = self.config.score_threshold if threshold is None else threshold
-        results = []
-        for start in range(0, len(images), batch_size):
-            loaded = [image if hasattr(image, "convert") else load_image(image) for image in images[start:start + batch_size]]
-            batch = torch.from_numpy(np.stack([image_to_input(image, self.config.image_size) for image in loaded]))
-            boxes, scores, labels = (t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
-                                     for t in self.detect(batch.to(device)))
-            for index, image in enumerate(loaded):
-                results.append({"boxes": to_pixel_boxes(boxes[index], scores[index], labels[index], image.width,
-                                                        image.height, self.config.classes, threshold)})
+        results = predict_images(images, run, self.config.image_size, self.config.classes, threshold, batch_size)
         self.train(was_training)
         return results

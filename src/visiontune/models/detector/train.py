@@ -34,7 +34,7 @@ from .model import Detector
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -78,7 +78,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
         f"(pyramid+neck+head{' + LoRA' if counts['lora'] else ''}); {len(classes)} classes, {len(records)} images, "
         f"input {detector.config.image_size[1]}x{detector.config.image_size[0]}")
 
-    device = _device(settings.device)
+    device = resolve_device(settings.device)
     use_bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
     detector.to(device).train()
     dataset = DetectionDataset(records, classes, detector.config.image_size,
@@ -97,7 +97,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     ema = TrainedWeightsEMA(detector, settings.ema_decay) if settings.ema_decay > 0 else None
     loss_weights = LossWeights(kind=settings.classification_loss, centre_cost=settings.centre_cost)
 
-    history, best, start_epoch = [], None, 0
+    history, best, start_epoch, best_scored = [], None, 0, None
     checkpoint_path = output / CHECKPOINT_FILE
     if settings.resume:
         if not checkpoint_path.is_file():
@@ -141,12 +141,14 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
         evaluate_now = eval_records and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs)
         with (ema.applied(detector) if ema is not None else contextlib.nullcontext()):
             if evaluate_now:
-                metrics, _ = run_and_score(lambda images: detector.predict(images, threshold=0.0), eval_records,
-                                           classes, category_ids, detector.config.score_threshold, settings.batch_size)
+                metrics, predictions = run_and_score(lambda images: detector.predict(images, threshold=0.0),
+                                                     eval_records, classes, category_ids,
+                                                     detector.config.score_threshold, settings.batch_size)
                 detector.train()
                 row.update(eval_AP=metrics["AP"], eval_AP50=metrics["AP50"], eval_duplicate_rate=metrics["duplicate_rate"])
                 if best is None or metrics["AP"] > best["AP"]:
                     best = {"epoch": epoch + 1, "AP": metrics["AP"], "AP50": metrics["AP50"]}
+                    best_scored = metrics, predictions  # the saved model's scores: no need to predict again
                     detector.save_pretrained(output)
             elif not eval_records:
                 detector.save_pretrained(output)
@@ -163,11 +165,13 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
                "settings": asdict(settings)}
     (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if eval_records:
-        final = Detector.from_pretrained(output, device=device)
-        metrics, predictions = run_and_score(lambda images: final.predict(images, threshold=0.0), eval_records, classes,
-                                             category_ids, final.config.score_threshold, settings.batch_size)
+        if best_scored is None:  # resumed, and the best model was saved by the earlier run: score it again
+            final = Detector.from_pretrained(output, device=device)
+            best_scored = run_and_score(lambda images: final.predict(images, threshold=0.0), eval_records, classes,
+                                        category_ids, final.config.score_threshold, settings.batch_size)
+        metrics, predictions = best_scored
         write_metrics(output / "metrics.json", metrics)
-        write_overlays(output / "overlays", eval_records, predictions, classes, final.config.score_threshold)
+        write_overlays(output / "overlays", eval_records, predictions, classes, detector.config.score_threshold)
         summary["eval"] = {k: v for k, v in metrics.items() if k not in ("detections", "per_class_AP")}
         log(f"best epoch {best['epoch']}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
             f"duplicate rate {metrics['duplicate_rate']:.4f}; model in {output}")
