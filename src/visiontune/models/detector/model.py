@@ -110,7 +110,10 @@ class Detector(nn.Module):
     def detect(self, pixel_values: torch.Tensor, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NMS-free detections: the top-k (position, class) scores. Returns boxes (B, k, 4) as normalised xyxy,
         scores (B, k) and class indices (B, k)."""
-        outputs = self.forward(pixel_values)
+        return self.top_detections(self.forward(pixel_values), top_k)
+
+    def top_detections(self, outputs: dict[str, torch.Tensor], top_k: int | None = None):
+        """`detect` from `forward`'s outputs (logits, boxes)."""
         scores = outputs["logits"].sigmoid().flatten(1)  # (B, N * K)
         k = min(top_k or self.config.top_k, scores.shape[1])
         top_scores, index = scores.topk(k, dim=1)
