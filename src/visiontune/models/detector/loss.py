@@ -10,7 +10,7 @@ its size, breaks such ties the same way every time.
 
 Classification: sigmoid focal loss by default (target 1 for the matched position's class). `varifocal`
 (VarifocalNet: the target is the IoU of the box with the object, negatives weighted alpha * p^gamma) is the
-alternative; in a cached-feature study on zoo canvases it left 2.5-4x more duplicates at the same AP (the
+alternative; in a cached-feature study on zoo canvases it left 2.3-3x more duplicates at about the same AP (the
 matched position's score is capped at its IoU, so it stands out less from its neighbours; BENCHMARKS.md). Box: L1 on
 normalised cxcywh + (1 - GIoU), over matched pairs. All terms are divided by the number of objects.
 """
