@@ -1,15 +1,18 @@
-"""Which classification loss leaves fewer duplicates without NMS: focal vs varifocal, side by side.
+"""What leaves fewer duplicates without NMS: focal vs varifocal loss, with or without candidate relations.
 
 CPU-sized study: the frozen backbone's features are computed once (no augmentation), then the pyramid + neck
-+ head are trained on them with each loss from the same initialisation and batch order; COCO AP and the
-duplicate rate at score >= 0.3 are printed every few epochs.
++ head (+ relation layers) are trained on them for each variant from the same seed and batch order; COCO AP
+and the duplicate rate at score >= 0.3 are printed every few epochs. A variant is a loss name, optionally
+with "+relations" (`relation.py`, --relation-layers layers).
 
     python benchmarks/detector_losses.py --items .bench/fmnist --backbone .bench/dinov2-small --epochs 12
+    python benchmarks/detector_losses.py --variants focal focal+relations --epochs 24
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from visiontune.models.detector.backbone import load_pretrained_vision_model
 from visiontune.models.detector.config import DetectorConfig
 from visiontune.models.detector.data import DetectionDataset
 from visiontune.models.detector.evaluation import score_predictions
-from visiontune.models.detector.loss import LossWeights, detection_loss
+from visiontune.models.detector.loss import LossWeights, detector_loss
 from visiontune.models.detector.model import Detector
 from visiontune.zoo.canvases import write_canvases
 
@@ -44,8 +47,12 @@ def backbone_features(model: Detector, dataset: DetectionDataset) -> torch.Tenso
     return torch.cat(batches)
 
 
-def train_and_score(kind: str, args, vision, config, train_features, targets, val_features, val, ids) -> list[dict]:
+def train_and_score(variant: str, args, vision, config, train_features, targets, val_features, val, ids) -> list[dict]:
+    kind, _, extra = variant.partition("+")
+    if extra not in ("", "relations"):
+        raise ValueError(f"unknown variant {variant!r}: write a loss name, optionally followed by +relations")
     torch.manual_seed(args.seed)
+    config = dataclasses.replace(config, relation_layers=args.relation_layers if extra else 0)
     model = Detector(config, vision).train()
     size = config.image_size
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -54,20 +61,16 @@ def train_and_score(kind: str, args, vision, config, train_features, targets, va
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.learning_rate, total_steps=steps, pct_start=0.05)
     weights = LossWeights(kind=kind)
 
-    def heads(features):
-        return model.head(model.neck(model.pyramid(features, size)), config.strides, size)
-
     def detect(features):  # Detector.detect from cached features
-        logits, boxes, _, _ = heads(features)
-        return model.top_detections({"logits": logits, "boxes": boxes})
+        return model.top_detections(model.forward_from_backbone(features, size))
 
     rows, started, order = [], time.perf_counter(), torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         permutation = torch.randperm(len(targets), generator=order)
         for start in range(0, len(targets) - args.batch_size + 1, args.batch_size):
             index = permutation[start:start + args.batch_size]
-            logits, boxes, centres, _ = heads(train_features[index])
-            loss = detection_loss(logits, boxes, centres, [targets[i] for i in index], size, weights)["total"]
+            outputs = model.forward_from_backbone(train_features[index], size)
+            loss = detector_loss(outputs, [targets[i] for i in index], size, weights)["total"]
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -86,7 +89,7 @@ def train_and_score(kind: str, args, vision, config, train_features, targets, va
             metrics = score_predictions(predictions, val, config.classes, ids, 0.3)
             rows.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - started),
                          **{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")}})
-            print(kind, rows[-1], flush=True)
+            print(variant, rows[-1], flush=True)
     return rows
 
 
@@ -102,7 +105,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--losses", nargs="+", default=["varifocal", "focal"])
+    parser.add_argument("--variants", nargs="+", default=["varifocal", "focal"],
+                        help="loss names, each optionally +relations (e.g. focal+relations)")
+    parser.add_argument("--relation-layers", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
@@ -118,8 +123,8 @@ def main() -> None:
     train_features = backbone_features(probe, train_set)
     val_features = backbone_features(probe, DetectionDataset(val, classes, config.image_size))
     targets = [train_set[i][1] for i in range(len(train_set))]
-    results = {kind: train_and_score(kind, args, vision, config, train_features, targets, val_features, val, ids)
-               for kind in args.losses}
+    results = {variant: train_and_score(variant, args, vision, config, train_features, targets, val_features, val, ids)
+               for variant in args.variants}
     (root / "results.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
     print(f"wrote {root / 'results.json'}")
 

@@ -123,18 +123,23 @@ def test_lora_trains_adapters_only_and_merges_on_save(backbone, canvases, tmp_pa
 @pytest.mark.parametrize("family,patch", [("clip", 16), ("siglip", 16), ("dinov2", 14)])
 def test_vit_families_and_non_square_inputs(tmp_path, family, patch):
     folder = _save_tiny_vit(tmp_path / family, family, patch)
+    # the optional parts on one family each: the 3D max-filter head, candidate relations (64 candidates)
     model = Detector.create(["a", "b", "c"], backbone=folder, image_size=(96, 130), neck_channels=32, log=QUIET,
-                            max_filter=family == "clip").eval()  # the optional 3D max-filter head on one family
+                            max_filter=family == "clip", relation_layers=int(family == "siglip"),
+                            relation_candidates=64).eval()
     out = model(torch.rand(2, 3, 96, 130))
     sizes = [(12, 17), (6, 9), (3, 5)]  # ceil(96 / s), ceil(130 / s) for s = 8, 16, 32
-    assert out["logits"].shape == (2, sum(h * w for h, w in sizes), 3) and out["boxes"].shape[-1] == 4
+    dense = out.get("dense", out)
+    assert dense["logits"].shape == (2, sum(h * w for h, w in sizes), 3) and dense["boxes"].shape[-1] == 4
+    if model.relations is not None:
+        assert out["logits"].shape == (2, 64, 3) and out["centres"].shape == (2, 64, 2)
     model.save_pretrained(tmp_path / "saved")
     reloaded = Detector.from_pretrained(tmp_path / "saved")
     pixels = torch.rand(1, 3, 96, 130)
     assert torch.equal(model.detect(pixels)[1], reloaded.detect(pixels)[1])
     rows = reloaded.predict([Image.new("RGB", (200, 150))], threshold=0.0)[0]["boxes"]
     assert len(rows) == model.config.top_k and all(0 <= b["box"][0] <= b["box"][2] <= 200 for b in rows)
-    if model.config.max_filter:
+    if model.config.max_filter or model.relations is not None:
         from visiontune.models.detector.export import export_detector
 
         report = export_detector(tmp_path / "saved", tmp_path / "m.onnx", log=QUIET)
@@ -238,3 +243,28 @@ def test_augmentations_keep_boxes_on_their_objects():
             assert inside.mean() > 0.9  # the box still covers the white object
         if not len(out_boxes):
             assert pixels.sum() < 0.5 * 20 * 40 + 1  # dropped only when most of the object was cropped away
+
+
+def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backbone):
+    from visiontune.models.detector.relation import pair_geometry
+
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [0.9, 0.5, 0.1, 0.4]]])
+    probabilities = torch.tensor([[[0.9, 0.0], [0.6, 0.0], [0.0, 0.8]]])
+    geometry = pair_geometry(boxes, probabilities)
+    assert geometry.shape == (1, 3, 3, 7)
+    pair = geometry[0, 1, 0]  # candidate 0 seen from candidate 1
+    iou, offset, ratio, agreement, difference = pair[0], pair[1:3], pair[3:5], pair[5], pair[6]
+    assert iou == pytest.approx(1.0) and agreement == pytest.approx(1.0) and difference == pytest.approx(0.3)
+    assert torch.allclose(offset, torch.zeros(2)) and torch.allclose(ratio, torch.zeros(2))
+    assert geometry[0, 0, 2, 0] == 0 and geometry[0, 0, 2, 5] == pytest.approx(0.0)  # apart, other class
+    assert geometry[0, 0, 2, 1] == pytest.approx(np.log1p(0.4 / 0.2))  # j's centre 2 widths of i to the right
+
+    # zero corrections at the start: the refined detections are the dense head's own top-k
+    classes = ["circle", "square", "triangle"]
+    model = Detector.create(classes, backbone=backbone, image_size=(128, 128), neck_channels=32, log=QUIET,
+                            relation_layers=2, relation_candidates=40).eval()
+    out = model(torch.rand(2, 3, 128, 128))
+    dense_boxes, dense_scores, dense_labels = model.top_detections(out["dense"], top_k=20)
+    boxes, scores, labels = model.top_detections(out, top_k=20)
+    assert torch.allclose(scores, dense_scores) and torch.equal(labels, dense_labels)
+    assert torch.allclose(boxes, dense_boxes)

@@ -20,18 +20,19 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, M) IoU and union of xyxy boxes a (N, 4) and b (M, 4)."""
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    """(..., N, M) IoU and union of xyxy boxes a (..., N, 4) and b (..., M, 4); leading dims are batch dims."""
+    top_left = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    bottom_right = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
     overlap = (bottom_right - top_left).clamp(min=0).prod(-1)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - overlap
+    union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - overlap
     return overlap / union.clamp(min=1e-9), union
 
 
 def pairwise_generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, M) GIoU: IoU minus the share of the enclosing box that neither box covers (in [-1, 1])."""
+    """(..., N, M) GIoU: IoU minus the share of the enclosing box that neither box covers (in [-1, 1])."""
     iou, union = pairwise_iou(a, b)
-    enclosing = (torch.maximum(a[:, None, 2:], b[None, :, 2:]) - torch.minimum(a[:, None, :2], b[None, :, :2]))
+    enclosing = (torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
+                 - torch.minimum(a[..., :, None, :2], b[..., None, :, :2]))
     enclosing_area = enclosing.clamp(min=0).prod(-1)
     return iou - (enclosing_area - union) / enclosing_area.clamp(min=1e-9)
 

@@ -44,11 +44,13 @@ class LossWeights:
 def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
            image_size: tuple[int, int], weights: MatchWeights = MatchWeights(),
            centre_cost: float = CENTRE_COST) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per image: (position indices, object indices), one position per object."""
+    """Per image: (position indices, object indices), one position per object. centres: (N, 2) pixel centres
+    shared by every image, or (B, N, 2) per image (the candidates of `relation.py`)."""
     height, width = image_size
-    points = centres / centres.new_tensor([width, height])  # (N, 2) normalised x, y
+    points_all = centres / centres.new_tensor([width, height])  # normalised x, y
 
     def spatial_prior(index: int) -> torch.Tensor:
+        points = points_all[index] if points_all.dim() == 3 else points_all
         target_boxes = targets[index]["boxes"].float()
         corners = cxcywh_to_xyxy(target_boxes)
         inside = ((points[:, None] > corners[None, :, :2]) & (points[:, None] < corners[None, :, 2:])).all(-1)
@@ -88,6 +90,19 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
               "giou": (1 - giou).sum() / count}
     losses["total"] = (weights.classification * losses["classification"] + weights.l1 * losses["l1"]
                        + weights.giou * losses["giou"])
+    return losses
+
+
+def detector_loss(outputs: dict, targets: list[dict], image_size: tuple[int, int],
+                  weights: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
+    """The loss of `Detector.forward`'s outputs: the one-to-one loss of the detections, plus, with candidate
+    relations, the same loss of the dense head (auxiliary, added with weight 1; its terms as dense_*)."""
+    losses = detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights)
+    if "dense" in outputs:
+        dense = outputs["dense"]
+        dense_losses = detection_loss(dense["logits"], dense["boxes"], dense["centres"], targets, image_size, weights)
+        losses = {**losses, **{f"dense_{name}": value for name, value in dense_losses.items()}}
+        losses["total"] = losses["total"] + dense_losses["total"]
     return losses
 
 

@@ -20,6 +20,7 @@ from .config import CONFIG_FILE, PRESETS, WEIGHTS_FILE, DetectorConfig
 from .head import OneToOneHead
 from .neck import MixFFNNeck
 from .pyramid import SimpleFeaturePyramid
+from .relation import CandidateRelations
 
 
 class Detector(nn.Module):
@@ -35,6 +36,8 @@ class Detector(nn.Module):
         self.neck = MixFFNNeck(config.neck_channels, len(config.strides), config.neck_depth, config.mlp_ratio)
         self.head = OneToOneHead(config.neck_channels, config.num_classes, len(config.strides), config.head_convs,
                                  config.max_filter)
+        self.relations = (CandidateRelations(config.neck_channels, config.num_classes, config.relation_layers,
+                                             config.relation_candidates) if config.relation_layers > 0 else None)
         self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
 
@@ -88,6 +91,7 @@ class Detector(nn.Module):
                 "pyramid": sum(p.numel() for p in self.pyramid.parameters()),
                 "neck": sum(p.numel() for p in self.neck.parameters()),
                 "head": sum(p.numel() for p in self.head.parameters()),
+                "relations": sum(p.numel() for p in self.relations.parameters()) if self.relations is not None else 0,
                 "total": sum(p.numel() for p in self.parameters()) - lora,
                 "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad)}
 
@@ -98,14 +102,26 @@ class Detector(nn.Module):
 
     # --- running -------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        """pixel_values: (B, 3, H, W) in 0..1. Raw outputs for the loss: logits, boxes (normalised cxcywh)."""
+        """pixel_values: (B, 3, H, W) in 0..1. Raw outputs for the loss: logits, boxes (normalised cxcywh), the
+        centres and strides of the positions they came from, and with candidate relations also "dense": the
+        dense head's own outputs."""
         image_size = tuple(pixel_values.shape[-2:])
         backbone_trains = self.config.lora_rank > 0 and self.training
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
             features = self.backbone((pixel_values - self.mean) / self.std)
+        return self.forward_from_backbone(features, image_size)
+
+    def forward_from_backbone(self, features: torch.Tensor, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """`forward` after the backbone (features (B, C, h, w)); studies on cached features call it directly."""
         levels = self.neck(self.pyramid(features, image_size))
         logits, boxes, centres, strides = self.head(levels, self.config.strides, image_size)
-        return {"logits": logits, "boxes": boxes, "centres": centres, "strides": strides}
+        outputs = {"logits": logits, "boxes": boxes, "centres": centres, "strides": strides}
+        if self.relations is None:
+            return outputs
+        features = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1)
+        logits, boxes, index = self.relations(features, logits, boxes)
+        # the detections are the refined candidates; the dense outputs stay for their auxiliary loss
+        return {"logits": logits, "boxes": boxes, "centres": centres[index], "strides": strides[index], "dense": outputs}
 
     def detect(self, pixel_values: torch.Tensor, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NMS-free detections: the top-k (position, class) scores. Returns boxes (B, k, 4) as normalised xyxy,

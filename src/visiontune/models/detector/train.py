@@ -28,7 +28,7 @@ from .augment import AugmentSettings
 from .data import DetectionDataset, collate
 from .ema import TrainedWeightsEMA
 from .evaluation import run_and_score, write_metrics, write_overlays
-from .loss import LossWeights, detection_loss
+from .loss import LossWeights, detector_loss
 from .model import Detector
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -71,7 +71,8 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     size = settings.image_size
     detector = Detector.create(classes, backbone=settings.backbone, preset=settings.preset, log=log,
                                image_size=(size, size) if size else None, neck_channels=settings.neck_channels,
-                               lora_rank=settings.lora_rank, max_filter=settings.max_filter)
+                               lora_rank=settings.lora_rank, max_filter=settings.max_filter,
+                               relation_layers=settings.relation_layers)
     counts = detector.parameter_counts()
     log(f"detector {settings.preset} on {detector.config.backbone}: {counts['total'] / 1e6:.2f}M parameters "
         f"(backbone {counts['backbone'] / 1e6:.2f}M frozen), {counts['trainable'] / 1e6:.2f}M trainable "
@@ -122,8 +123,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 outputs = detector(pixels)
-            losses = detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets,
-                                    detector.config.image_size, loss_weights)
+            losses = detector_loss(outputs, targets, detector.config.image_size, loss_weights)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)

@@ -1,0 +1,101 @@
+"""Candidate relations: the dense head's best N positions look at each other, then are re-scored and refined.
+
+Why: in a dense one-to-one head each position decides alone, from features that its neighbours nearly
+share (the finer pyramid levels are upsampled ViT patches), so two neighbours can both keep a high score
+for one object (duplicates). Here the top-N candidates (by the dense score) become tokens - their neck
+feature + an embedding of their class scores and box - and pass through a few self-attention layers. The
+attention carries a per-head bias computed from each pair's geometry and agreement (IoU, offsets, size
+ratios, class agreement, score difference), the ingredients of NMS, so a candidate can learn to stand down
+when a stronger one covers the same object ("Relation Networks for Object Detection", Hu et al. 2018;
+the candidate-selection + self-attention stage of two-stage DETRs; the geometric bias as in Relation-DETR).
+It is trained with the same one-to-one loss, so it is still NMS-free: the detections are the top-k of its
+scores. Inputs from the dense head are detached: the dense head is trained by its own (auxiliary) loss.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .box_ops import cxcywh_to_xyxy, pairwise_iou
+
+GEOMETRY_FEATURES = 7
+
+
+def pair_geometry(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """(B, n, n, 7) features of candidate j seen from candidate i: IoU, signed log offsets of the centres in
+    units of i's size, log size ratios, class agreement (cosine of the class scores), score difference."""
+    iou, _ = pairwise_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(boxes))
+    centre, size = boxes[..., :2], boxes[..., 2:].clamp(min=1e-4)
+    offset = (centre[:, None, :, :] - centre[:, :, None, :]) / size[:, :, None, :]
+    offset = offset.sign() * torch.log1p(offset.abs())
+    ratio = torch.log(size[:, None, :, :] / size[:, :, None, :])
+    unit = F.normalize(probabilities, dim=-1)
+    agreement = unit @ unit.transpose(1, 2)
+    best = probabilities.amax(-1)
+    difference = best[:, None, :] - best[:, :, None]
+    return torch.cat([iou[..., None], offset, ratio, agreement[..., None], difference[..., None]], -1)
+
+
+class RelationLayer(nn.Module):
+    """Pre-norm self-attention with an additive per-head bias, then an MLP."""
+
+    def __init__(self, channels: int, heads: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.heads, self.scale = heads, (channels // heads) ** -0.5
+        self.attention_norm, self.mlp_norm = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.projection = nn.Linear(channels, channels)
+        hidden = int(channels * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        batch, count, channels = x.shape
+        q, k, v = self.qkv(self.attention_norm(x)).view(batch, count, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        # written out (not scaled_dot_product_attention) so the ONNX export is plain MatMul/Softmax
+        weights = (q @ k.transpose(-1, -2)) * self.scale + bias
+        attended = (weights.softmax(-1) @ v).transpose(1, 2).reshape(batch, count, channels)
+        x = x + self.projection(attended)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class CandidateRelations(nn.Module):
+    def __init__(self, channels: int, num_classes: int, layers: int = 2, candidates: int = 300, heads: int = 8):
+        super().__init__()
+        self.candidates = candidates
+        self.score_embedding = nn.Linear(num_classes, channels)
+        self.box_embedding = nn.Sequential(nn.Linear(4, channels), nn.GELU(), nn.Linear(channels, channels))
+        self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, 64), nn.GELU(), nn.Linear(64, heads))
+        self.layers = nn.ModuleList(RelationLayer(channels, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(channels)
+        self.class_logits = nn.Linear(channels, num_classes)
+        self.box_delta = nn.Linear(channels, 4)
+        for layer in (self.class_logits, self.box_delta):  # starts as the dense head: zero corrections
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor,
+                boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features (B, N, C), dense logits (B, N, K) and boxes (B, N, 4, normalised cxcywh) -> refined logits
+        (B, n, K), refined boxes (B, n, 4) and the (B, n) positions they came from, n = min(candidates, N).
+        Both are corrections of the candidate's own logits and box, zero at the start, so the stage begins as
+        the dense head and learns what to change, mostly which candidate should stand down."""
+        logits, boxes = logits.detach().float(), boxes.detach().float()
+        count = min(self.candidates, logits.shape[1])
+        index = logits.amax(-1).topk(count, dim=1).indices
+
+        def gather(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
+
+        probabilities, candidate_boxes = gather(logits).sigmoid(), gather(boxes)
+        x = gather(features) + self.score_embedding(probabilities) + self.box_embedding(candidate_boxes)
+        bias = self.geometry(pair_geometry(candidate_boxes, probabilities)).permute(0, 3, 1, 2)
+        for layer in self.layers:
+            x = layer(x, bias)
+        x = self.norm(x)
+        delta = self.box_delta(x).float()
+        refined = torch.cat([candidate_boxes[..., :2] + delta[..., :2] * candidate_boxes[..., 2:],
+                             candidate_boxes[..., 2:] * torch.exp(delta[..., 2:].clamp(-4, 4))], -1)
+        return gather(logits) + self.class_logits(x).float(), refined, index
