@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=0)
     parser.add_argument("--centre-cost", type=float, default=0.0)
     parser.add_argument("--max-filter", action="store_true", help="DeFCN 3D max-filtering gate in the head")
-    parser.add_argument("--relation-layers", type=int, default=None, help="candidate relation layers (default: preset's)")
+    parser.add_argument("--relation-layers", type=int, default=None, help="candidate relation layers (default 0 = off)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--throughput-size", type=int, default=640)
     parser.add_argument("--throughput-batch", type=int, default=32)

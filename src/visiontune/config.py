@@ -211,7 +211,7 @@ class DetectorTrainSettings:
                                                                                  "duplicates in our study)"})
     max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head"})
     relation_layers: int | None = field(default=None, metadata={
-        "help": "self-attention layers among the top candidates that re-score them (0 = off; default: the preset's)"})
+        "help": "self-attention layers among the top candidates that re-score them (default 0 = off)"})
     centre_cost: float = field(default=0.0, metadata={"help": "matching cost per box-size of distance from the "
                                                                "object's centre (keeps the one-to-one pick stable)"})
     augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})

@@ -34,14 +34,13 @@ def _tower(channels: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def position_centres(sizes: list[tuple[int, int]], strides: tuple[int, ...], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 2) pixel centres (x, y) of every position, levels in order, row-major; (N,) their strides."""
-    centres, level_strides = [], []
+def position_centres(sizes: list[tuple[int, int]], strides: tuple[int, ...], device=None) -> torch.Tensor:
+    """(N, 2) pixel centres (x, y) of every position, levels in order, row-major."""
+    centres = []
     for (height, width), stride in zip(sizes, strides):
         ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
         centres.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).float().add(0.5).mul(stride))
-        level_strides.append(torch.full((height * width,), float(stride), device=device))
-    return torch.cat(centres), torch.cat(level_strides)
+    return torch.cat(centres)
 
 
 class MaxFiltering3D(nn.Module):
@@ -93,9 +92,9 @@ class OneToOneHead(nn.Module):
         nn.init.zeros_(self.box_distances.bias)
 
     def forward(self, features: list[torch.Tensor], strides: tuple[int, ...],
-                image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """logits (B, N, K), boxes (B, N, 4) as cxcywh normalised to the image, and the (N, 2) centres and
-        (N,) strides of the positions."""
+                image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """logits (B, N, K), boxes (B, N, 4) as cxcywh normalised to the image, and the (N, 2) pixel centres of
+        the positions."""
         logits, distances = [], []
         box_features = [self.box_tower(x) for x in features]
         gates = [self.gate(x) for x in self.max_filter(box_features)] if self.max_filter is not None else None
@@ -107,7 +106,7 @@ class OneToOneHead(nn.Module):
             raw = self.box_distances(box_features[level]).flatten(2).transpose(1, 2)
             distances.append(F.softplus(raw) * self.scales[level] * strides[level])
         sizes = [tuple(x.shape[-2:]) for x in features]
-        centres, level_strides = position_centres(sizes, strides, device=features[0].device)
+        centres = position_centres(sizes, strides, device=features[0].device)
         distances_all = torch.cat(distances, 1)
         height, width = image_size
         x1 = centres[:, 0] - distances_all[..., 0]
@@ -115,4 +114,4 @@ class OneToOneHead(nn.Module):
         x2 = centres[:, 0] + distances_all[..., 2]
         y2 = centres[:, 1] + distances_all[..., 3]
         boxes = torch.stack([(x1 + x2) / (2 * width), (y1 + y2) / (2 * height), (x2 - x1) / width, (y2 - y1) / height], -1)
-        return torch.cat(logits, 1), boxes, centres, level_strides
+        return torch.cat(logits, 1), boxes, centres

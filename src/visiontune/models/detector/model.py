@@ -103,7 +103,7 @@ class Detector(nn.Module):
     # --- running -------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         """pixel_values: (B, 3, H, W) in 0..1. Raw outputs for the loss: logits, boxes (normalised cxcywh), the
-        centres and strides of the positions they came from, and with candidate relations also "dense": the
+        pixel centres of the positions they came from, and with candidate relations also "dense": the
         dense head's own outputs."""
         image_size = tuple(pixel_values.shape[-2:])
         backbone_trains = self.config.lora_rank > 0 and self.training
@@ -114,14 +114,14 @@ class Detector(nn.Module):
     def forward_from_backbone(self, features: torch.Tensor, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """`forward` after the backbone (features (B, C, h, w)); studies on cached features call it directly."""
         levels = self.neck(self.pyramid(features, image_size))
-        logits, boxes, centres, strides = self.head(levels, self.config.strides, image_size)
-        outputs = {"logits": logits, "boxes": boxes, "centres": centres, "strides": strides}
+        logits, boxes, centres = self.head(levels, self.config.strides, image_size)
+        outputs = {"logits": logits, "boxes": boxes, "centres": centres}
         if self.relations is None:
             return outputs
         features = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1)
         logits, boxes, index = self.relations(features, logits, boxes)
         # the detections are the refined candidates; the dense outputs stay for their auxiliary loss
-        return {"logits": logits, "boxes": boxes, "centres": centres[index], "strides": strides[index], "dense": outputs}
+        return {"logits": logits, "boxes": boxes, "centres": centres[index], "dense": outputs}
 
     def detect(self, pixel_values: torch.Tensor, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NMS-free detections: the top-k (position, class) scores. Returns boxes (B, k, 4) as normalised xyxy,

@@ -27,7 +27,8 @@ GEOMETRY_FEATURES = 7
 def pair_geometry(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
     """(B, n, n, 7) features of candidate j seen from candidate i: IoU, signed log offsets of the centres in
     units of i's size, log size ratios, class agreement (cosine of the class scores), score difference."""
-    iou, _ = pairwise_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(boxes))
+    corners = cxcywh_to_xyxy(boxes)
+    iou, _ = pairwise_iou(corners, corners)
     centre, size = boxes[..., :2], boxes[..., 2:].clamp(min=1e-4)
     offset = (centre[:, None, :, :] - centre[:, :, None, :]) / size[:, :, None, :]
     offset = offset.sign() * torch.log1p(offset.abs())
