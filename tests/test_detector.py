@@ -268,3 +268,16 @@ def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backb
     boxes, scores, labels = model.top_detections(out, top_k=20)
     assert torch.allclose(scores, dense_scores) and torch.equal(labels, dense_labels)
     assert torch.allclose(boxes, dense_boxes)
+
+    # training: the refined candidates' loss (score-ordered match) + the dense head's as dense_*; both reach
+    # their parameters
+    from visiontune.models.detector.loss import detector_loss
+
+    model.train()
+    targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.4]])},
+               {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}]
+    losses = detector_loss(model(torch.rand(2, 3, 128, 128)), targets, (128, 128))
+    assert {"classification", "l1", "giou", "dense_total"} <= set(losses) and torch.isfinite(losses["total"])
+    losses["total"].backward()
+    assert model.relations.class_logits.weight.grad.abs().sum() > 0
+    assert model.head.class_logits.weight.grad.abs().sum() > 0

@@ -9,7 +9,7 @@ import torch
 
 from visiontune.models.detector.box_ops import (cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou,
                                                 xyxy_to_cxcywh)
-from visiontune.models.detector.matcher import hungarian_match, matching_cost
+from visiontune.models.detector.matcher import hungarian_match, matching_cost, score_ordered_match
 from visiontune.models.detector.pyramid import SimpleFeaturePyramid
 
 
@@ -45,6 +45,27 @@ def test_matcher_edge_cases():
     too_many = {"labels": torch.zeros(4, dtype=torch.long), "boxes": torch.full((4, 4), 0.5)}
     with pytest.raises(ValueError, match="4 objects but the head makes only 3"):
         hungarian_match(logits, boxes, [too_many, one])
+
+
+def test_score_ordered_match_takes_the_best_scored_candidate_on_each_object():
+    # object 0 (class 0) at the left, object 1 (class 1) at the right, object 2 (class 0) that nothing covers well
+    target = {"labels": torch.tensor([0, 1, 0]),
+              "boxes": torch.tensor([[0.2, 0.2, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.9, 0.1, 0.1]])}
+    boxes = torch.tensor([[[0.2, 0.2, 0.2, 0.2],     # 0: exact box on object 0, score 0.5
+                           [0.21, 0.2, 0.2, 0.2],    # 1: a little off, but the best score: the positive
+                           [0.2, 0.2, 0.2, 0.2],     # 2: exact box, high score for the wrong class only
+                           [0.35, 0.2, 0.2, 0.2],    # 3: top score, IoU < 0.5 with object 0: not eligible
+                           [0.7, 0.7, 0.2, 0.2],     # 4: object 1
+                           [0.5, 0.85, 0.1, 0.1]]])  # 5: the closest to object 2, IoU < 0.5
+    probabilities = torch.tensor([[[0.5, 0.0], [0.6, 0.1], [0.1, 0.95], [0.99, 0.0], [0.0, 0.4], [0.01, 0.0]]])
+    rows, columns = score_ordered_match(probabilities, boxes, [target])[0]
+    assert dict(zip(columns.tolist(), rows.tolist())) == {0: 1, 1: 4, 2: 5}
+    # one candidate per object: two objects under one candidate, the second takes the next best
+    two = {"labels": torch.tensor([0, 0]), "boxes": torch.tensor([[0.2, 0.2, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2]])}
+    rows, columns = score_ordered_match(probabilities, boxes, [two])[0]
+    assert sorted(rows.tolist()) == [0, 1] and sorted(columns.tolist()) == [0, 1]
+    empty = {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}
+    assert [len(x) for x in score_ordered_match(probabilities, boxes, [empty])[0]] == [0, 0]
 
 
 def test_iou_and_giou_by_hand():

@@ -31,7 +31,7 @@ class DetectorConfig:
     head_convs: int = 2  # 3x3 conv layers in each of the class and box towers
     max_filter: bool = False  # DeFCN 3D max filtering gate on the class score (tried: no gain at 20-30 epochs)
     relation_layers: int = 0  # > 0: self-attention among the top candidates re-scores them (relation.py)
-    relation_candidates: int = 300  # how many dense positions become candidates
+    relation_candidates: int = 100  # how many dense positions become candidates (top_k is 100)
     lora_rank: int = 0  # > 0: LoRA on the backbone's attention during training (merged when saved)
     top_k: int = 100  # detections kept per image; no NMS anywhere
     score_threshold: float = 0.3  # what `predict` reports (eval scores all top_k)

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from .box_ops import cxcywh_to_xyxy, generalized_iou
-from .matcher import MatchWeights, hungarian_match
+from .matcher import MatchWeights, hungarian_match, score_ordered_match
 
 CENTRE_COST = 0.0  # off by default (no gain measured on the canvas benchmark); per unit of |offset from the box centre| / box size (L1 over x and y)
 OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
@@ -62,12 +62,15 @@ def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, tar
 
 def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
                    image_size: tuple[int, int], weights: LossWeights = LossWeights(),
-                   match_weights: MatchWeights = MatchWeights()) -> dict[str, torch.Tensor]:
-    """logits (B, N, K), boxes (B, N, 4) normalised cxcywh; targets[i] = {"labels": (T,), "boxes": (T, 4)}."""
+                   match_weights: MatchWeights = MatchWeights(),
+                   matches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    """logits (B, N, K), boxes (B, N, 4) normalised cxcywh; targets[i] = {"labels": (T,), "boxes": (T, 4)}.
+    `matches` (per image: positions, objects) replaces the default assignment (`assign`)."""
     if weights.kind not in CLASSIFICATION_LOSSES:
         raise ValueError(f"unknown classification loss {weights.kind!r}; choose one of {', '.join(CLASSIFICATION_LOSSES)}")
     logits, boxes = logits.float(), boxes.float()
-    matches = assign(logits, boxes, centres, targets, image_size, match_weights, weights.centre_cost)
+    if matches is None:
+        matches = assign(logits, boxes, centres, targets, image_size, match_weights, weights.centre_cost)
     batch_index = torch.cat([torch.full_like(rows, i) for i, (rows, _) in enumerate(matches)]).to(logits.device)
     position_index = torch.cat([rows for rows, _ in matches]).to(logits.device)
     matched_labels = torch.cat([t["labels"][cols] for t, (_, cols) in zip(targets, matches)]).to(logits.device)
@@ -96,13 +99,24 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
 def detector_loss(outputs: dict, targets: list[dict], image_size: tuple[int, int],
                   weights: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
     """The loss of `Detector.forward`'s outputs: the one-to-one loss of the detections, plus, with candidate
-    relations, the same loss of the dense head (auxiliary, added with weight 1; its terms as dense_*)."""
-    losses = detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights)
-    if "dense" in outputs:
-        dense = outputs["dense"]
-        dense_losses = detection_loss(dense["logits"], dense["boxes"], dense["centres"], targets, image_size, weights)
-        losses = {**losses, **{f"dense_{name}": value for name, value in dense_losses.items()}}
-        losses["total"] = losses["total"] + dense_losses["total"]
+    relations, the same loss of the dense head (auxiliary, added with weight 1; its terms as dense_*).
+
+    With relations, the refined candidates are matched by `score_ordered_match` on the dense scores and boxes
+    they started from: the positive for an object is the best-scored candidate on it, which the stage can see.
+    """
+    if "dense" not in outputs:
+        return detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights)
+    dense, index = outputs["dense"], outputs["candidates"]
+
+    def candidates(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().float().gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
+
+    matches = score_ordered_match(candidates(dense["logits"]).sigmoid(), candidates(dense["boxes"]), targets)
+    losses = detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights,
+                            matches=matches)
+    dense_losses = detection_loss(dense["logits"], dense["boxes"], dense["centres"], targets, image_size, weights)
+    losses = {**losses, **{f"dense_{name}": value for name, value in dense_losses.items()}}
+    losses["total"] = losses["total"] + dense_losses["total"]
     return losses
 
 

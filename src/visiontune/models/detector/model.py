@@ -121,7 +121,7 @@ class Detector(nn.Module):
         features = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1)
         logits, boxes, index = self.relations(features, logits, boxes)
         # the detections are the refined candidates; the dense outputs stay for their auxiliary loss
-        return {"logits": logits, "boxes": boxes, "centres": centres[index], "dense": outputs}
+        return {"logits": logits, "boxes": boxes, "centres": centres[index], "candidates": index, "dense": outputs}
 
     def detect(self, pixel_values: torch.Tensor, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NMS-free detections: the top-k (position, class) scores. Returns boxes (B, k, 4) as normalised xyxy,

@@ -63,7 +63,7 @@ class RelationLayer(nn.Module):
 
 
 class CandidateRelations(nn.Module):
-    def __init__(self, channels: int, num_classes: int, layers: int = 2, candidates: int = 300, heads: int = 8):
+    def __init__(self, channels: int, num_classes: int, layers: int = 2, candidates: int = 100, heads: int = 8):
         super().__init__()
         self.candidates = candidates
         self.score_embedding = nn.Linear(num_classes, channels)
