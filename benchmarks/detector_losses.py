@@ -24,7 +24,7 @@ from visiontune.deploy.detector_io import to_pixel_boxes
 from visiontune.models.detector.backbone import load_pretrained_vision_model
 from visiontune.models.detector.config import DetectorConfig
 from visiontune.models.detector.data import DetectionDataset
-from visiontune.models.detector.evaluation import score_predictions
+from visiontune.models.detector.evaluation import duplicate_rate, score_predictions
 from visiontune.models.detector.loss import LossWeights, detector_loss
 from visiontune.models.detector.model import Detector
 from visiontune.zoo.canvases import write_canvases
@@ -88,7 +88,11 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
             model.train()
             metrics = score_predictions(predictions, val, config.classes, ids, 0.3)
             rows.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - started),
-                         **{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")}})
+                         **{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")},
+                         "detections@0.3": metrics["detections_above_threshold"],
+                         "duplicate_rate@0.5": round(duplicate_rate(predictions, 0.5)[0], 4),
+                         "f1_threshold": round(metrics["f1_threshold"] or 0, 3), "f1": round(metrics["f1"], 4),
+                         "duplicate_rate@f1": round(metrics.get("duplicate_rate_at_f1_threshold", 0), 4)})
             print(variant, rows[-1], flush=True)
     return rows
 

@@ -213,6 +213,21 @@ def test_duplicate_rate_counts_what_nms_would_remove():
     assert duplicate_rate(predictions, threshold=0.3) == (0.25, 1, 4)
 
 
+def test_f1_operating_point_by_hand():
+    from visiontune.models.detector.evaluation import f1_operating_point
+
+    box = lambda label, xyxy, score: {"label": label, "box": xyxy, "score": score}  # noqa: E731
+    predictions = [{"boxes": [box("a", [0, 0, 10, 10], 0.9), box("a", [0, 0, 10, 9.5], 0.8),  # hit, duplicate
+                              box("a", [20, 20, 30, 30], 0.4), box("b", [50, 50, 60, 60], 0.2)]}]  # hit, miss
+    references = [{"boxes": [{"label": "a", "box": [0, 0, 10, 10]}, {"label": "a", "box": [20, 20, 30, 30]},
+                             {"label": "b", "box": [0, 0, 5, 5], "crowd": True}]}]  # crowd: not counted
+    operating = f1_operating_point(predictions, references)
+    # at 0.4: 3 detections, 2 hits of 2 objects -> precision 2/3, recall 1 (at 0.9 only F1 2/3)
+    assert operating["f1_threshold"] == 0.4 and operating["f1"] == pytest.approx(0.8)
+    assert operating["f1_precision"] == pytest.approx(2 / 3) and operating["f1_recall"] == 1.0
+    assert f1_operating_point([{"boxes": []}], references)["f1_threshold"] is None
+
+
 def test_assignment_prefers_the_position_nearest_the_centre():
     from visiontune.models.detector.loss import assign
 
@@ -251,10 +266,12 @@ def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backb
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [0.9, 0.5, 0.1, 0.4]]])
     probabilities = torch.tensor([[[0.9, 0.0], [0.6, 0.0], [0.0, 0.8]]])
     geometry = pair_geometry(boxes, probabilities)
-    assert geometry.shape == (1, 3, 3, 7)
+    assert geometry.shape == (1, 3, 3, 8)
     pair = geometry[0, 1, 0]  # candidate 0 seen from candidate 1
-    iou, offset, ratio, agreement, difference = pair[0], pair[1:3], pair[3:5], pair[5], pair[6]
-    assert iou == pytest.approx(1.0) and agreement == pytest.approx(1.0) and difference == pytest.approx(0.3)
+    iou, offset, ratio, agreement, difference, ahead = pair[0], pair[1:3], pair[3:5], pair[5], pair[6], pair[7]
+    assert iou == pytest.approx(1.0) and agreement == pytest.approx(1.0) and ahead == 1
+    assert difference == pytest.approx((np.log(0.9 / 0.1) - np.log(0.6 / 0.4)) / 4)
+    assert geometry[0, 0, 1, 7] == 0 and geometry[0, 0, 1, 6] == pytest.approx(-difference)  # 1 seen from 0
     assert torch.allclose(offset, torch.zeros(2)) and torch.allclose(ratio, torch.zeros(2))
     assert geometry[0, 0, 2, 0] == 0 and geometry[0, 0, 2, 5] == pytest.approx(0.0)  # apart, other class
     assert geometry[0, 0, 2, 1] == pytest.approx(np.log1p(0.4 / 0.2))  # j's centre 2 widths of i to the right

@@ -37,6 +37,40 @@ def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLI
     return (duplicates / kept_total if kept_total else 0.0), duplicates, kept_total
 
 
+def f1_operating_point(predictions: list[dict], references: list[dict], iou: float = 0.5) -> dict:
+    """The score threshold at which the detections have their best F1 (a detection is a true positive when
+    it is the best-scored one of its class on an object, IoU >= iou, as COCO counts at AP50; crowd objects
+    are left out). A threshold fixed in advance says little about a model whose scores run low or high, so
+    the duplicate rate is also reported at this threshold, the one a user would deploy with."""
+    import numpy as np
+
+    scores, hits, objects = [], [], 0
+    for prediction, reference in zip(predictions, references):
+        truths = [b for b in reference["boxes"] if not b.get("crowd")]
+        objects += len(truths)
+        taken = [False] * len(truths)
+        for box in sorted(prediction["boxes"], key=lambda b: -b["score"]):
+            candidates = [i for i, t in enumerate(truths) if t["label"] == box["label"] and not taken[i]]
+            hit = False
+            if candidates:
+                overlaps = pairwise_iou(torch.tensor([box["box"]], dtype=torch.float64),
+                                        torch.tensor([truths[i]["box"] for i in candidates], dtype=torch.float64))[0][0]
+                best = int(overlaps.argmax())
+                if overlaps[best] >= iou:
+                    taken[candidates[best]], hit = True, True
+            scores.append(box["score"]), hits.append(hit)
+    if not scores or not objects:
+        return {"f1_threshold": None, "f1": 0.0, "f1_precision": 0.0, "f1_recall": 0.0}
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    true_positives = np.cumsum(np.asarray(hits)[order])
+    precision = true_positives / np.arange(1, len(order) + 1)
+    recall = true_positives / objects
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(f1.argmax())
+    return {"f1_threshold": float(np.asarray(scores)[order][best]), "f1": float(f1[best]),
+            "f1_precision": float(precision[best]), "f1_recall": float(recall[best])}
+
+
 def score_predictions(predictions: list[dict], records: list[Record], classes: list[str], category_ids: dict[str, int],
                       threshold: float) -> dict:
     """COCO metrics (all top-k detections scored) + the duplicate rate at `threshold`."""
@@ -50,6 +84,10 @@ def score_predictions(predictions: list[dict], records: list[Record], classes: l
     metrics.update(duplicate_rate=rate, duplicates=duplicates, detections_above_threshold=kept,
                    score_threshold=threshold, images=len(records),
                    true_boxes=sum(len(r["boxes"]) for r in references.values()))
+    operating = f1_operating_point(predictions, [references[record.image_key()] for record in records])
+    if operating["f1_threshold"] is not None:
+        operating["duplicate_rate_at_f1_threshold"] = duplicate_rate(predictions, operating["f1_threshold"])[0]
+    metrics.update(operating)
     metrics["detections"] = detections
     return metrics
 

@@ -27,7 +27,7 @@ from .matcher import MatchWeights, hungarian_match, score_ordered_match
 
 CENTRE_COST = 0.0  # off by default (no gain measured on the canvas benchmark); per unit of |offset from the box centre| / box size (L1 over x and y)
 OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
-CLASSIFICATION_LOSSES = ("varifocal", "focal")
+CLASSIFICATION_LOSSES = ("varifocal", "focal", "bce")
 
 
 @dataclass
@@ -85,6 +85,9 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
         probability = logits.sigmoid()
         weight = weights.alpha * probability.detach().pow(weights.gamma) * (target_scores == 0) + target_scores
         classification = (F.binary_cross_entropy_with_logits(logits, target_scores, reduction="none") * weight).sum()
+    elif weights.kind == "bce":
+        target_scores[batch_index, position_index, matched_labels] = 1.0
+        classification = F.binary_cross_entropy_with_logits(logits, target_scores, reduction="sum")
     else:
         target_scores[batch_index, position_index, matched_labels] = 1.0
         classification = _sigmoid_focal(logits, target_scores, 1 - weights.alpha, weights.gamma)

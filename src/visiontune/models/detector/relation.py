@@ -5,11 +5,15 @@ share (the finer pyramid levels are upsampled ViT patches), so two neighbours ca
 for one object (duplicates). Here the top-N candidates (by the dense score) become tokens - their neck
 feature + an embedding of their class scores and box - and pass through a few self-attention layers. The
 attention carries a per-head bias computed from each pair's geometry and agreement (IoU, offsets, size
-ratios, class agreement, score difference), the ingredients of NMS, so a candidate can learn to stand down
+ratios, class agreement, score difference and order), the ingredients of NMS, so a candidate can learn to stand down
 when a stronger one covers the same object ("Relation Networks for Object Detection", Hu et al. 2018;
 the candidate-selection + self-attention stage of two-stage DETRs; the geometric bias as in Relation-DETR).
-It is trained with the same one-to-one loss, so it is still NMS-free: the detections are the top-k of its
-scores. Inputs from the dense head are detached: the dense head is trained by its own (auxiliary) loss.
+It is trained with the one-to-one loss, but matched the way COCO counts a true positive
+(`matcher.score_ordered_match`): an object's positive is the candidate with the best *dense* score among
+those on it (IoU >= 0.5), a fact the stage sees in its inputs, so "stand down when a better-scored candidate
+covers my object" is a rule it can learn exactly (GossipNet, "Learning non-maximum suppression"). Still
+NMS-free: the detections are the top-k of its scores. Inputs from the dense head are detached: the dense
+head is trained by its own (auxiliary) loss.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from torch.nn import functional as F
 
 from .box_ops import cxcywh_to_xyxy, pairwise_iou
 
-GEOMETRY_FEATURES = 7
+GEOMETRY_FEATURES = 8
+PAIR_CHANNELS = 32  # width of a pair's embedded geometry
 
 
 def pair_geometry(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
-    """(B, n, n, 7) features of candidate j seen from candidate i: IoU, signed log offsets of the centres in
-    units of i's size, log size ratios, class agreement (cosine of the class scores), score difference."""
+    """(B, n, n, 8) features of candidate j seen from candidate i: IoU, signed log offsets of the centres in
+    units of i's size, log size ratios, class agreement (cosine of the class scores), the difference of the
+    best class scores as log-odds (/4, clipped), and whether j scores higher than i (0/1). Neighbours on one
+    object often differ by a few hundredths in score; the log-odds and the 0/1 order make "who is ahead" a
+    feature the network does not have to resolve from a tiny number."""
     corners = cxcywh_to_xyxy(boxes)
     iou, _ = pairwise_iou(corners, corners)
     centre, size = boxes[..., :2], boxes[..., 2:].clamp(min=1e-4)
@@ -36,29 +44,37 @@ def pair_geometry(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Ten
     unit = F.normalize(probabilities, dim=-1)
     agreement = unit @ unit.transpose(1, 2)
     best = probabilities.amax(-1)
-    difference = best[:, None, :] - best[:, :, None]
-    return torch.cat([iou[..., None], offset, ratio, agreement[..., None], difference[..., None]], -1)
+    log_odds = torch.log(best.clamp(1e-6, 1 - 1e-6)) - torch.log1p(-best.clamp(1e-6, 1 - 1e-6))
+    difference = ((log_odds[:, None, :] - log_odds[:, :, None]) / 4).clamp(-4, 4)
+    ahead = (best[:, None, :] > best[:, :, None]).to(boxes.dtype)
+    return torch.cat([iou[..., None], offset, ratio, agreement[..., None], difference[..., None], ahead[..., None]], -1)
 
 
 class RelationLayer(nn.Module):
-    """Pre-norm self-attention with an additive per-head bias, then an MLP."""
+    """Pre-norm self-attention with an additive per-head bias, then an MLP. Besides the usual values, each
+    candidate receives the attention-weighted embeddings of its pairs' geometry: neighbours on one object
+    have nearly the same features, so their values alone cannot tell "a better-scored candidate covers my
+    box" from "I attended to myself"; the pair embedding carries exactly that (as GossipNet's pair features)."""
 
-    def __init__(self, channels: int, heads: int, mlp_ratio: float = 2.0):
+    def __init__(self, channels: int, heads: int, pair_channels: int, mlp_ratio: float = 2.0):
         super().__init__()
         self.heads, self.scale = heads, (channels // heads) ** -0.5
         self.attention_norm, self.mlp_norm = nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.projection = nn.Linear(channels, channels)
+        self.pair_projection = nn.Linear(heads * pair_channels, channels)
         hidden = int(channels * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """x (B, n, C), bias (B, heads, n, n), pairs (B, n, n, P): the embedded geometry of j seen from i."""
         batch, count, channels = x.shape
         q, k, v = self.qkv(self.attention_norm(x)).view(batch, count, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         # written out (not scaled_dot_product_attention) so the ONNX export is plain MatMul/Softmax
-        weights = (q @ k.transpose(-1, -2)) * self.scale + bias
-        attended = (weights.softmax(-1) @ v).transpose(1, 2).reshape(batch, count, channels)
-        x = x + self.projection(attended)
+        weights = ((q @ k.transpose(-1, -2)) * self.scale + bias).softmax(-1)
+        attended = (weights @ v).transpose(1, 2).reshape(batch, count, channels)
+        pair_message = (weights.transpose(1, 2) @ pairs).reshape(batch, count, -1)  # (B, n, heads * P)
+        x = x + self.projection(attended) + self.pair_projection(pair_message)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -68,8 +84,10 @@ class CandidateRelations(nn.Module):
         self.candidates = candidates
         self.score_embedding = nn.Linear(num_classes, channels)
         self.box_embedding = nn.Sequential(nn.Linear(4, channels), nn.GELU(), nn.Linear(channels, channels))
-        self.geometry = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, 64), nn.GELU(), nn.Linear(64, heads))
-        self.layers = nn.ModuleList(RelationLayer(channels, heads) for _ in range(layers))
+        self.pair_embedding = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, PAIR_CHANNELS), nn.GELU(),
+                                            nn.Linear(PAIR_CHANNELS, PAIR_CHANNELS))
+        self.pair_bias = nn.Linear(PAIR_CHANNELS, heads)
+        self.layers = nn.ModuleList(RelationLayer(channels, heads, PAIR_CHANNELS) for _ in range(layers))
         self.norm = nn.LayerNorm(channels)
         self.class_logits = nn.Linear(channels, num_classes)
         self.box_delta = nn.Linear(channels, 4)
@@ -92,9 +110,10 @@ class CandidateRelations(nn.Module):
 
         probabilities, candidate_boxes = gather(logits).sigmoid(), gather(boxes)
         x = gather(features) + self.score_embedding(probabilities) + self.box_embedding(candidate_boxes)
-        bias = self.geometry(pair_geometry(candidate_boxes, probabilities)).permute(0, 3, 1, 2)
+        pairs = self.pair_embedding(pair_geometry(candidate_boxes, probabilities))
+        bias = self.pair_bias(pairs).permute(0, 3, 1, 2)
         for layer in self.layers:
-            x = layer(x, bias)
+            x = layer(x, bias, pairs)
         x = self.norm(x)
         delta = self.box_delta(x).float()
         refined = torch.cat([candidate_boxes[..., :2] + delta[..., :2] * candidate_boxes[..., 2:],

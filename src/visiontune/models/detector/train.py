@@ -174,6 +174,8 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
         write_overlays(output / "overlays", eval_records, predictions, classes, detector.config.score_threshold)
         summary["eval"] = {k: v for k, v in metrics.items() if k not in ("detections", "per_class_AP")}
         log(f"best epoch {best['epoch']}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
-            f"duplicate rate {metrics['duplicate_rate']:.4f}; model in {output}")
+            f"duplicate rate {metrics['duplicate_rate']:.4f} at score {metrics['score_threshold']}"
+            + (f", {metrics['duplicate_rate_at_f1_threshold']:.4f} at the best-F1 score {metrics['f1_threshold']:.3f}"
+               if metrics.get("f1_threshold") is not None else "") + f"; model in {output}")
     return summary
 
