@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ...data.records import Record
@@ -42,22 +43,24 @@ def f1_operating_point(predictions: list[dict], references: list[dict], iou: flo
     it is the best-scored one of its class on an object, IoU >= iou, as COCO counts at AP50; crowd objects
     are left out). A threshold fixed in advance says little about a model whose scores run low or high, so
     the duplicate rate is also reported at this threshold, the one a user would deploy with."""
-    import numpy as np
-
     scores, hits, objects = [], [], 0
     for prediction, reference in zip(predictions, references):
         truths = [b for b in reference["boxes"] if not b.get("crowd")]
         objects += len(truths)
-        taken = [False] * len(truths)
-        for box in sorted(prediction["boxes"], key=lambda b: -b["score"]):
-            candidates = [i for i, t in enumerate(truths) if t["label"] == box["label"] and not taken[i]]
-            hit = False
-            if candidates:
-                overlaps = pairwise_iou(torch.tensor([box["box"]], dtype=torch.float64),
-                                        torch.tensor([truths[i]["box"] for i in candidates], dtype=torch.float64))[0][0]
-                best = int(overlaps.argmax())
-                if overlaps[best] >= iou:
-                    taken[candidates[best]], hit = True, True
+        detections = sorted(prediction["boxes"], key=lambda b: -b["score"])
+        if not detections:
+            continue
+        overlaps = np.zeros((len(detections), len(truths)))
+        if truths:
+            overlaps = pairwise_iou(torch.tensor([b["box"] for b in detections], dtype=torch.float64),
+                                    torch.tensor([t["box"] for t in truths], dtype=torch.float64))[0].numpy()
+            same_class = np.array([[b["label"] == t["label"] for t in truths] for b in detections])
+            overlaps = np.where(same_class, overlaps, 0.0)
+        for row, box in enumerate(detections):  # in score order, each to its best free object
+            best = int(overlaps[row].argmax()) if truths else 0
+            hit = bool(truths) and overlaps[row, best] >= iou
+            if hit:
+                overlaps[:, best] = 0.0  # taken
             scores.append(box["score"]), hits.append(hit)
     if not scores or not objects:
         return {"f1_threshold": None, "f1": 0.0, "f1_precision": 0.0, "f1_recall": 0.0}

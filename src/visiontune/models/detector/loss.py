@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from .box_ops import cxcywh_to_xyxy, generalized_iou
 from .matcher import MatchWeights, hungarian_match, score_ordered_match
+from .relation import gather_candidates
 
 CENTRE_COST = 0.0  # off by default (no gain measured on the canvas benchmark); per unit of |offset from the box centre| / box size (L1 over x and y)
 OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
@@ -110,11 +111,8 @@ def detector_loss(outputs: dict, targets: list[dict], image_size: tuple[int, int
     if "dense" not in outputs:
         return detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights)
     dense, index = outputs["dense"], outputs["candidates"]
-
-    def candidates(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.detach().float().gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
-
-    matches = score_ordered_match(candidates(dense["logits"]).sigmoid(), candidates(dense["boxes"]), targets)
+    probabilities = gather_candidates(dense["logits"].detach().float(), index).sigmoid()
+    matches = score_ordered_match(probabilities, gather_candidates(dense["boxes"].detach().float(), index), targets)
     losses = detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights,
                             matches=matches)
     dense_losses = detection_loss(dense["logits"], dense["boxes"], dense["centres"], targets, image_size, weights)

@@ -86,7 +86,7 @@ def score_ordered_match(probabilities: torch.Tensor, boxes: torch.Tensor, target
             matches.append((empty, empty))
             continue
         overlaps, _ = pairwise_iou(cxcywh_to_xyxy(boxes[index].float()),
-                                        cxcywh_to_xyxy(target["boxes"].float().to(boxes.device)))
+                                   cxcywh_to_xyxy(target["boxes"].float().to(boxes.device)))
         scores = probabilities[index][:, labels].float()  # (n, T): each candidate's score for each object's class
         eligible = torch.where(overlaps >= iou_threshold, scores + 1e-6 * overlaps, torch.full_like(scores, -1.0))
         rows, columns = [], []

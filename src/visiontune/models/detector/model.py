@@ -20,7 +20,7 @@ from .config import CONFIG_FILE, PRESETS, WEIGHTS_FILE, DetectorConfig
 from .head import OneToOneHead
 from .neck import MixFFNNeck
 from .pyramid import SimpleFeaturePyramid
-from .relation import CandidateRelations
+from .relation import CandidateRelations, gather_candidates
 
 
 class Detector(nn.Module):
@@ -135,7 +135,7 @@ class Detector(nn.Module):
         top_scores, index = scores.topk(k, dim=1)
         num_classes = outputs["logits"].shape[-1]
         positions, labels = index // num_classes, index % num_classes
-        boxes = cxcywh_to_xyxy(outputs["boxes"]).gather(1, positions.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = gather_candidates(cxcywh_to_xyxy(outputs["boxes"]), positions)
         return boxes, top_scores, labels
 
     @torch.no_grad()

@@ -18,7 +18,6 @@ head is trained by its own (auxiliary) loss.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,6 +26,11 @@ from .box_ops import cxcywh_to_xyxy, pairwise_iou
 
 GEOMETRY_FEATURES = 8
 PAIR_CHANNELS = 32  # width of a pair's embedded geometry
+
+
+def gather_candidates(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, n, D) rows of tensor (B, N, D) at the (B, n) candidate positions."""
+    return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
 
 
 def pair_geometry(boxes: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
@@ -104,12 +108,9 @@ class CandidateRelations(nn.Module):
         logits, boxes = logits.detach().float(), boxes.detach().float()
         count = min(self.candidates, logits.shape[1])
         index = logits.amax(-1).topk(count, dim=1).indices
-
-        def gather(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.gather(1, index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]))
-
-        probabilities, candidate_boxes = gather(logits).sigmoid(), gather(boxes)
-        x = gather(features) + self.score_embedding(probabilities) + self.box_embedding(candidate_boxes)
+        candidate_logits, candidate_boxes = gather_candidates(logits, index), gather_candidates(boxes, index)
+        probabilities = candidate_logits.sigmoid()
+        x = gather_candidates(features, index) + self.score_embedding(probabilities) + self.box_embedding(candidate_boxes)
         pairs = self.pair_embedding(pair_geometry(candidate_boxes, probabilities))
         bias = self.pair_bias(pairs).permute(0, 3, 1, 2)
         for layer in self.layers:
@@ -118,4 +119,4 @@ class CandidateRelations(nn.Module):
         delta = self.box_delta(x).float()
         refined = torch.cat([candidate_boxes[..., :2] + delta[..., :2] * candidate_boxes[..., 2:],
                              candidate_boxes[..., 2:] * torch.exp(delta[..., 2:].clamp(-4, 4))], -1)
-        return gather(logits) + self.class_logits(x).float(), refined, index
+        return candidate_logits + self.class_logits(x).float(), refined, index
