@@ -47,7 +47,11 @@ def backbone_features(model: Detector, dataset: DetectionDataset) -> torch.Tenso
     return torch.cat(batches)
 
 
-def train_and_score(variant: str, args, vision, config, train_features, targets, val_features, val, ids) -> list[dict]:
+def train_and_score(variant: str, args, vision, config, train_features, targets, val_features, val, ids,
+                    on_batch=None, on_epoch=None) -> tuple[list[dict], Detector]:
+    """Train one variant on the cached features, scoring every epochs // 4 epochs. Optional hooks for the
+    diagnostics (`detector_duplicates.py`): on_batch(outputs, batch_indices) after each forward, on_epoch(epoch,
+    model) after each epoch."""
     kind, _, extra = variant.partition("+")
     if extra not in ("", "relations"):
         raise ValueError(f"unknown variant {variant!r}: write a loss name, optionally followed by +relations")
@@ -70,6 +74,8 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
         for start in range(0, len(targets) - args.batch_size + 1, args.batch_size):
             index = permutation[start:start + args.batch_size]
             outputs = model.forward_from_backbone(train_features[index], size)
+            if on_batch is not None:
+                on_batch(outputs, index.tolist())
             loss = detector_loss(outputs, [targets[i] for i in index], size, weights)["total"]
             optimizer.zero_grad()
             loss.backward()
@@ -94,11 +100,13 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
                          "f1_threshold": round(metrics["f1_threshold"] or 0, 3), "f1": round(metrics["f1"], 4),
                          "duplicate_rate@f1": round(metrics.get("duplicate_rate_at_f1_threshold", 0), 4)})
             print(variant, rows[-1], flush=True)
-    return rows
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+    return rows, model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def study_arguments(description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--output", default="runs/bench_detector_losses")
     parser.add_argument("--items", default=None, help="folder of Fashion-MNIST idx files (default: the zoo's)")
     parser.add_argument("--backbone", default="dinov2-small")
@@ -109,12 +117,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=["varifocal", "focal"],
-                        help="loss names, each optionally +relations (e.g. focal+relations)")
     parser.add_argument("--relation-layers", type=int, default=2)
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
+    return parser
 
+
+def prepare_study(args) -> dict:
+    """Canvases (written once under --output), the frozen backbone's features of every canvas, the targets."""
+    torch.manual_seed(args.seed)
     root = Path(args.output)
     quiet = {"log": lambda *_: None}
     train, classes, ids = load_box_records(DataSpec(str(canvases(root, "train", args.train, 0, "train", args))), **quiet)
@@ -124,13 +133,21 @@ def main() -> None:
                             image_size=(args.size, args.size), image_mean=mean, image_std=std)
     probe = Detector(config, vision).eval()
     train_set = DetectionDataset(train, classes, config.image_size)
-    train_features = backbone_features(probe, train_set)
-    val_features = backbone_features(probe, DetectionDataset(val, classes, config.image_size))
-    targets = [train_set[i][1] for i in range(len(train_set))]
-    results = {variant: train_and_score(variant, args, vision, config, train_features, targets, val_features, val, ids)
-               for variant in args.variants}
-    (root / "results.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
-    print(f"wrote {root / 'results.json'}")
+    return {"vision": vision, "config": config, "train_features": backbone_features(probe, train_set),
+            "targets": [train_set[i][1] for i in range(len(train_set))],
+            "val_features": backbone_features(probe, DetectionDataset(val, classes, config.image_size)),
+            "val": val, "ids": ids}
+
+
+def main() -> None:
+    parser = study_arguments()
+    parser.add_argument("--variants", nargs="+", default=["varifocal", "focal"],
+                        help="loss names, each optionally +relations (e.g. focal+relations)")
+    args = parser.parse_args()
+    study = prepare_study(args)
+    results = {variant: train_and_score(variant, args, **study)[0] for variant in args.variants}
+    (Path(args.output) / "results.json").write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
+    print(f"wrote {Path(args.output) / 'results.json'}")
 
 
 if __name__ == "__main__":
