@@ -38,15 +38,17 @@ def level_and_cell(position: int, sizes: list[tuple[int, int]]) -> tuple[int, in
     raise ValueError("position beyond the last level")
 
 
-def duplicate_anatomy(outputs: dict, sizes: list[tuple[int, int]]) -> tuple[Counter, int]:
-    """Kinds of duplicate pairs at THRESHOLD over a batch of outputs, and the detections above it."""
-    kinds, detections = Counter(), 0
+def duplicate_anatomy(outputs: dict, sizes: list[tuple[int, int]]) -> tuple[Counter, int, list[tuple[float, float]]]:
+    """Kinds of duplicate pairs at THRESHOLD over a batch of outputs, the detections above it, and each pair's
+    (better score, duplicate score)."""
+    kinds, detections, pair_scores = Counter(), 0, []
     positions_of = outputs.get("candidates")
     for image in range(len(outputs["logits"])):
         probabilities = outputs["logits"][image].sigmoid()
         rows, labels = (probabilities >= THRESHOLD).nonzero(as_tuple=True)
         order = probabilities[rows, labels].argsort(descending=True)
         rows, labels = rows[order], labels[order]
+        scores = probabilities[rows, labels]
         corners = cxcywh_to_xyxy(outputs["boxes"][image][rows])
         overlaps, _ = pairwise_iou(corners, corners)
         detections += len(rows)
@@ -55,11 +57,12 @@ def duplicate_anatomy(outputs: dict, sizes: list[tuple[int, int]]) -> tuple[Coun
             if not better:
                 continue
             j = max(better, key=lambda j: float(overlaps[i, j]))
+            pair_scores.append((float(scores[j]), float(scores[i])))
             at = [int(rows[k]) if positions_of is None else int(positions_of[image, rows[k]]) for k in (i, j)]
             (level_i, y_i, x_i), (level_j, y_j, x_j) = (level_and_cell(p, sizes) for p in at)
             kinds[f"level {level_i}, {max(abs(y_i - y_j), abs(x_i - x_j))} cell(s) apart" if level_i == level_j
                   else f"levels {level_j} and {level_i}"] += 1
-    return kinds, detections
+    return kinds, detections, pair_scores
 
 
 def main() -> None:
@@ -118,9 +121,13 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         outputs = model.forward_from_backbone(study["val_features"], size)
-    kinds, detections = duplicate_anatomy(outputs, model.pyramid.level_sizes(*size))
+    kinds, detections, pair_scores = duplicate_anatomy(outputs, model.pyramid.level_sizes(*size))
     print(f"validation duplicates at score >= {THRESHOLD}: {sum(kinds.values())} of {detections} detections; "
           + ", ".join(f"{kind}: {count}" for kind, count in kinds.most_common()))
+    if pair_scores:
+        gaps = sorted(better - duplicate for better, duplicate in pair_scores)
+        print(f"pair scores: better {sum(b for b, _ in pair_scores) / len(pair_scores):.3f}, duplicate "
+              f"{sum(d for _, d in pair_scores) / len(pair_scores):.3f} on average; median gap {gaps[len(gaps) // 2]:.3f}")
 
 
 if __name__ == "__main__":
