@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--max-filter", action="store_true", help="DeFCN 3D max-filtering gate in the head")
     parser.add_argument("--classification-loss", default="focal", help="focal | bce | varifocal")
     parser.add_argument("--relation-layers", type=int, default=None, help="candidate relation layers (default 0 = off)")
+    parser.add_argument("--relation-kind", default="attention", help="attention | pooling")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--throughput-size", type=int, default=640)
     parser.add_argument("--throughput-batch", type=int, default=32)
@@ -135,7 +136,8 @@ def main() -> None:
             data=str(train_json), eval_data=str(val_json), output=str(model_dir), backbone=args.backbone,
             preset=args.preset, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, lora_rank=args.lora_rank, centre_cost=args.centre_cost, max_filter=args.max_filter,
-            relation_layers=args.relation_layers, classification_loss=args.classification_loss, workers=args.workers,
+            relation_layers=args.relation_layers, relation_kind=args.relation_kind,
+            classification_loss=args.classification_loss, workers=args.workers,
             eval_every=max(1, args.epochs // 4)))
         results["train_minutes"] = (time.perf_counter() - started) / 60
         results["parameters"] = summary["parameters"]

@@ -56,14 +56,15 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
     if extra not in ("", "relations"):
         raise ValueError(f"unknown variant {variant!r}: write a loss name, optionally followed by +relations")
     torch.manual_seed(args.seed)
-    config = dataclasses.replace(config, relation_layers=args.relation_layers if extra else 0)
+    config = dataclasses.replace(config, relation_layers=args.relation_layers if extra else 0,
+                                 relation_kind=args.relation_kind, max_filter=args.max_filter)
     model = Detector(config, vision).train()
     size = config.image_size
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=0.05)
     steps = args.epochs * (len(targets) // args.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.learning_rate, total_steps=steps, pct_start=0.05)
-    weights = LossWeights(kind=kind)
+    weights = LossWeights(kind=kind, rank=args.rank)
 
     def detect(features):  # Detector.detect from cached features
         return model.top_detections(model.forward_from_backbone(features, size))
@@ -118,6 +119,11 @@ def study_arguments(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--relation-layers", type=int, default=2)
+    parser.add_argument("--relation-kind", default="attention", choices=("attention", "pooling"))
+    parser.add_argument("--max-filter", action="store_true", help="the head's 3D max-filtering gate (head.py)")
+    parser.add_argument("--rank", type=float, default=0.0, help="weight of the near-duplicate ranking term")
+    parser.add_argument("--strides", type=int, nargs="+", default=None,
+                        help="pyramid strides (default: the detector's, 8 16 32)")
     return parser
 
 
@@ -130,7 +136,8 @@ def prepare_study(args) -> dict:
     val, _, _ = load_box_records(DataSpec(str(canvases(root, "val", args.val, 1, "test", args))), classes, **quiet)
     vision, vision_config, mean, std = load_pretrained_vision_model(args.backbone, **quiet)
     config = DetectorConfig(classes=classes, backbone=args.backbone, backbone_config=vision_config,
-                            image_size=(args.size, args.size), image_mean=mean, image_std=std)
+                            image_size=(args.size, args.size), image_mean=mean, image_std=std,
+                            **({"strides": tuple(args.strides)} if args.strides else {}))
     probe = Detector(config, vision).eval()
     train_set = DetectionDataset(train, classes, config.image_size)
     return {"vision": vision, "config": config, "train_features": backbone_features(probe, train_set),

@@ -123,9 +123,11 @@ def test_lora_trains_adapters_only_and_merges_on_save(backbone, canvases, tmp_pa
 @pytest.mark.parametrize("family,patch", [("clip", 16), ("siglip", 16), ("dinov2", 14)])
 def test_vit_families_and_non_square_inputs(tmp_path, family, patch):
     folder = _save_tiny_vit(tmp_path / family, family, patch)
-    # the optional parts on one family each: the 3D max-filter head, candidate relations (64 candidates)
+    # the optional parts on one family each: the 3D max-filter head, candidate relations (64 candidates) by
+    # attention and by pair pooling
     model = Detector.create(["a", "b", "c"], backbone=folder, image_size=(96, 130), neck_channels=32, log=QUIET,
-                            max_filter=family == "clip", relation_layers=int(family == "siglip"),
+                            max_filter=family == "clip", relation_layers=int(family != "clip"),
+                            relation_kind="pooling" if family == "dinov2" else "attention",
                             relation_candidates=64).eval()
     out = model(torch.rand(2, 3, 96, 130))
     sizes = [(12, 17), (6, 9), (3, 5)]  # ceil(96 / s), ceil(130 / s) for s = 8, 16, 32

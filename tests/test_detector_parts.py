@@ -88,3 +88,22 @@ def test_pyramid_levels_have_the_stride_sizes(patch, height, width):
     expected = [(-(-height // s), -(-width // s)) for s in (4, 8, 16, 32)]
     assert [tuple(level.shape) for level in levels] == [(2, 16, h, w) for h, w in expected]
     levels[0].sum().backward()  # every level is differentiable back to the ViT map
+
+
+def test_near_duplicate_ranking_by_hand():
+    from visiontune.models.detector.loss import RANK_MARGIN, near_duplicate_ranking
+
+    # position 0 is matched to the object; 1 predicts nearly its box (a near duplicate); 2 is elsewhere;
+    # 3 is on the object but matched to another object of the same class, so it is nobody's duplicate
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1],
+                           [0.5, 0.5, 0.2, 0.21]]])
+    logits = torch.tensor([[[0.0, 5.0], [1.0, 9.0], [9.0, 9.0], [9.0, 9.0]]], requires_grad=True)
+    targets = [{"labels": torch.tensor([0, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])}]
+    matches = [(torch.tensor([0, 3]), torch.tensor([0, 1]))]
+    loss = near_duplicate_ranking(logits, boxes, targets, matches)
+    # each object's only near duplicate is position 1 (class-0 logit 1): 0 and 3 are matched positions
+    expected = (torch.nn.functional.softplus(torch.tensor(1.0 - 0.0 + RANK_MARGIN))
+                + torch.nn.functional.softplus(torch.tensor(1.0 - 9.0 + RANK_MARGIN)))
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert logits.grad[0, 2].abs().sum() == 0 and logits.grad[0, :, 1].abs().sum() == 0  # far away / other class

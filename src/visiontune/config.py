@@ -212,7 +212,9 @@ class DetectorTrainSettings:
                 "at GPU scale) | varifocal (IoU target; more duplicates)"})
     max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head"})
     relation_layers: int | None = field(default=None, metadata={
-        "help": "self-attention layers among the top candidates that re-score them (default 0 = off)"})
+        "help": "layers among the top candidates that re-score them (default 0 = off)"})
+    relation_kind: str = field(default="attention", metadata={
+        "help": "how the candidates see each other: attention | pooling (GossipNet's max over pairs)"})
     centre_cost: float = field(default=0.0, metadata={"help": "matching cost per box-size of distance from the "
                                                                "object's centre (keeps the one-to-one pick stable)"})
     augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})

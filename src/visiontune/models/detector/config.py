@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_FILE, WEIGHTS_FILE = "detector.json", "model.safetensors"
+RELATION_KINDS = ("attention", "pooling")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -31,10 +32,15 @@ class DetectorConfig:
     head_convs: int = 2  # 3x3 conv layers in each of the class and box towers
     max_filter: bool = False  # DeFCN 3D max filtering gate on the class score (tried: no gain at 20-30 epochs)
     relation_layers: int = 0  # > 0: self-attention among the top candidates re-scores them (relation.py)
+    relation_kind: str = "attention"  # how candidates see each other: "attention" or "pooling" (GossipNet's max)
     relation_candidates: int = 100  # how many dense positions become candidates (top_k is 100)
     lora_rank: int = 0  # > 0: LoRA on the backbone's attention during training (merged when saved)
     top_k: int = 100  # detections kept per image; no NMS anywhere
     score_threshold: float = 0.3  # what `predict` reports (eval scores all top_k)
+
+    def __post_init__(self):
+        if self.relation_kind not in RELATION_KINDS:
+            raise ValueError(f"unknown relation kind {self.relation_kind!r}; choose one of {', '.join(RELATION_KINDS)}")
 
     @property
     def num_classes(self) -> int:

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .box_ops import cxcywh_to_xyxy, generalized_iou
+from .box_ops import cxcywh_to_xyxy, generalized_iou, pairwise_iou
 from .matcher import MatchWeights, hungarian_match, score_ordered_match
 from .relation import gather_candidates
 
 CENTRE_COST = 0.0  # off by default (no gain measured on the canvas benchmark); per unit of |offset from the box centre| / box size (L1 over x and y)
 OUTSIDE_BOX_COST = 1e4  # positions whose centre is outside the box are matched only if nothing else is left
 CLASSIFICATION_LOSSES = ("varifocal", "focal", "bce")
+NEAR_DUPLICATE_IOU = 0.5  # an unmatched position whose box overlaps an object this much is one of its near duplicates
+RANK_MARGIN = 2.0  # in logits: the matched position should score this much above its near duplicates
 
 
 @dataclass
@@ -40,6 +42,7 @@ class LossWeights:
     alpha: float = 0.75  # negative weight (varifocal); focal weighs positives by 1 - alpha = 0.25
     gamma: float = 2.0
     centre_cost: float = CENTRE_COST
+    rank: float = 0.0  # > 0: weight of the margin ranking term against each object's near duplicates
 
 
 def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
@@ -97,7 +100,35 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
               "giou": (1 - giou).sum() / count}
     losses["total"] = (weights.classification * losses["classification"] + weights.l1 * losses["l1"]
                        + weights.giou * losses["giou"])
+    if weights.rank > 0:
+        losses["rank"] = near_duplicate_ranking(logits, boxes, targets, matches) / count
+        losses["total"] = losses["total"] + weights.rank * losses["rank"]
     return losses
+
+
+def near_duplicate_ranking(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict],
+                           matches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Sum over objects of the mean logistic ranking loss softplus(l_n - l_m + RANK_MARGIN) between the matched
+    position m and each near duplicate n (unmatched, its box IoU >= NEAR_DUPLICATE_IOU with the object), in
+    the object's class. Classification alone spreads its push over every negative; this one puts it on the
+    neighbours that would be duplicates, and only until the matched one is ahead by the margin (the ranking
+    loss of PSS, "Object Detection Made Simpler by Eliminating Heuristic NMS")."""
+    total = logits.new_zeros(())
+    for image, (rows, columns) in enumerate(matches):
+        if len(rows) == 0:
+            continue
+        rows, columns = rows.to(logits.device), columns.to(logits.device)
+        labels = targets[image]["labels"].to(logits.device)[columns]
+        target_boxes = targets[image]["boxes"].to(logits.device).float()[columns]
+        with torch.no_grad():
+            overlaps, _ = pairwise_iou(cxcywh_to_xyxy(boxes[image].detach()), cxcywh_to_xyxy(target_boxes))
+            near = overlaps >= NEAR_DUPLICATE_IOU  # (N, T)
+            near[rows] = False  # matched positions are no one's near duplicate
+        image_logits = logits[image][:, labels]  # (N, T): every position's logit for each object's class
+        matched = image_logits[rows, torch.arange(len(rows), device=logits.device)]
+        pair_losses = F.softplus(image_logits - matched[None, :] + RANK_MARGIN) * near
+        total = total + (pair_losses.sum(0) / near.sum(0).clamp(min=1)).sum()
+    return total
 
 
 def detector_loss(outputs: dict, targets: list[dict], image_size: tuple[int, int],

@@ -37,7 +37,8 @@ class Detector(nn.Module):
         self.head = OneToOneHead(config.neck_channels, config.num_classes, len(config.strides), config.head_convs,
                                  config.max_filter)
         self.relations = (CandidateRelations(config.neck_channels, config.num_classes, config.relation_layers,
-                                             config.relation_candidates) if config.relation_layers > 0 else None)
+                                             config.relation_candidates, kind=config.relation_kind)
+                          if config.relation_layers > 0 else None)
         self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
 

@@ -14,6 +14,10 @@ those on it (IoU >= 0.5), a fact the stage sees in its inputs, so "stand down wh
 covers my object" is a rule it can learn exactly (GossipNet, "Learning non-maximum suppression"). Still
 NMS-free: the detections are the top-k of its scores. Inputs from the dense head are detached: the dense
 head is trained by its own (auxiliary) loss.
+
+Two kinds of layer (`relation_kind`): "attention" (`RelationLayer`, above) or "pooling" (`PairPoolingLayer`,
+GossipNet's max over pair messages). Neither has yet lowered the duplicate rate in the CPU study
+(BENCHMARKS.md), so the stage is off by default.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .box_ops import cxcywh_to_xyxy, pairwise_iou
+from .config import RELATION_KINDS
 
 GEOMETRY_FEATURES = 8
 PAIR_CHANNELS = 32  # width of a pair's embedded geometry
@@ -82,16 +87,46 @@ class RelationLayer(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class CandidateRelations(nn.Module):
-    def __init__(self, channels: int, num_classes: int, layers: int = 2, candidates: int = 100, heads: int = 8):
+class PairPoolingLayer(nn.Module):
+    """GossipNet's block ("Learning non-maximum suppression", Hosang et al. 2017): every pair (i, j) makes a
+    message from i's and j's features and their geometry, and i keeps the elementwise max over all j (itself
+    included). "Is there a better-scored candidate of my class on my box?" is an *exists* question: a max
+    answers it from the one pair that matters, with that pair's full gradient, where softmax attention over
+    100 candidates starts nearly uniform and dilutes it a hundredfold."""
+
+    def __init__(self, channels: int, pair_channels: int, hidden: int = 128, mlp_ratio: float = 2.0):
         super().__init__()
+        self.norm, self.mlp_norm = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.own, self.other, self.pair = (nn.Linear(channels, hidden), nn.Linear(channels, hidden),
+                                           nn.Linear(pair_channels, hidden))
+        self.message = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden))
+        self.projection = nn.Linear(hidden, channels)
+        widened = int(channels * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(channels, widened), nn.GELU(), nn.Linear(widened, channels))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """x (B, n, C), pairs (B, n, n, P): the embedded geometry of j seen from i; `bias` is unused (the
+        attention layer's signature)."""
+        h = self.norm(x)
+        messages = self.message(self.own(h)[:, :, None] + self.other(h)[:, None, :] + self.pair(pairs))
+        x = x + self.projection(F.gelu(messages.amax(2)))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class CandidateRelations(nn.Module):
+    def __init__(self, channels: int, num_classes: int, layers: int = 2, candidates: int = 100, heads: int = 8,
+                 kind: str = "attention"):
+        super().__init__()
+        if kind not in RELATION_KINDS:
+            raise ValueError(f"unknown relation kind {kind!r}; choose one of {', '.join(RELATION_KINDS)}")
         self.candidates = candidates
         self.score_embedding = nn.Linear(num_classes, channels)
         self.box_embedding = nn.Sequential(nn.Linear(4, channels), nn.GELU(), nn.Linear(channels, channels))
         self.pair_embedding = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, PAIR_CHANNELS), nn.GELU(),
                                             nn.Linear(PAIR_CHANNELS, PAIR_CHANNELS))
         self.pair_bias = nn.Linear(PAIR_CHANNELS, heads)
-        self.layers = nn.ModuleList(RelationLayer(channels, heads, PAIR_CHANNELS) for _ in range(layers))
+        self.layers = nn.ModuleList((RelationLayer(channels, heads, PAIR_CHANNELS) if kind == "attention"
+                                     else PairPoolingLayer(channels, PAIR_CHANNELS)) for _ in range(layers))
         self.norm = nn.LayerNorm(channels)
         self.class_logits = nn.Linear(channels, num_classes)
         self.box_delta = nn.Linear(channels, 4)
