@@ -16,8 +16,8 @@ NMS-free: the detections are the top-k of its scores. Inputs from the dense head
 head is trained by its own (auxiliary) loss.
 
 Two kinds of layer (`relation_kind`): "attention" (`RelationLayer`, above) or "pooling" (`PairPoolingLayer`,
-GossipNet's max over pair messages). Neither has yet lowered the duplicate rate in the CPU study
-(BENCHMARKS.md), so the stage is off by default.
+GossipNet's max over pair messages). Neither has clearly lowered the duplicate rate in the CPU study
+(pooling, at 900 steps: 0.056 vs 0.069 at 0.3, same AP; BENCHMARKS.md), so the stage is off by default.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class PairPoolingLayer(nn.Module):
         widened = int(channels * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(channels, widened), nn.GELU(), nn.Linear(widened, channels))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        """x (B, n, C), pairs (B, n, n, P): the embedded geometry of j seen from i; `bias` is unused (the
-        attention layer's signature)."""
+    def forward(self, x: torch.Tensor, bias: None, pairs: torch.Tensor) -> torch.Tensor:
+        """x (B, n, C), pairs (B, n, n, P): the embedded geometry of j seen from i (`bias` is the attention
+        layer's; pooling has none)."""
         h = self.norm(x)
         messages = self.message(self.own(h)[:, :, None] + self.other(h)[:, None, :] + self.pair(pairs))
         x = x + self.projection(F.gelu(messages.amax(2)))
@@ -124,7 +124,7 @@ class CandidateRelations(nn.Module):
         self.box_embedding = nn.Sequential(nn.Linear(4, channels), nn.GELU(), nn.Linear(channels, channels))
         self.pair_embedding = nn.Sequential(nn.Linear(GEOMETRY_FEATURES, PAIR_CHANNELS), nn.GELU(),
                                             nn.Linear(PAIR_CHANNELS, PAIR_CHANNELS))
-        self.pair_bias = nn.Linear(PAIR_CHANNELS, heads)
+        self.pair_bias = nn.Linear(PAIR_CHANNELS, heads) if kind == "attention" else None
         self.layers = nn.ModuleList((RelationLayer(channels, heads, PAIR_CHANNELS) if kind == "attention"
                                      else PairPoolingLayer(channels, PAIR_CHANNELS)) for _ in range(layers))
         self.norm = nn.LayerNorm(channels)
@@ -147,7 +147,7 @@ class CandidateRelations(nn.Module):
         probabilities = candidate_logits.sigmoid()
         x = gather_candidates(features, index) + self.score_embedding(probabilities) + self.box_embedding(candidate_boxes)
         pairs = self.pair_embedding(pair_geometry(candidate_boxes, probabilities))
-        bias = self.pair_bias(pairs).permute(0, 3, 1, 2)
+        bias = self.pair_bias(pairs).permute(0, 3, 1, 2) if self.pair_bias is not None else None
         for layer in self.layers:
             x = layer(x, bias, pairs)
         x = self.norm(x)
