@@ -17,6 +17,11 @@ RELATION_KINDS = ("attention", "pooling")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def check_relation_kind(kind: str) -> None:
+    if kind not in RELATION_KINDS:
+        raise ValueError(f"unknown relation kind {kind!r}; choose one of {', '.join(RELATION_KINDS)}")
+
+
 @dataclass
 class DetectorConfig:
     classes: list[str]
@@ -39,8 +44,7 @@ class DetectorConfig:
     score_threshold: float = 0.3  # what `predict` reports (eval scores all top_k)
 
     def __post_init__(self):
-        if self.relation_kind not in RELATION_KINDS:
-            raise ValueError(f"unknown relation kind {self.relation_kind!r}; choose one of {', '.join(RELATION_KINDS)}")
+        check_relation_kind(self.relation_kind)
 
     @property
     def num_classes(self) -> int:

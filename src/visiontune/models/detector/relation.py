@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .box_ops import cxcywh_to_xyxy, pairwise_iou
-from .config import RELATION_KINDS
+from .config import check_relation_kind
 
 GEOMETRY_FEATURES = 8
 PAIR_CHANNELS = 32  # width of a pair's embedded geometry
@@ -117,8 +117,7 @@ class CandidateRelations(nn.Module):
     def __init__(self, channels: int, num_classes: int, layers: int = 2, candidates: int = 100, heads: int = 8,
                  kind: str = "attention"):
         super().__init__()
-        if kind not in RELATION_KINDS:
-            raise ValueError(f"unknown relation kind {kind!r}; choose one of {', '.join(RELATION_KINDS)}")
+        check_relation_kind(kind)
         self.candidates = candidates
         self.score_embedding = nn.Linear(num_classes, channels)
         self.box_embedding = nn.Sequential(nn.Linear(4, channels), nn.GELU(), nn.Linear(channels, channels))
