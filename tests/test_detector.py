@@ -262,7 +262,8 @@ def test_augmentations_keep_boxes_on_their_objects():
             assert pixels.sum() < 0.5 * 20 * 40 + 1  # dropped only when most of the object was cropped away
 
 
-def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backbone):
+@pytest.mark.parametrize("kind", ["attention", "pooling"])
+def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backbone, kind):
     from visiontune.models.detector.relation import pair_geometry
 
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [0.9, 0.5, 0.1, 0.4]]])
@@ -281,7 +282,7 @@ def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backb
     # zero corrections at the start: the refined detections are the dense head's own top-k
     classes = ["circle", "square", "triangle"]
     model = Detector.create(classes, backbone=backbone, image_size=(128, 128), neck_channels=32, log=QUIET,
-                            relation_layers=2, relation_candidates=40).eval()
+                            relation_layers=2, relation_candidates=40, relation_kind=kind).eval()
     out = model(torch.rand(2, 3, 128, 128))
     dense_boxes, dense_scores, dense_labels = model.top_detections(out["dense"], top_k=20)
     boxes, scores, labels = model.top_detections(out, top_k=20)
@@ -300,3 +301,8 @@ def test_candidate_relations_start_as_the_dense_head_and_see_pair_geometry(backb
     losses["total"].backward()
     assert model.relations.class_logits.weight.grad.abs().sum() > 0
     assert model.head.class_logits.weight.grad.abs().sum() > 0
+    # after one step the corrections are no longer zero, so the layers below them get gradient too
+    torch.optim.SGD(model.relations.parameters(), lr=0.1).step()
+    model.zero_grad()
+    detector_loss(model(torch.rand(2, 3, 128, 128)), targets, (128, 128))["total"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.relations.layers[0].parameters())

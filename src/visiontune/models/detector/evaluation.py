@@ -30,11 +30,14 @@ def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLI
     for prediction in predictions:
         kept = sorted((b for b in prediction["boxes"] if b["score"] >= threshold), key=lambda b: -b["score"])
         kept_total += len(kept)
-        for index, box in enumerate(kept):
-            better = [b["box"] for b in kept[:index] if b["label"] == box["label"]]
-            overlaps = pairwise_iou(torch.tensor([box["box"]]), torch.tensor(better))[0] if better else None
-            if overlaps is not None and (overlaps > iou).any():
-                duplicates += 1
+        if len(kept) < 2:
+            continue
+        corners = torch.tensor([b["box"] for b in kept], dtype=torch.float64)
+        overlaps = pairwise_iou(corners, corners)[0]
+        class_index = {label: i for i, label in enumerate({b["label"] for b in kept})}
+        labels = torch.tensor([class_index[b["label"]] for b in kept])
+        better = torch.ones(len(kept), len(kept), dtype=torch.bool).tril(-1)  # [i, j]: j is scored above i
+        duplicates += int(((overlaps > iou) & (labels[:, None] == labels[None, :]) & better).any(1).sum())
     return (duplicates / kept_total if kept_total else 0.0), duplicates, kept_total
 
 
