@@ -1,0 +1,201 @@
+"""Can the candidate-relation stage learn to stand duplicates down when the dense head under it holds still?
+
+Cached-feature study (`detector_losses.py`): phase 1 trains the dense one-to-one detector (no relations) and
+keeps it; phase 2 freezes it, caches its outputs on every canvas, and trains only the relation stage
+(`relation.CandidateRelations`) on them, matched by `score_ordered_match` as in `detector_loss`. Trained
+jointly, the stage chases a dense head whose scores (and so which candidate is "ahead") move every step;
+here its inputs are fixed, so what it cannot learn here it cannot learn at all.
+
+--score-noise adds Gaussian noise (in logits) to the dense scores the stage sees during training, and the
+positives are matched on the noisy scores: every near-tie between neighbours becomes a fresh example of
+"the better-scored one stays, the other stands down", which the few duplicates of the training canvases alone
+do not give.
+
+--stage-train N trains the stage on N fresh canvases instead (the dense head's outputs on images it never saw,
+as on a user's new images, and more distinct scenes); --stage-views N on N augmented views of the dense
+head's own training canvases (what a user has). The stage starts from the same seed in every case.
+
+Printed: the dense head's AP and duplicate rates, the same after a class-wise greedy NMS at IoU 0.7 (for
+reference only: what suppression could reach; the detector itself never runs NMS), and the stage's rows.
+
+    python benchmarks/detector_relation_stage.py --items .bench/fmnist --backbone .bench/dinov2-small \
+        --val 240 --epochs 12 --stage-epochs 24 --relation-kind attention [--stage-train 2000 | --stage-views 7]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from detector_losses import backbone_features, canvases, prepare_study, study_arguments, train_and_score
+from visiontune.data.loading import DataSpec, load_box_records
+from visiontune.models.detector.augment import AugmentSettings
+from visiontune.models.detector.data import DetectionDataset
+from visiontune.deploy.detector_io import to_pixel_boxes
+from visiontune.models.detector.box_ops import cxcywh_to_xyxy, pairwise_iou
+from visiontune.models.detector.evaluation import DUPLICATE_IOU, duplicate_rate, score_predictions
+from visiontune.models.detector.loss import LossWeights, detection_loss
+from visiontune.models.detector.matcher import score_ordered_match
+from visiontune.models.detector.model import Detector
+from visiontune.models.detector.relation import CandidateRelations, gather_candidates
+
+
+@torch.no_grad()
+def dense_outputs(model: Detector, features: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The frozen detector's per-position features (B, N, C), logits, boxes, and the shared centres."""
+    model.eval()
+    parts = {"features": [], "logits": [], "boxes": []}
+    for start in range(0, len(features), 16):
+        levels = model.neck(model.pyramid(features[start:start + 16], size))
+        logits, boxes, centres = model.head(levels, model.config.strides, size)
+        parts["features"].append(torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1))
+        parts["logits"].append(logits), parts["boxes"].append(boxes)
+    return {**{name: torch.cat(values) for name, values in parts.items()}, "centres": centres}
+
+
+def class_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
+    """Keep-mask of greedy class-wise NMS over score-sorted detections (reference number only)."""
+    keep = torch.ones(len(scores), dtype=torch.bool)
+    overlaps, _ = pairwise_iou(boxes, boxes)
+    for i in range(len(scores)):
+        if keep[i]:
+            later = torch.arange(len(scores)) > i
+            keep &= ~(later & (labels == labels[i]) & (overlaps[i] > iou))
+    return keep
+
+
+def score(records, batches, classes, ids, nms: float | None = None) -> dict:
+    """batches: (boxes xyxy normalised, scores, labels) per 16 records, score-sorted."""
+    predictions = []
+    for start, (boxes, scores, labels) in zip(range(0, len(records), 16), batches):
+        for offset, record in enumerate(records[start:start + 16]):
+            b, s, l = boxes[offset], scores[offset], labels[offset]
+            if nms is not None:
+                keep = class_nms(b, s, l, nms)
+                b, s, l = b[keep], s[keep], l[keep]
+            predictions.append({"boxes": to_pixel_boxes(b.numpy(), s.numpy(), l.numpy(), record.width, record.height,
+                                                        classes)})
+    metrics = score_predictions(predictions, records, classes, ids, 0.3)
+    return {**{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")},
+            "duplicate_rate@0.5": round(duplicate_rate(predictions, 0.5)[0], 4),
+            "f1_threshold": round(metrics["f1_threshold"] or 0, 3), "f1": round(metrics["f1"], 4),
+            "duplicate_rate@f1": round(metrics.get("duplicate_rate_at_f1_threshold", 0), 4)}
+
+
+def top(logits: torch.Tensor, boxes: torch.Tensor, k: int = 100):
+    scores = logits.sigmoid().flatten(1)
+    top_scores, index = scores.topk(min(k, scores.shape[1]), dim=1)
+    positions, labels = index // logits.shape[-1], index % logits.shape[-1]
+    return gather_candidates(cxcywh_to_xyxy(boxes), positions), top_scores, labels
+
+
+def main() -> None:
+    parser = study_arguments(__doc__)
+    parser.add_argument("--stage-epochs", type=int, default=60)
+    parser.add_argument("--stage-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--score-noise", type=float, default=0.0, help="std of the logit noise in stage training")
+    parser.add_argument("--dense-loss", default="bce")
+    parser.add_argument("--stage-train", type=int, default=0,
+                        help="train the stage on this many fresh canvases (not the dense head's) instead")
+    parser.add_argument("--stage-views", type=int, default=0,
+                        help="train the stage on this many augmented views of the dense head's own training canvases")
+    args = parser.parse_args()
+    study = prepare_study(args)
+    config, val, ids, size = study["config"], study["val"], study["ids"], study["config"].image_size
+    classes = config.classes
+
+    dense_file = Path(args.output) / f"dense_{args.dense_loss}_{args.epochs}e_s{args.seed}.pt"
+    if dense_file.exists():
+        model = Detector(config, study["vision"])
+        model.load_state_dict(torch.load(dense_file))
+    else:
+        _, model = train_and_score(args.dense_loss, args, **study)  # no "+relations": the dense head alone
+        torch.save(model.state_dict(), dense_file)
+    if args.stage_train:  # fresh canvases: the dense head's outputs there look like its outputs on new images
+        quiet = {"log": lambda *_: None}
+        records, _, _ = load_box_records(DataSpec(str(canvases(Path(args.output), f"stage{args.stage_train}",
+                                                               args.stage_train, 2, "train", args))), classes, **quiet)
+        dataset = DetectionDataset(records, classes, size)
+        study["train_features"] = backbone_features(model.eval(), dataset)
+        study["targets"] = [dataset[i][1] for i in range(len(dataset))]
+    if args.stage_views:  # what a user has: their training images, seen through the training augmentations
+        quiet = {"log": lambda *_: None}
+        records, _, _ = load_box_records(DataSpec(str(canvases(Path(args.output), "train", args.train, 0, "train", args))),
+                                         classes, **quiet)
+        dataset = DetectionDataset(records, classes, size, augmentation=AugmentSettings(), seed=args.seed)
+        features, targets = [], []
+        for view in range(args.stage_views):
+            dataset.epoch = view
+            features.append(backbone_features(model.eval(), dataset))
+            targets += [dataset[i][1] for i in range(len(dataset))]
+        study["train_features"], study["targets"] = torch.cat(features), targets
+    train_dense = dense_outputs(model, study["train_features"], size)
+    val_dense = dense_outputs(model, study["val_features"], size)
+    val_batches = [top(val_dense["logits"][s:s + 16], val_dense["boxes"][s:s + 16]) for s in range(0, len(val), 16)]
+    rows = {"dense": score(val, val_batches, classes, ids),
+            "dense+nms0.7 (reference)": score(val, val_batches, classes, ids, nms=DUPLICATE_IOU)}
+    for name, row in rows.items():
+        print(name, row, flush=True)
+
+    torch.manual_seed(args.seed)
+    stage = CandidateRelations(config.neck_channels, config.num_classes, args.relation_layers,
+                               config.relation_candidates, kind=args.relation_kind)
+    optimizer = torch.optim.AdamW(stage.parameters(), lr=args.stage_learning_rate, weight_decay=0.05)
+    batches_per_epoch = len(study["targets"]) // args.batch_size
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.stage_learning_rate,
+                                                   total_steps=args.stage_epochs * batches_per_epoch, pct_start=0.05)
+    weights, order, started = LossWeights(kind=args.dense_loss), torch.Generator().manual_seed(args.seed), time.perf_counter()
+    stage_rows = []
+    for epoch in range(args.stage_epochs):
+        stage.train()
+        permutation = torch.randperm(len(study["targets"]), generator=order)
+        for start in range(0, batches_per_epoch * args.batch_size, args.batch_size):
+            index = permutation[start:start + args.batch_size]
+            logits = train_dense["logits"][index]
+            if args.score_noise > 0:
+                logits = logits + args.score_noise * torch.randn_like(logits)
+            refined, boxes, candidates = stage(train_dense["features"][index], logits, train_dense["boxes"][index])
+            targets = [study["targets"][i] for i in index]
+            matches = score_ordered_match(gather_candidates(logits, candidates).sigmoid(),
+                                          gather_candidates(train_dense["boxes"][index], candidates), targets)
+            loss = detection_loss(refined, boxes, train_dense["centres"][candidates], targets, size, weights,
+                                  matches=matches)["total"]
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(stage.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+        if (epoch + 1) % max(1, args.stage_epochs // 6) == 0:
+            stage.eval()
+            with torch.no_grad():
+                batches = [top(*stage(val_dense["features"][s:s + 16], val_dense["logits"][s:s + 16],
+                                      val_dense["boxes"][s:s + 16])[:2]) for s in range(0, len(val), 16)]
+            stage_rows.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - started),
+                               "loss": round(loss.item(), 4), **score(val, batches, classes, ids)})
+            print("stage", stage_rows[-1], flush=True)
+    rows["stage"] = stage_rows
+    data = f"_fresh{args.stage_train}" if args.stage_train else f"_views{args.stage_views}" if args.stage_views else ""
+    out = Path(args.output) / f"relation_stage_{args.relation_kind}_noise{args.score_noise}{data}.json"
+    # the same rates on training canvases (clean inputs): can the stage stand duplicates down where it learned?
+    stage.eval()
+    with torch.no_grad():
+        count = min(240, len(study["targets"]))
+        dense_train = [top(train_dense["logits"][s:s + 16], train_dense["boxes"][s:s + 16]) for s in range(0, count, 16)]
+        stage_train = [top(*stage(train_dense["features"][s:s + 16], train_dense["logits"][s:s + 16],
+                                  train_dense["boxes"][s:s + 16])[:2]) for s in range(0, count, 16)]
+    for name, batches in (("dense", dense_train), ("stage", stage_train)):
+        predictions = [{"boxes": [{"label": int(l), "box": b.tolist(), "score": float(v)}
+                                  for b, v, l in zip(*(t[row] for t in batch))]}
+                       for batch in batches for row in range(len(batch[0]))]
+        rows[f"train {name}"] = {f"duplicate_rate@{t}": round(duplicate_rate(predictions, t)[0], 4) for t in (0.3, 0.5)}
+        print(f"train canvases, {name}", rows[f"train {name}"], flush=True)
+    torch.save(stage.state_dict(), out.with_suffix(".pt"))
+    out.write_text(json.dumps({"settings": vars(args), "results": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
