@@ -29,14 +29,24 @@ import time
 from pathlib import Path
 
 import torch
+from detector_losses import (
+    backbone_features,
+    canvases,
+    prepare_study,
+    study_arguments,
+    train_and_score,
+)
 
-from detector_losses import backbone_features, canvases, prepare_study, study_arguments, train_and_score
 from visiontune.data.loading import DataSpec, load_box_records
-from visiontune.models.detector.augment import AugmentSettings
-from visiontune.models.detector.data import DetectionDataset
 from visiontune.deploy.detector_io import to_pixel_boxes
+from visiontune.models.detector.augment import AugmentSettings
 from visiontune.models.detector.box_ops import cxcywh_to_xyxy, pairwise_iou
-from visiontune.models.detector.evaluation import DUPLICATE_IOU, duplicate_rate, score_predictions
+from visiontune.models.detector.data import DetectionDataset
+from visiontune.models.detector.evaluation import (
+    DUPLICATE_IOU,
+    duplicate_rate,
+    score_predictions,
+)
 from visiontune.models.detector.loss import LossWeights, detection_loss
 from visiontune.models.detector.matcher import score_ordered_match
 from visiontune.models.detector.model import Detector
