@@ -16,8 +16,11 @@ NMS-free: the detections are the top-k of its scores. Inputs from the dense head
 head is trained by its own (auxiliary) loss.
 
 Two kinds of layer (`relation_kind`): "attention" (`RelationLayer`, above) or "pooling" (`PairPoolingLayer`,
-GossipNet's max over pair messages). Neither has clearly lowered the duplicate rate in the CPU study
-(pooling, at 900 steps: 0.056 vs 0.069 at 0.3, same AP; BENCHMARKS.md), so the stage is off by default.
+GossipNet's max over pair messages). Trained jointly on the CPU study's 300 canvases neither has clearly
+lowered the duplicate rate (pooling, at 900 steps: 0.056 vs 0.069 at 0.3, same AP). Trained on a frozen dense
+head, the attention stage memorises 300 canvases, but with 2,000 distinct ones it cut the duplicates at the
+best-F1 threshold from 0.042 to 0.009 and raised AP from 0.388 to 0.463 (BENCHMARKS.md, session 9). So it is
+a stage for larger datasets; it stays off by default until a GPU-scale run confirms it.
 """
 
 from __future__ import annotations
