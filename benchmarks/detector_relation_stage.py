@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--stage-learning-rate", type=float, default=1e-3)
     parser.add_argument("--score-noise", type=float, default=0.0, help="std of the logit noise in stage training")
     parser.add_argument("--dense-loss", default="bce")
+    parser.add_argument("--stage-seed", type=int, default=None, help="seed of the stage's init and batch order (--seed)")
     parser.add_argument("--stage-train", type=int, default=0,
                         help="train the stage on this many fresh canvases (not the dense head's) instead")
     parser.add_argument("--stage-views", type=int, default=0,
@@ -150,14 +151,15 @@ def main() -> None:
     for name, row in rows.items():
         print(name, row, flush=True)
 
-    torch.manual_seed(args.seed)
+    stage_seed = args.seed if args.stage_seed is None else args.stage_seed
+    torch.manual_seed(stage_seed)
     stage = CandidateRelations(config.neck_channels, config.num_classes, args.relation_layers,
                                config.relation_candidates, kind=args.relation_kind)
     optimizer = torch.optim.AdamW(stage.parameters(), lr=args.stage_learning_rate, weight_decay=0.05)
     batches_per_epoch = len(study["targets"]) // args.batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.stage_learning_rate,
                                                    total_steps=args.stage_epochs * batches_per_epoch, pct_start=0.05)
-    weights, order, started = LossWeights(kind=args.dense_loss), torch.Generator().manual_seed(args.seed), time.perf_counter()
+    weights, order, started = LossWeights(kind=args.dense_loss), torch.Generator().manual_seed(stage_seed), time.perf_counter()
     stage_rows = []
     for epoch in range(args.stage_epochs):
         stage.train()
@@ -188,7 +190,7 @@ def main() -> None:
             print("stage", stage_rows[-1], flush=True)
     rows["stage"] = stage_rows
     data = f"_fresh{args.stage_train}" if args.stage_train else f"_views{args.stage_views}" if args.stage_views else ""
-    out = Path(args.output) / f"relation_stage_{args.relation_kind}_noise{args.score_noise}{data}.json"
+    out = Path(args.output) / f"relation_stage_{args.relation_kind}_noise{args.score_noise}{data}_s{stage_seed}.json"
     # the same rates on training canvases (clean inputs): can the stage stand duplicates down where it learned?
     stage.eval()
     with torch.no_grad():
