@@ -20,8 +20,7 @@ GossipNet's max over pair messages). Trained jointly on the CPU study's 300 canv
 lowered the duplicate rate (pooling, at 900 steps: 0.056 vs 0.069 at 0.3, same AP). Trained on a frozen dense
 head, the attention stage memorises 300 canvases, but with 2,000 distinct ones it cut the duplicates at the
 best-F1 threshold from 0.042 to 0.009-0.027 (two seeds) and raised AP from 0.388 to 0.44-0.46 (BENCHMARKS.md,
-session 9). So it is
-a stage for larger datasets; it stays off by default until a GPU-scale run confirms it.
+session 9). So it is a stage for larger datasets; it stays off by default until a GPU-scale run confirms it.
 """
 
 from __future__ import annotations
