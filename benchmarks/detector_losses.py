@@ -85,25 +85,37 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
             schedule.step()
         if (epoch + 1) % max(1, args.epochs // 4) == 0:
             model.eval()
-            predictions = []
             with torch.no_grad():
-                for start in range(0, len(val), 16):
-                    boxes, scores, labels = (t.numpy() for t in detect(val_features[start:start + 16]))
-                    for offset, record in enumerate(val[start:start + 16]):
-                        predictions.append({"boxes": to_pixel_boxes(boxes[offset], scores[offset], labels[offset],
-                                                                     record.width, record.height, config.classes)})
+                batches = [detect(val_features[start:start + 16]) for start in range(0, len(val), 16)]
             model.train()
-            metrics = score_predictions(predictions, val, config.classes, ids, 0.3)
+            predictions = to_predictions(batches, [(r.width, r.height) for r in val], config.classes)
             rows.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - started),
-                         **{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")},
-                         "detections@0.3": metrics["detections_above_threshold"],
-                         "duplicate_rate@0.5": round(duplicate_rate(predictions, 0.5)[0], 4),
-                         "f1_threshold": round(metrics["f1_threshold"] or 0, 3), "f1": round(metrics["f1"], 4),
-                         "duplicate_rate@f1": round(metrics.get("duplicate_rate_at_f1_threshold", 0), 4)})
+                         **study_row(predictions, val, config.classes, ids)})
             print(variant, rows[-1], flush=True)
         if on_epoch is not None:
             on_epoch(epoch + 1, model)
     return rows, model
+
+
+def to_predictions(batches: list[tuple], sizes: list[tuple[int, int]], classes: list[str]) -> list[dict]:
+    """Top-k batches (normalised xyxy boxes, scores, labels), images in order -> per image {"boxes": [...]} in
+    the pixels of its (width, height)."""
+    predictions = []
+    for boxes, scores, labels in batches:
+        for image_boxes, image_scores, image_labels in zip(boxes.numpy(), scores.numpy(), labels.numpy()):
+            width, height = sizes[len(predictions)]
+            predictions.append({"boxes": to_pixel_boxes(image_boxes, image_scores, image_labels, width, height, classes)})
+    return predictions
+
+
+def study_row(predictions: list[dict], records, classes: list[str], ids: dict) -> dict:
+    """What every study prints: COCO AP, the duplicate rates at 0.3, 0.5 and the best-F1 threshold, and F1."""
+    metrics = score_predictions(predictions, records, classes, ids, 0.3)
+    return {**{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")},
+            "detections@0.3": metrics["detections_above_threshold"],
+            "duplicate_rate@0.5": round(duplicate_rate(predictions, 0.5)[0], 4),
+            "f1_threshold": round(metrics["f1_threshold"] or 0, 3), "f1": round(metrics["f1"], 4),
+            "duplicate_rate@f1": round(metrics.get("duplicate_rate_at_f1_threshold", 0), 4)}
 
 
 def study_arguments(description: str | None = None) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ do not give.
 
 --stage-train N trains the stage on N fresh canvases instead (the dense head's outputs on images it never saw,
 as on a user's new images, and more distinct scenes); --stage-views N on N augmented views of the dense
-head's own training canvases (what a user has). The stage starts from the same seed in every case.
+head's own training canvases (what a user has). The stage's seed is --seed unless --stage-seed is given.
 
 Printed: the dense head's AP and duplicate rates, the same after a class-wise greedy NMS at IoU 0.7 (for
 reference only: what suppression could reach; the detector itself never runs NMS), and the stage's rows.
@@ -34,19 +34,16 @@ from detector_losses import (
     canvases,
     prepare_study,
     study_arguments,
+    study_row,
+    to_predictions,
     train_and_score,
 )
 
 from visiontune.data.loading import DataSpec, load_box_records
-from visiontune.deploy.detector_io import to_pixel_boxes
 from visiontune.models.detector.augment import AugmentSettings
-from visiontune.models.detector.box_ops import cxcywh_to_xyxy, pairwise_iou
+from visiontune.models.detector.box_ops import pairwise_iou
 from visiontune.models.detector.data import DetectionDataset
-from visiontune.models.detector.evaluation import (
-    DUPLICATE_IOU,
-    duplicate_rate,
-    score_predictions,
-)
+from visiontune.models.detector.evaluation import DUPLICATE_IOU, duplicate_rate
 from visiontune.models.detector.loss import LossWeights, detection_loss
 from visiontune.models.detector.matcher import score_ordered_match
 from visiontune.models.detector.model import Detector
@@ -66,40 +63,34 @@ def dense_outputs(model: Detector, features: torch.Tensor, size: tuple[int, int]
     return {**{name: torch.cat(values) for name, values in parts.items()}, "centres": centres}
 
 
-def class_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float) -> torch.Tensor:
-    """Keep-mask of greedy class-wise NMS over score-sorted detections (reference number only)."""
-    keep = torch.ones(len(scores), dtype=torch.bool)
-    overlaps, _ = pairwise_iou(boxes, boxes)
-    for i in range(len(scores)):
-        if keep[i]:
-            later = torch.arange(len(scores)) > i
-            keep &= ~(later & (labels == labels[i]) & (overlaps[i] > iou))
-    return keep
+def class_nms(predictions: list[dict], iou: float) -> list[dict]:
+    """Greedy class-wise NMS over each image's best-first detections (reference number only; torchvision, which
+    has one, does not import beside this project's torch build)."""
+    kept_predictions = []
+    for prediction in predictions:
+        boxes = prediction["boxes"]
+        keep = torch.ones(len(boxes), dtype=torch.bool)
+        if boxes:
+            corners = torch.tensor([b["box"] for b in boxes], dtype=torch.float64)
+            overlaps, _ = pairwise_iou(corners, corners)
+            for i in range(len(boxes)):
+                if keep[i]:
+                    same_class = torch.tensor([b["label"] == boxes[i]["label"] for b in boxes])
+                    keep &= ~((torch.arange(len(boxes)) > i) & same_class & (overlaps[i] > iou))
+        kept_predictions.append({"boxes": [b for b, k in zip(boxes, keep.tolist()) if k]})
+    return kept_predictions
 
 
-def score(records, batches, classes, ids, nms: float | None = None) -> dict:
-    """batches: (boxes xyxy normalised, scores, labels) per 16 records, score-sorted."""
-    predictions = []
-    for start, (boxes, scores, labels) in zip(range(0, len(records), 16), batches):
-        for offset, record in enumerate(records[start:start + 16]):
-            b, s, l = boxes[offset], scores[offset], labels[offset]
-            if nms is not None:
-                keep = class_nms(b, s, l, nms)
-                b, s, l = b[keep], s[keep], l[keep]
-            predictions.append({"boxes": to_pixel_boxes(b.numpy(), s.numpy(), l.numpy(), record.width, record.height,
-                                                        classes)})
-    metrics = score_predictions(predictions, records, classes, ids, 0.3)
-    return {**{k: round(metrics[k], 4) for k in ("AP", "AP50", "AR100", "duplicate_rate")},
-            "duplicate_rate@0.5": round(duplicate_rate(predictions, 0.5)[0], 4),
-            "f1_threshold": round(metrics["f1_threshold"] or 0, 3), "f1": round(metrics["f1"], 4),
-            "duplicate_rate@f1": round(metrics.get("duplicate_rate_at_f1_threshold", 0), 4)}
-
-
-def top(logits: torch.Tensor, boxes: torch.Tensor, k: int = 100):
-    scores = logits.sigmoid().flatten(1)
-    top_scores, index = scores.topk(min(k, scores.shape[1]), dim=1)
-    positions, labels = index // logits.shape[-1], index % logits.shape[-1]
-    return gather_candidates(cxcywh_to_xyxy(boxes), positions), top_scores, labels
+def stage_data(model: Detector, records, classes: list[str], views: int, augmentation: AugmentSettings | None,
+               seed: int) -> tuple[torch.Tensor, list[dict]]:
+    """Backbone features and targets of `views` passes over the records (each pass its own augmentations)."""
+    dataset = DetectionDataset(records, classes, model.config.image_size, augmentation=augmentation, seed=seed)
+    features, targets = [], []
+    for view in range(views):
+        dataset.epoch = view
+        features.append(backbone_features(model.eval(), dataset))
+        targets += [dataset[i][1] for i in range(len(dataset))]
+    return torch.cat(features), targets
 
 
 def main() -> None:
@@ -125,29 +116,34 @@ def main() -> None:
     else:
         _, model = train_and_score(args.dense_loss, args, **study)  # no "+relations": the dense head alone
         torch.save(model.state_dict(), dense_file)
+    quiet = {"log": lambda *_: None}
     if args.stage_train:  # fresh canvases: the dense head's outputs there look like its outputs on new images
-        quiet = {"log": lambda *_: None}
         records, _, _ = load_box_records(DataSpec(str(canvases(Path(args.output), f"stage{args.stage_train}",
                                                                args.stage_train, 2, "train", args))), classes, **quiet)
-        dataset = DetectionDataset(records, classes, size)
-        study["train_features"] = backbone_features(model.eval(), dataset)
-        study["targets"] = [dataset[i][1] for i in range(len(dataset))]
-    if args.stage_views:  # what a user has: their training images, seen through the training augmentations
-        quiet = {"log": lambda *_: None}
+        study["train_features"], study["targets"] = stage_data(model, records, classes, 1, None, args.seed)
+    elif args.stage_views:  # what a user has: their training images, seen through the training augmentations
         records, _, _ = load_box_records(DataSpec(str(canvases(Path(args.output), "train", args.train, 0, "train", args))),
                                          classes, **quiet)
-        dataset = DetectionDataset(records, classes, size, augmentation=AugmentSettings(), seed=args.seed)
-        features, targets = [], []
-        for view in range(args.stage_views):
-            dataset.epoch = view
-            features.append(backbone_features(model.eval(), dataset))
-            targets += [dataset[i][1] for i in range(len(dataset))]
-        study["train_features"], study["targets"] = torch.cat(features), targets
+        study["train_features"], study["targets"] = stage_data(model, records, classes, args.stage_views,
+                                                               AugmentSettings(), args.seed)
     train_dense = dense_outputs(model, study["train_features"], size)
     val_dense = dense_outputs(model, study["val_features"], size)
-    val_batches = [top(val_dense["logits"][s:s + 16], val_dense["boxes"][s:s + 16]) for s in range(0, len(val), 16)]
-    rows = {"dense": score(val, val_batches, classes, ids),
-            "dense+nms0.7 (reference)": score(val, val_batches, classes, ids, nms=DUPLICATE_IOU)}
+    val_sizes = [(record.width, record.height) for record in val]
+
+    def detections(outputs: dict, stage: CandidateRelations | None, count: int, sizes) -> list[dict]:
+        """The NMS-free top-k of the dense head (or of the stage on top of it) on the first `count` images."""
+        batches = []
+        with torch.no_grad():
+            for s in range(0, count, 16):
+                logits, boxes = outputs["logits"][s:s + 16], outputs["boxes"][s:s + 16]
+                if stage is not None:
+                    logits, boxes, _ = stage(outputs["features"][s:s + 16], logits, boxes)
+                batches.append(model.top_detections({"logits": logits, "boxes": boxes}))
+        return to_predictions(batches, sizes, classes)
+
+    dense_predictions = detections(val_dense, None, len(val), val_sizes)
+    rows = {"dense": study_row(dense_predictions, val, classes, ids),
+            "dense+nms0.7 (reference)": study_row(class_nms(dense_predictions, DUPLICATE_IOU), val, classes, ids)}
     for name, row in rows.items():
         print(name, row, flush=True)
 
@@ -182,26 +178,18 @@ def main() -> None:
             schedule.step()
         if (epoch + 1) % max(1, args.stage_epochs // 6) == 0:
             stage.eval()
-            with torch.no_grad():
-                batches = [top(*stage(val_dense["features"][s:s + 16], val_dense["logits"][s:s + 16],
-                                      val_dense["boxes"][s:s + 16])[:2]) for s in range(0, len(val), 16)]
             stage_rows.append({"epoch": epoch + 1, "seconds": round(time.perf_counter() - started),
-                               "loss": round(loss.item(), 4), **score(val, batches, classes, ids)})
+                               "loss": round(loss.item(), 4),
+                               **study_row(detections(val_dense, stage, len(val), val_sizes), val, classes, ids)})
             print("stage", stage_rows[-1], flush=True)
     rows["stage"] = stage_rows
     data = f"_fresh{args.stage_train}" if args.stage_train else f"_views{args.stage_views}" if args.stage_views else ""
     out = Path(args.output) / f"relation_stage_{args.relation_kind}_noise{args.score_noise}{data}_s{stage_seed}.json"
     # the same rates on training canvases (clean inputs): can the stage stand duplicates down where it learned?
     stage.eval()
-    with torch.no_grad():
-        count = min(240, len(study["targets"]))
-        dense_train = [top(train_dense["logits"][s:s + 16], train_dense["boxes"][s:s + 16]) for s in range(0, count, 16)]
-        stage_train = [top(*stage(train_dense["features"][s:s + 16], train_dense["logits"][s:s + 16],
-                                  train_dense["boxes"][s:s + 16])[:2]) for s in range(0, count, 16)]
-    for name, batches in (("dense", dense_train), ("stage", stage_train)):
-        predictions = [{"boxes": [{"label": int(l), "box": b.tolist(), "score": float(v)}
-                                  for b, v, l in zip(*(t[row] for t in batch))]}
-                       for batch in batches for row in range(len(batch[0]))]
+    count = min(240, len(study["targets"]))
+    for name, on_top in (("dense", None), ("stage", stage)):
+        predictions = detections(train_dense, on_top, count, [(1, 1)] * count)  # IoUs need no pixel sizes
         rows[f"train {name}"] = {f"duplicate_rate@{t}": round(duplicate_rate(predictions, t)[0], 4) for t in (0.3, 0.5)}
         print(f"train canvases, {name}", rows[f"train {name}"], flush=True)
     torch.save(stage.state_dict(), out.with_suffix(".pt"))
