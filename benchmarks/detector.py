@@ -54,6 +54,22 @@ def model_throughput(detector, image_size: int, batch: int, device: torch.device
     return images / (time.perf_counter() - started)
 
 
+def plain_top_k_eval(model_dir: Path, val_json: Path) -> dict | None:
+    """The saved model's scores without local-peak decoding (peak_window 0): the one-to-one head on its own."""
+    from visiontune.data.loading import DataSpec, load_box_records
+    from visiontune.models.detector.evaluation import run_and_score
+    from visiontune.models.detector.model import Detector
+
+    model = Detector.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu", peak_window=0)
+    records, classes, ids = load_box_records(DataSpec(str(val_json)), model.config.classes, log=lambda *_: None)
+    metrics, _ = run_and_score(lambda images: model.predict(images, threshold=0.0), records, classes, ids,
+                               model.config.score_threshold)
+    keys = ("AP", "AP50", "AR100", "duplicate_rate", "f1", "f1_threshold", "duplicate_rate_at_f1_threshold")
+    row = {k: metrics.get(k) for k in keys}
+    print("without local-peak decoding:", json.dumps(row))
+    return row
+
+
 def onnx_comparison(model_dir: Path, val_json: Path, output: Path, max_samples: int) -> dict:
     from visiontune.detector_cli import compare_exports_map
     from visiontune.models.detector.export import export_detector
@@ -103,6 +119,8 @@ def main() -> None:
     parser.add_argument("--classification-loss", default="focal", help="focal | bce | varifocal")
     parser.add_argument("--relation-layers", type=int, default=None, help="candidate relation layers (default 0 = off)")
     parser.add_argument("--relation-kind", default="attention", help="attention | pooling")
+    parser.add_argument("--peak-window", type=int, default=None,
+                        help="local-peak decoding window (default 3; 0: plain top-k); the eval without it is also reported")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--throughput-size", type=int, default=640)
     parser.add_argument("--throughput-batch", type=int, default=32)
@@ -136,7 +154,7 @@ def main() -> None:
             data=str(train_json), eval_data=str(val_json), output=str(model_dir), backbone=args.backbone,
             preset=args.preset, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, lora_rank=args.lora_rank, centre_cost=args.centre_cost, max_filter=args.max_filter,
-            relation_layers=args.relation_layers, relation_kind=args.relation_kind,
+            relation_layers=args.relation_layers, relation_kind=args.relation_kind, peak_window=args.peak_window,
             classification_loss=args.classification_loss, workers=args.workers,
             eval_every=max(1, args.epochs // 4)))
         results["train_minutes"] = (time.perf_counter() - started) / 60
@@ -145,6 +163,7 @@ def main() -> None:
         results["history"] = [{k: v for k, v in row.items() if k.startswith(("epoch", "eval", "loss_total", "images"))}
                               for row in summary["history"]]
         print(json.dumps(results["eval"], indent=1))
+        results["eval_plain_top_k"] = plain_top_k_eval(model_dir, val_json)
     if args.vlm:
         results["vlm_detect"] = vlm_detect(args, output / "canvases_train" / "instances.json",
                                            output / "canvases_val" / "instances.json", output)

@@ -134,6 +134,8 @@ def study_arguments(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--relation-kind", default="attention", choices=("attention", "pooling"))
     parser.add_argument("--max-filter", action="store_true", help="the head's 3D max-filtering gate (head.py)")
     parser.add_argument("--rank", type=float, default=0.0, help="weight of the near-duplicate ranking term")
+    parser.add_argument("--peak-window", type=int, default=0,
+                        help="local-peak decoding (peaks.py); 0, the default here: the one-to-one head's own top-k")
     parser.add_argument("--strides", type=int, nargs="+", default=None,
                         help="pyramid strides (default: the detector's, 8 16 32)")
     return parser
@@ -149,6 +151,7 @@ def prepare_study(args) -> dict:
     vision, vision_config, mean, std = load_pretrained_vision_model(args.backbone, **quiet)
     config = DetectorConfig(classes=classes, backbone=args.backbone, backbone_config=vision_config,
                             image_size=(args.size, args.size), image_mean=mean, image_std=std,
+                            peak_window=args.peak_window,
                             **({"strides": tuple(args.strides)} if args.strides else {}))
     probe = Detector(config, vision).eval()
     train_set = DetectionDataset(train, classes, config.image_size)

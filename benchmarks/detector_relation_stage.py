@@ -60,7 +60,8 @@ def dense_outputs(model: Detector, features: torch.Tensor, size: tuple[int, int]
         logits, boxes, centres = model.head(levels, model.config.strides, size)
         parts["features"].append(torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1))
         parts["logits"].append(logits), parts["boxes"].append(boxes)
-    return {**{name: torch.cat(values) for name, values in parts.items()}, "centres": centres}
+    return {**{name: torch.cat(values) for name, values in parts.items()}, "centres": centres,
+            "level_sizes": [tuple(x.shape[-2:]) for x in levels]}
 
 
 def class_nms(predictions: list[dict], iou: float) -> list[dict]:
@@ -135,10 +136,13 @@ def main() -> None:
         batches = []
         with torch.no_grad():
             for s in range(0, count, 16):
-                logits, boxes = outputs["logits"][s:s + 16], outputs["boxes"][s:s + 16]
-                if stage is not None:
-                    logits, boxes, _ = stage(outputs["features"][s:s + 16], logits, boxes)
-                batches.append(model.top_detections({"logits": logits, "boxes": boxes}))
+                batch = {"logits": outputs["logits"][s:s + 16], "boxes": outputs["boxes"][s:s + 16],
+                         "level_sizes": outputs["level_sizes"]}
+                if stage is not None:  # laid out as Detector.forward's outputs with relations
+                    logits, boxes, index = stage(outputs["features"][s:s + 16], batch["logits"], batch["boxes"])
+                    batch = {"logits": logits, "boxes": boxes, "candidates": index, "dense": batch,
+                             "level_sizes": outputs["level_sizes"]}
+                batches.append(model.top_detections(batch))
         return to_predictions(batches, sizes, classes)
 
     dense_predictions = detections(val_dense, None, len(val), val_sizes)

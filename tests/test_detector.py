@@ -83,6 +83,9 @@ def test_overfits_without_nms_and_keeps_the_backbone(trained, backbone, canvases
     assert metrics["AP50"] >= 0.9, metrics
     assert metrics["duplicate_rate"] <= 0.01 and metrics["detections_above_threshold"] >= metrics["true_boxes"] * 0.9
     assert summary["eval"]["AP50"] == pytest.approx(metrics["AP50"])
+    # the one-to-one head itself, without the local-peak decoding: the plain top-k of every position
+    plain = _score(Detector.from_pretrained(output, peak_window=0), canvases)
+    assert plain["AP50"] >= 0.9 and plain["duplicate_rate"] <= 0.01, plain
     # the frozen backbone is bit-identical to the pretrained one
     from transformers import AutoModel
 
@@ -111,11 +114,11 @@ def test_lora_trains_adapters_only_and_merges_on_save(backbone, canvases, tmp_pa
     lora_b = [p for n, p in model.backbone.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora_b)  # the adapters moved
     model.eval()
-    expected = model.detect(pixels)[1]
+    expected = model(pixels)["logits"]  # every position's (not the top-k's: rounding can swap near-tied neighbours)
     model.save_pretrained(tmp_path / "merged")
     reloaded = Detector.from_pretrained(tmp_path / "merged")
     assert reloaded.parameter_counts()["lora"] == 0
-    assert torch.allclose(reloaded.detect(pixels)[1], expected, atol=1e-5)
+    assert torch.allclose(reloaded(pixels)["logits"], expected, atol=1e-5)
     summary = train_detector(settings, log=QUIET)  # and the training loop runs with LoRA on
     assert summary["parameters"]["lora"] > 0
 
@@ -140,7 +143,8 @@ def test_vit_families_and_non_square_inputs(tmp_path, family, patch):
     pixels = torch.rand(1, 3, 96, 130)
     assert torch.equal(model.detect(pixels)[1], reloaded.detect(pixels)[1])
     rows = reloaded.predict([Image.new("RGB", (200, 150))], threshold=0.0)[0]["boxes"]
-    assert len(rows) == model.config.top_k and all(0 <= b["box"][0] <= b["box"][2] <= 200 for b in rows)
+    # at most top_k: positions that are not local peaks score 0 and are no detections
+    assert 0 < len(rows) <= model.config.top_k and all(0 <= b["box"][0] <= b["box"][2] <= 200 for b in rows)
     if model.config.max_filter or model.relations is not None:
         from visiontune.models.detector.export import export_detector
 
@@ -180,6 +184,9 @@ def test_onnx_equals_pytorch_and_int8_reports_map(trained, canvases, tmp_path):
     torch_boxes = Detector.from_pretrained(output).predict([path])[0]["boxes"]
     assert [b["label"] for b in onnx_boxes] == [b["label"] for b in torch_boxes] and torch_boxes
     assert np.allclose([b["box"] for b in onnx_boxes], [b["box"] for b in torch_boxes], atol=1e-2)
+    # an ONNX graph has its decoding built in: overriding the peak window there is refused, not ignored
+    assert main(["detector", "predict", "--model", str(tmp_path / "dt.onnx"), "--images", path,
+                 "--peak-window", "0"]) == 2
 
 
 def test_cli_predict_eval_and_resume(trained, canvases, backbone, tmp_path):
@@ -194,6 +201,12 @@ def test_cli_predict_eval_and_resume(trained, canvases, backbone, tmp_path):
     assert main(["detector", "eval", "--model", str(output), "--data", canvases, "--output", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["AP50"] >= 0.9 and json.loads((tmp_path / "ev" / "detections.json").read_text())
+    assert main(["detector", "eval", "--model", str(output), "--data", canvases, "--peak-window", "0",
+                 "--output", str(tmp_path / "plain")]) == 0  # the one-to-one head's plain top-k
+    assert json.loads((tmp_path / "plain" / "metrics.json").read_text())["AP50"] >= 0.9
+    # every position of the top-k is a detection there; with the peaks, neighbours of a peak are not
+    detections = {name: len(json.loads((tmp_path / name / "detections.json").read_text())) for name in ("ev", "plain")}
+    assert detections["plain"] > detections["ev"], detections
 
     run = tmp_path / "resumable"
     common = ["detector", "train", "--data", canvases, "--output", str(run), "--backbone", backbone, "--image-size",

@@ -107,3 +107,36 @@ def test_near_duplicate_ranking_by_hand():
     assert torch.allclose(loss, expected)
     loss.backward()
     assert logits.grad[0, 2].abs().sum() == 0 and logits.grad[0, :, 1].abs().sum() == 0  # far away / other class
+
+
+def test_local_peaks_by_hand():
+    from visiontune.models.detector.peaks import check_peak_window, keep_local_peaks, local_peaks
+
+    # two levels: 2x4 then 1x2 positions; class 0 has two adjacent scores on level 0 (only the higher is a
+    # peak) and one in the far corner; class 1 is high where class 0's neighbour is, so classes never suppress
+    # each other; level 1 is its own map, so its 9 does not suppress level 0's scores
+    level0 = torch.tensor([[[5.0, 4.0, -9.0, -9.0], [-9.0, -9.0, -9.0, 3.0]],  # class 0
+                           [[-9.0, 8.0, -9.0, -9.0], [-9.0, -9.0, -9.0, -9.0]]])  # class 1
+    level1 = torch.tensor([[[9.0, 1.0]], [[-9.0, -9.0]]])
+    logits = torch.cat([level0.flatten(1), level1.flatten(1)], 1).T[None]  # (1, 10 positions, 2 classes)
+    sizes = [(2, 4), (1, 2)]
+    peaks = local_peaks(logits, sizes, 3)
+    assert peaks[0, :, 0].tolist() == [True, False, False, False, False, False, False, True, True, False]
+    # class 1: the 8, and the flat -9s away from it, which tie among themselves (sigmoid ~0: never chosen)
+    assert peaks[0, 1, 1] and not peaks[0, 0, 1] and peaks[0, 3, 1] and peaks[0, 8, 1] and peaks[0, 9, 1]
+
+    outputs = {"logits": logits, "level_sizes": sizes}
+    kept = keep_local_peaks(outputs, 3)
+    assert kept[0, 1, 0] < -1e30 and torch.equal(kept[peaks], logits[peaks])
+    assert torch.equal(keep_local_peaks(outputs, 0), logits)
+    # with candidate relations: the refined logits of the candidates, placed back on the dense grid; a position
+    # that is not a candidate suppresses nothing
+    refined = torch.tensor([[[4.5, 0.0], [3.0, 0.0]]])  # candidates: positions 1 and 7
+    relations = {"logits": refined, "candidates": torch.tensor([[1, 7]]), "dense": outputs, "level_sizes": sizes}
+    assert torch.equal(keep_local_peaks(relations, 3)[..., 0], refined[..., 0])  # position 0 is no candidate
+    relations["candidates"] = torch.tensor([[1, 0]])  # now it is, and its refined 3.0 stands down for 4.5
+    assert keep_local_peaks(relations, 3)[0, :, 0].tolist() == [4.5, torch.finfo(torch.float32).min]
+    with pytest.raises(ValueError, match="odd number"):
+        check_peak_window(2)
+    with pytest.raises(ValueError, match="hold 8 positions"):
+        local_peaks(logits, [(2, 4)], 3)

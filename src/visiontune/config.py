@@ -215,6 +215,9 @@ class DetectorTrainSettings:
         "help": "layers among the top candidates that re-score them (default 0 = off)"})
     relation_kind: str = field(default="attention", metadata={
         "help": "how the candidates see each other: attention | pooling (GossipNet's max over pairs)"})
+    peak_window: int | None = field(default=None, metadata={
+        "help": "a detection must be its class's best score in this window of positions on its level "
+                "(CenterNet's peak extraction, a max-pool; default 3; 0 = the plain top-k of every position)"})
     centre_cost: float = field(default=0.0, metadata={"help": "matching cost per box-size of distance from the "
                                                                "object's centre (keeps the one-to-one pick stable)"})
     augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+PEAK_HELP = "override the model's peak window (0: the plain top-k of every position; PyTorch models)"
+
 
 def add_detector_commands(commands, add_dataclass_options) -> None:
     from .config import DetectorTrainSettings
@@ -23,6 +25,7 @@ def add_detector_commands(commands, add_dataclass_options) -> None:
     predict.add_argument("--threshold", type=float, help="lowest score reported (default: the model's)")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda (PyTorch models)")
+    predict.add_argument("--peak-window", type=int, help=PEAK_HELP)
 
     evaluate = actions.add_parser("eval", help="COCO mAP, duplicate rate and overlays on a labelled dataset")
     evaluate.add_argument("--model", required=True, help="a trained detector folder, or an exported .onnx")
@@ -34,6 +37,7 @@ def add_detector_commands(commands, add_dataclass_options) -> None:
     evaluate.add_argument("--output", help="folder for metrics.json, detections.json and overlays/")
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--peak-window", type=int, help=PEAK_HELP)
 
     export = actions.add_parser("export", help="ONNX (dynamic batch), checked against PyTorch; --fp16 or --int8")
     export.add_argument("--model", required=True, help="a trained detector folder")
@@ -48,11 +52,15 @@ def add_detector_commands(commands, add_dataclass_options) -> None:
     export.add_argument("--eval-data", help="report the mAP of PyTorch, fp32 ONNX and this export on this data")
     export.add_argument("--eval-images-dir")
     export.add_argument("--max-samples", type=int, help="evaluate on the first N images of --eval-data")
+    export.add_argument("--peak-window", type=int, help="override the model's peak window in the exported graph")
 
 
-def _load_model(reference: str, device: str):
+def _load_model(reference: str, device: str, peak_window: int | None = None):
     """(predict function, classes, threshold) for a detector folder or an .onnx file."""
     if reference.endswith(".onnx"):
+        if peak_window is not None:
+            raise ValueError(f"--peak-window: {reference} has its decoding built into the graph; pass the trained "
+                             "detector folder, or export it again with `detector export --peak-window`")
         from .deploy.onnx_detector import OnnxDetector
 
         model = OnnxDetector(reference)
@@ -60,7 +68,7 @@ def _load_model(reference: str, device: str):
     from .models.detector.model import Detector
     from .models.detector.train import resolve_device
 
-    model = Detector.from_pretrained(reference, device=resolve_device(device))
+    model = Detector.from_pretrained(reference, device=resolve_device(device), peak_window=peak_window)
     return model.predict, model.config.classes, model.config.score_threshold
 
 
@@ -88,7 +96,7 @@ def run_detector_command(args: argparse.Namespace, overrides) -> None:
 def _predict(args) -> None:
     from .data.images import expand_image_inputs, load_image
 
-    predict, classes, default_threshold = _load_model(args.model, args.device)
+    predict, classes, default_threshold = _load_model(args.model, args.device, args.peak_window)
     threshold = default_threshold if args.threshold is None else args.threshold
     files = expand_image_inputs(args.images)
     rows = []
@@ -114,7 +122,7 @@ def _predict(args) -> None:
 def _evaluate(args) -> dict:
     from .models.detector.evaluation import run_and_score, write_metrics, write_overlays
 
-    predict, classes, threshold = _load_model(args.model, args.device)
+    predict, classes, threshold = _load_model(args.model, args.device, args.peak_window)
     records, classes, category_ids = _eval_records(args.data, classes, args.images_dir, args.format, args.split,
                                                    args.max_samples)
     metrics, predictions = run_and_score(lambda images: predict(images, threshold=0.0), records, classes,
@@ -143,21 +151,23 @@ def _export(args) -> dict:
         records, _, _ = _eval_records(args.calibration_data, DetectorConfig.load(args.model).classes,
                                       max_samples=args.calibration_images)
         calibration = [record.load_image() for record in records]
-    report = export_detector(args.model, args.output, precision, calibration)
+    report = export_detector(args.model, args.output, precision, calibration, peak_window=args.peak_window)
     if args.eval_data:
-        report["mAP"] = compare_exports_map(args.model, report, args.eval_data, args.eval_images_dir, args.max_samples)
+        report["mAP"] = compare_exports_map(args.model, report, args.eval_data, args.eval_images_dir, args.max_samples,
+                                            args.peak_window)
     Path(args.output).with_suffix(".report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return report
 
 
-def compare_exports_map(model_dir: str, report: dict, data: str, images_dir=None, max_samples=None) -> dict:
+def compare_exports_map(model_dir: str, report: dict, data: str, images_dir=None, max_samples=None,
+                        peak_window: int | None = None) -> dict:
     """AP / AP50 of the PyTorch model, the fp32 ONNX and the chosen export on the same images."""
     from .deploy.onnx_detector import OnnxDetector
     from .models.detector.evaluation import run_and_score
     from .models.detector.model import Detector
 
-    torch_model = Detector.from_pretrained(model_dir)
+    torch_model = Detector.from_pretrained(model_dir, peak_window=peak_window)
     records, classes, category_ids = _eval_records(data, torch_model.config.classes, images_dir, max_samples=max_samples)
     runs = {"pytorch": torch_model.predict, "onnx_fp32": OnnxDetector(report["fp32"]).predict}
     if report["precision"] != "fp32":

@@ -23,10 +23,11 @@ def image_to_input(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 def to_pixel_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, width: int, height: int,
                    classes: list[str], threshold: float = 0.0) -> list[dict]:
     """One image's top-k outputs (normalised xyxy, scores, class indices) -> [{"label", "box", "score"}]
-    in the original image's pixels, best first, scores >= threshold."""
+    in the original image's pixels, best first, scores >= threshold. A score of 0 is no detection: the model
+    gives it to positions that are not local peaks (`models/detector/peaks.py`)."""
     rows = []
     for box, score, label in zip(boxes, scores, labels):
-        if score < threshold:
+        if score < threshold or score <= 0:
             continue
         x1, y1, x2, y2 = (float(np.clip(v, 0.0, 1.0)) for v in box)
         rows.append({"label": classes[int(label)], "box": [x1 * width, y1 * height, x2 * width, y2 * height],

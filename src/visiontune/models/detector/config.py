@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .peaks import check_peak_window
+
 CONFIG_FILE, WEIGHTS_FILE = "detector.json", "model.safetensors"
 RELATION_KINDS = ("attention", "pooling")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -41,10 +43,12 @@ class DetectorConfig:
     relation_candidates: int = 100  # how many dense positions become candidates (top_k is 100)
     lora_rank: int = 0  # > 0: LoRA on the backbone's attention during training (merged when saved)
     top_k: int = 100  # detections kept per image; no NMS anywhere
+    peak_window: int = 3  # a detection must be its class's best score in this window on its level (peaks.py); 0: off
     score_threshold: float = 0.3  # what `predict` reports (eval scores all top_k)
 
     def __post_init__(self):
         check_relation_kind(self.relation_kind)
+        check_peak_window(self.peak_window)
 
     @property
     def num_classes(self) -> int:

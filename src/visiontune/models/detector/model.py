@@ -1,4 +1,5 @@
-"""`Detector`: frozen ViT -> simple feature pyramid -> Mix-FFN neck -> one-to-one head; NMS-free top-k.
+"""`Detector`: frozen ViT -> simple feature pyramid -> Mix-FFN neck -> one-to-one head; NMS-free top-k of the
+local score peaks (`peaks.py`).
 
 A saved detector is a folder: detector.json (DetectorConfig, including the backbone's config so nothing
 is downloaded to load it) and model.safetensors (every weight, LoRA merged into the backbone).
@@ -7,6 +8,7 @@ is downloaded to load it) and model.safetensors (every weight, LoRA merged into 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from .box_ops import cxcywh_to_xyxy
 from .config import CONFIG_FILE, PRESETS, WEIGHTS_FILE, DetectorConfig
 from .head import OneToOneHead
 from .neck import MixFFNNeck
+from .peaks import keep_local_peaks
 from .pyramid import SimpleFeaturePyramid
 from .relation import CandidateRelations, gather_candidates
 
@@ -58,12 +61,16 @@ class Detector(nn.Module):
         return cls(config, vision_model)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "Detector":
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
+                        peak_window: int | None = None) -> "Detector":
+        """A saved detector; peak_window overrides its decoding (`peaks.py`; 0: plain top-k)."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
         config = DetectorConfig.load(folder)
         config.lora_rank = 0  # saved weights have LoRA merged in
+        if peak_window is not None:
+            config = dataclasses.replace(config, peak_window=peak_window)  # checked like a saved value
         model = cls(config, vision_model_from_config(config.backbone_config))
         weights = folder / WEIGHTS_FILE
         if not weights.is_file():
@@ -104,8 +111,8 @@ class Detector(nn.Module):
     # --- running -------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         """pixel_values: (B, 3, H, W) in 0..1. Raw outputs for the loss: logits, boxes (normalised cxcywh), the
-        pixel centres of the positions they came from, and with candidate relations also "dense": the
-        dense head's own outputs."""
+        pixel centres of the positions they came from, the (height, width) of each level, and with candidate
+        relations also "dense": the dense head's own outputs."""
         image_size = tuple(pixel_values.shape[-2:])
         backbone_trains = self.config.lora_rank > 0 and self.training
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
@@ -116,22 +123,26 @@ class Detector(nn.Module):
         """`forward` after the backbone (features (B, C, h, w)); studies on cached features call it directly."""
         levels = self.neck(self.pyramid(features, image_size))
         logits, boxes, centres = self.head(levels, self.config.strides, image_size)
-        outputs = {"logits": logits, "boxes": boxes, "centres": centres}
+        level_sizes = [tuple(x.shape[-2:]) for x in levels]
+        outputs = {"logits": logits, "boxes": boxes, "centres": centres, "level_sizes": level_sizes}
         if self.relations is None:
             return outputs
         features = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1)
         logits, boxes, index = self.relations(features, logits, boxes)
         # the detections are the refined candidates; the dense outputs stay for their auxiliary loss
-        return {"logits": logits, "boxes": boxes, "centres": centres[index], "candidates": index, "dense": outputs}
+        return {"logits": logits, "boxes": boxes, "centres": centres[index], "candidates": index, "dense": outputs,
+                "level_sizes": level_sizes}
 
     def detect(self, pixel_values: torch.Tensor, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """NMS-free detections: the top-k (position, class) scores. Returns boxes (B, k, 4) as normalised xyxy,
-        scores (B, k) and class indices (B, k)."""
+        """NMS-free detections: the top-k (position, class) scores among the local peaks (`peaks.py`). Returns
+        boxes (B, k, 4) as normalised xyxy, scores (B, k) and class indices (B, k)."""
         return self.top_detections(self.forward(pixel_values), top_k)
 
-    def top_detections(self, outputs: dict[str, torch.Tensor], top_k: int | None = None):
-        """`detect` from `forward`'s outputs (logits, boxes)."""
-        scores = outputs["logits"].sigmoid().flatten(1)  # (B, N * K)
+    def top_detections(self, outputs: dict, top_k: int | None = None, peak_window: int | None = None):
+        """`detect` from `forward`'s outputs (logits, boxes, level sizes); peak_window overrides the config's
+        (0: the plain top-k of every position). Non-peaks score 0."""
+        window = self.config.peak_window if peak_window is None else peak_window
+        scores = keep_local_peaks(outputs, window).sigmoid().flatten(1)  # (B, N * K)
         k = min(top_k or self.config.top_k, scores.shape[1])
         top_scores, index = scores.topk(k, dim=1)
         num_classes = outputs["logits"].shape[-1]
