@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--relation-kind", default="attention", help="attention | pooling")
     parser.add_argument("--peak-window", type=int, default=None,
                         help="local-peak decoding window (default 3; 0: plain top-k); the eval without it is also reported")
+    parser.add_argument("--peak-across-levels", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--throughput-size", type=int, default=640)
     parser.add_argument("--throughput-batch", type=int, default=32)
@@ -155,6 +156,7 @@ def main() -> None:
             preset=args.preset, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, lora_rank=args.lora_rank, centre_cost=args.centre_cost, max_filter=args.max_filter,
             relation_layers=args.relation_layers, relation_kind=args.relation_kind, peak_window=args.peak_window,
+            peak_across_levels=args.peak_across_levels,
             classification_loss=args.classification_loss, workers=args.workers,
             eval_every=max(1, args.epochs // 4)))
         results["train_minutes"] = (time.perf_counter() - started) / 60

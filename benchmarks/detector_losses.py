@@ -136,6 +136,7 @@ def study_arguments(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=float, default=0.0, help="weight of the near-duplicate ranking term")
     parser.add_argument("--peak-window", type=int, default=0,
                         help="local-peak decoding (peaks.py); 0, the default here: the one-to-one head's own top-k")
+    parser.add_argument("--peak-across-levels", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--strides", type=int, nargs="+", default=None,
                         help="pyramid strides (default: the detector's, 8 16 32)")
     return parser
@@ -151,7 +152,7 @@ def prepare_study(args) -> dict:
     vision, vision_config, mean, std = load_pretrained_vision_model(args.backbone, **quiet)
     config = DetectorConfig(classes=classes, backbone=args.backbone, backbone_config=vision_config,
                             image_size=(args.size, args.size), image_mean=mean, image_std=std,
-                            peak_window=args.peak_window,
+                            peak_window=args.peak_window, peak_across_levels=args.peak_across_levels,
                             **({"strides": tuple(args.strides)} if args.strides else {}))
     probe = Detector(config, vision).eval()
     train_set = DetectionDataset(train, classes, config.image_size)

@@ -125,6 +125,11 @@ def test_local_peaks_by_hand():
     # class 1: the 8, and the flat -9s away from it, which tie among themselves (sigmoid ~0: never chosen)
     assert peaks[0, 1, 1] and not peaks[0, 0, 1] and peaks[0, 3, 1] and peaks[0, 8, 1] and peaks[0, 9, 1]
 
+    # across levels (strides 8 and 16): level 1's 9 covers columns 0-1 of level 0, so the 5 there stands down;
+    # its 1 is below the 3 in level 0's far corner, which stays; level 0's 5 does not beat level 1's 9
+    across = local_peaks(logits, sizes, 3, strides=(8, 16))
+    assert across[0, :, 0].tolist() == [False] * 7 + [True, True, False]
+
     outputs = {"logits": logits, "level_sizes": sizes}
     kept = keep_local_peaks(outputs, 3)
     assert kept[0, 1, 0] < -1e30 and torch.equal(kept[peaks], logits[peaks])
@@ -138,5 +143,10 @@ def test_local_peaks_by_hand():
     assert keep_local_peaks(relations, 3)[0, :, 0].tolist() == [4.5, torch.finfo(torch.float32).min]
     with pytest.raises(ValueError, match="odd number"):
         check_peak_window(2)
+    from visiontune.models.detector.config import DetectorConfig
+
+    with pytest.raises(ValueError, match="multiple of the one before"):
+        DetectorConfig(classes=["a"], strides=(8, 12))
+    DetectorConfig(classes=["a"], strides=(8, 12), peak_across_levels=False)  # within levels: any strides
     with pytest.raises(ValueError, match="hold 8 positions"):
         local_peaks(logits, [(2, 4)], 3)

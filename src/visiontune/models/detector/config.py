@@ -44,11 +44,12 @@ class DetectorConfig:
     lora_rank: int = 0  # > 0: LoRA on the backbone's attention during training (merged when saved)
     top_k: int = 100  # detections kept per image; no NMS anywhere
     peak_window: int = 3  # a detection must be its class's best score in this window on its level (peaks.py); 0: off
+    peak_across_levels: bool = True  # ... and in the windows at the same place on the adjacent levels
     score_threshold: float = 0.3  # what `predict` reports (eval scores all top_k)
 
     def __post_init__(self):
         check_relation_kind(self.relation_kind)
-        check_peak_window(self.peak_window)
+        check_peak_window(self.peak_window, self.strides if self.peak_across_levels else None)
 
     @property
     def num_classes(self) -> int:

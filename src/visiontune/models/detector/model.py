@@ -142,7 +142,8 @@ class Detector(nn.Module):
         """`detect` from `forward`'s outputs (logits, boxes, level sizes); peak_window overrides the config's
         (0: the plain top-k of every position). Non-peaks score 0."""
         window = self.config.peak_window if peak_window is None else peak_window
-        scores = keep_local_peaks(outputs, window).sigmoid().flatten(1)  # (B, N * K)
+        strides = self.config.strides if self.config.peak_across_levels else None
+        scores = keep_local_peaks(outputs, window, strides).sigmoid().flatten(1)  # (B, N * K)
         k = min(top_k or self.config.top_k, scores.shape[1])
         top_scores, index = scores.topk(k, dim=1)
         num_classes = outputs["logits"].shape[-1]

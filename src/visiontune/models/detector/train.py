@@ -73,7 +73,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
                                image_size=(size, size) if size else None, neck_channels=settings.neck_channels,
                                lora_rank=settings.lora_rank, max_filter=settings.max_filter,
                                relation_layers=settings.relation_layers, relation_kind=settings.relation_kind,
-                               peak_window=settings.peak_window)
+                               peak_window=settings.peak_window, peak_across_levels=settings.peak_across_levels)
     counts = detector.parameter_counts()
     log(f"detector {settings.preset} on {detector.config.backbone}: {counts['total'] / 1e6:.2f}M parameters "
         f"(backbone {counts['backbone'] / 1e6:.2f}M frozen), {counts['trainable'] / 1e6:.2f}M trainable "
