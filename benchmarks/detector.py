@@ -176,6 +176,9 @@ def main() -> None:
     batch = args.throughput_batch if device.type == "cuda" else 4
     results["throughput"] = {f"model_{args.throughput_size}px_{'bf16' if bf16 else 'fp32'}_batch{batch}":
                              model_throughput(detector, args.throughput_size, batch, device, bf16)}
+    plain = Detector.from_pretrained(model_dir, peak_window=0)  # the decoding's cost, side by side
+    results["throughput"][f"model_{args.throughput_size}px_{'bf16' if bf16 else 'fp32'}_batch{batch}_no_peaks"] = \
+        model_throughput(plain, args.throughput_size, batch, device, bf16)
     if device.type == "cuda":
         results["throughput"][f"model_{args.throughput_size}px_bf16_batch1"] = model_throughput(
             detector, args.throughput_size, 1, device, bf16)

@@ -3,7 +3,7 @@
 Shared over levels (as in FCOS): a class tower and a box tower of 3x3 convs. A position at pixel centre
 (x, y) of a level with stride s predicts distances (left, top, right, bottom) = softplus(raw) * s * scale,
 with one learned scale per level. Training assigns each object to exactly one position (see `loss.py`),
-so at inference the top-k scores are the detections: no NMS.
+so at inference the top-k scores among the local peaks (`peaks.py`) are the detections: no NMS.
 
 Neighbouring positions see nearly the same features (the finer levels are upsampled ViT patches), which is
 where duplicates come from. DeFCN's 3D max filtering ("End-to-End Object Detection with Fully

@@ -42,7 +42,7 @@ def local_peaks(logits: torch.Tensor, level_sizes: list[tuple[int, int]], window
     for height, width in level_sizes:
         maps.append(logits[:, start:start + height * width].transpose(1, 2).reshape(batch, classes, height, width))
         start += height * width
-    if start != logits.shape[1]:
+    if not torch.jit.is_tracing() and start != logits.shape[1]:  # (the ONNX export traces fixed sizes)
         raise ValueError(f"level sizes {level_sizes} hold {start} positions but the logits have {logits.shape[1]}")
     peaks = []
     for index, level in enumerate(maps):
