@@ -21,6 +21,8 @@ lowered the duplicate rate (pooling, at 900 steps: 0.056 vs 0.069 at 0.3, same A
 head, the attention stage memorises 300 canvases, but with 2,000 distinct ones it cut the duplicates at the
 best-F1 threshold from 0.042 to 0.009-0.027 (two seeds) and raised AP from 0.388 to 0.44-0.46 (BENCHMARKS.md,
 session 9). So it is a stage for larger datasets; it stays off by default until a GPU-scale run confirms it.
+The local-peak decoding (`peaks.py`, on by default) now removes the neighbour duplicates without training
+(session 10); the stage is left for what a fixed window cannot judge, such as crowded objects of one class.
 """
 
 from __future__ import annotations
