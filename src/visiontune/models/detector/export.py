@@ -43,6 +43,7 @@ def _add_metadata(path: Path, detector: Detector, precision: str) -> None:
     entry.value = json.dumps({"classes": detector.config.classes, "image_size": list(detector.config.image_size),
                               "score_threshold": detector.config.score_threshold, "precision": precision,
                               "peak_window": detector.config.peak_window,
+                              "peak_across_levels": detector.config.peak_across_levels,
                               "backbone": detector.config.backbone})
     onnx.save(model, str(path))
 

@@ -109,7 +109,7 @@ class Detector(nn.Module):
         return self
 
     # --- running -------------------------------------------------------------------------------------
-    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor) -> dict:
         """pixel_values: (B, 3, H, W) in 0..1. Raw outputs for the loss: logits, boxes (normalised cxcywh), the
         pixel centres of the positions they came from, the (height, width) of each level, and with candidate
         relations also "dense": the dense head's own outputs."""
@@ -119,7 +119,7 @@ class Detector(nn.Module):
             features = self.backbone((pixel_values - self.mean) / self.std)
         return self.forward_from_backbone(features, image_size)
 
-    def forward_from_backbone(self, features: torch.Tensor, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def forward_from_backbone(self, features: torch.Tensor, image_size: tuple[int, int]) -> dict:
         """`forward` after the backbone (features (B, C, h, w)); studies on cached features call it directly."""
         levels = self.neck(self.pyramid(features, image_size))
         logits, boxes, centres = self.head(levels, self.config.strides, image_size)
