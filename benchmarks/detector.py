@@ -54,7 +54,7 @@ def model_throughput(detector, image_size: int, batch: int, device: torch.device
     return images / (time.perf_counter() - started)
 
 
-def plain_top_k_eval(model_dir: Path, val_json: Path) -> dict | None:
+def plain_top_k_eval(model_dir: Path, val_json: Path) -> dict:
     """The saved model's scores without local-peak decoding (peak_window 0): the one-to-one head on its own."""
     from visiontune.data.loading import DataSpec, load_box_records
     from visiontune.models.detector.evaluation import run_and_score
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--relation-kind", default="attention", help="attention | pooling")
     parser.add_argument("--peak-window", type=int, default=None,
                         help="local-peak decoding window (default 3; 0: plain top-k); the eval without it is also reported")
-    parser.add_argument("--peak-across-levels", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--peak-across-levels", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--throughput-size", type=int, default=640)
     parser.add_argument("--throughput-batch", type=int, default=32)
@@ -174,11 +174,10 @@ def main() -> None:
     results["parameters"] = detector.parameter_counts()
     bf16 = device.type == "cuda"
     batch = args.throughput_batch if device.type == "cuda" else 4
-    results["throughput"] = {f"model_{args.throughput_size}px_{'bf16' if bf16 else 'fp32'}_batch{batch}":
-                             model_throughput(detector, args.throughput_size, batch, device, bf16)}
+    key = f"model_{args.throughput_size}px_{'bf16' if bf16 else 'fp32'}_batch{batch}"
+    results["throughput"] = {key: model_throughput(detector, args.throughput_size, batch, device, bf16)}
     plain = Detector.from_pretrained(model_dir, peak_window=0)  # the decoding's cost, side by side
-    results["throughput"][f"model_{args.throughput_size}px_{'bf16' if bf16 else 'fp32'}_batch{batch}_no_peaks"] = \
-        model_throughput(plain, args.throughput_size, batch, device, bf16)
+    results["throughput"][f"{key}_no_peaks"] = model_throughput(plain, args.throughput_size, batch, device, bf16)
     if device.type == "cuda":
         results["throughput"][f"model_{args.throughput_size}px_bf16_batch1"] = model_throughput(
             detector, args.throughput_size, 1, device, bf16)

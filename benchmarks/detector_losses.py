@@ -97,6 +97,19 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
     return rows, model
 
 
+def cached_dense_head(args, study: dict, loss: str) -> Detector:
+    """The dense detector (no relations) trained with `loss` by `train_and_score`, saved under --output the first
+    time and loaded after, so the studies built on it (`detector_relation_stage.py`, `detector_peaks.py`) share it."""
+    path = Path(args.output) / f"dense_{loss}_{args.epochs}e_s{args.seed}.pt"
+    if path.exists():
+        model = Detector(study["config"], study["vision"])
+        model.load_state_dict(torch.load(path))
+        return model
+    _, model = train_and_score(loss, args, **study)  # no "+relations": the dense head alone
+    torch.save(model.state_dict(), path)
+    return model
+
+
 def to_predictions(batches: list[tuple], sizes: list[tuple[int, int]], classes: list[str]) -> list[dict]:
     """Top-k batches (normalised xyxy boxes, scores, labels), images in order -> per image {"boxes": [...]} in
     the pixels of its (width, height)."""

@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 from detector_losses import (
     backbone_features,
+    cached_dense_head,
     canvases,
     prepare_study,
     study_arguments,
     study_row,
     to_predictions,
-    train_and_score,
 )
 
 from visiontune.data.loading import DataSpec, load_box_records
@@ -110,13 +110,7 @@ def main() -> None:
     config, val, ids, size = study["config"], study["val"], study["ids"], study["config"].image_size
     classes = config.classes
 
-    dense_file = Path(args.output) / f"dense_{args.dense_loss}_{args.epochs}e_s{args.seed}.pt"
-    if dense_file.exists():
-        model = Detector(config, study["vision"])
-        model.load_state_dict(torch.load(dense_file))
-    else:
-        _, model = train_and_score(args.dense_loss, args, **study)  # no "+relations": the dense head alone
-        torch.save(model.state_dict(), dense_file)
+    model = cached_dense_head(args, study, args.dense_loss)
     quiet = {"log": lambda *_: None}
     if args.stage_train:  # fresh canvases: the dense head's outputs there look like its outputs on new images
         records, _, _ = load_box_records(DataSpec(str(canvases(Path(args.output), f"stage{args.stage_train}",

@@ -218,8 +218,9 @@ class DetectorTrainSettings:
     peak_window: int | None = field(default=None, metadata={
         "help": "a detection must be its class's best score in this window of positions on its level "
                 "(CenterNet's peak extraction, a max-pool; default 3; 0 = the plain top-k of every position)"})
-    peak_across_levels: bool = field(default=True, metadata={
-        "help": "the peak window also spans the same place on the adjacent pyramid levels (DeFCN's 3D max filter)"})
+    peak_across_levels: bool | None = field(default=None, metadata={
+        "help": "the peak window also spans the same place on the adjacent pyramid levels (DeFCN's 3D max "
+                "filter; default on)"})
     centre_cost: float = field(default=0.0, metadata={"help": "matching cost per box-size of distance from the "
                                                                "object's centre (keeps the one-to-one pick stable)"})
     augment: bool = field(default=True, metadata={"help": "zoom out, crop and flip training images"})
