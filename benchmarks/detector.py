@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=0)
     parser.add_argument("--centre-cost", type=float, default=0.0)
     parser.add_argument("--max-filter", action="store_true", help="DeFCN 3D max-filtering gate in the head")
-    parser.add_argument("--classification-loss", default="focal", help="focal | bce | varifocal")
+    parser.add_argument("--classification-loss", default="varifocal", help="varifocal | focal | bce")
     parser.add_argument("--relation-layers", type=int, default=None, help="candidate relation layers (default 0 = off)")
     parser.add_argument("--relation-kind", default="attention", help="attention | pooling")
     parser.add_argument("--peak-window", type=int, default=None,

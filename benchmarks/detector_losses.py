@@ -100,7 +100,8 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
 def cached_dense_head(args, study: dict, loss: str) -> Detector:
     """The dense detector (no relations) trained with `loss` by `train_and_score`, saved under --output the first
     time and loaded after, so the studies built on it (`detector_relation_stage.py`, `detector_peaks.py`) share it."""
-    path = Path(args.output) / f"dense_{loss}_{args.epochs}e_s{args.seed}.pt"
+    variant = "_maxfilter" if args.max_filter else ""
+    path = Path(args.output) / f"dense_{loss}{variant}_{args.epochs}e_s{args.seed}.pt"
     if path.exists():
         model = Detector(study["config"], study["vision"])
         model.load_state_dict(torch.load(path))

@@ -207,9 +207,9 @@ class DetectorTrainSettings:
     warmup_steps: int = field(default=100, metadata={"help": "linear warmup steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     ema_decay: float = field(default=0.9995, metadata={"help": "EMA decay (0 = no EMA)"})
-    classification_loss: str = field(default="focal", metadata={
-        "help": "focal | bce (plain sigmoid cross-entropy: 3x fewer duplicates in our CPU study, to be confirmed "
-                "at GPU scale) | varifocal (IoU target; more duplicates)"})
+    classification_loss: str = field(default="varifocal", metadata={
+        "help": "varifocal (IoU targets; the loss of the GPU runs in BENCHMARKS.md) | focal | bce (plain sigmoid "
+                "cross-entropy); with the local-peak decoding all three leave no duplicates in our CPU study"})
     max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head"})
     relation_layers: int | None = field(default=None, metadata={
         "help": "layers among the top candidates that re-score them (default 0 = off)"})

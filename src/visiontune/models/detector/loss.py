@@ -8,11 +8,13 @@ positions often predict nearly the same box; if the pick among them flipped from
 learn a middling score (duplicates). A small cost for the distance from the object's centre, in units of
 its size, breaks such ties the same way every time.
 
-Classification: sigmoid focal loss by default (target 1 for the matched position's class). `varifocal`
-(VarifocalNet: the target is the IoU of the box with the object, negatives weighted alpha * p^gamma) is the
-alternative; in a cached-feature study on zoo canvases it left 2.3-3x more duplicates at about the same AP (the
-matched position's score is capped at its IoU, so it stands out less from its neighbours; BENCHMARKS.md). Box: L1 on
-normalised cxcywh + (1 - GIoU), over matched pairs. All terms are divided by the number of objects.
+Classification: varifocal by default (VarifocalNet: the target is the IoU of the matched position's box with
+its object, negatives weighted alpha * p^gamma), the loss of the GPU runs in BENCHMARKS.md. `focal` (target 1)
+and `bce` (plain sigmoid cross-entropy) are the alternatives. On the plain top-k, varifocal left 2.3-3x more
+duplicates than focal (its scores are capped at the IoU, so the matched position stands out less from its
+neighbours); with the local-peak decoding (`peaks.py`) all three leave none and varifocal and focal reach the
+same AP in the cached-feature study. Box: L1 on normalised cxcywh + (1 - GIoU), over matched pairs. All terms
+are divided by the number of objects.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class LossWeights:
     classification: float = 1.0
     l1: float = 5.0
     giou: float = 2.0
-    kind: str = "focal"
+    kind: str = "varifocal"
     alpha: float = 0.75  # negative weight (varifocal); focal weighs positives by 1 - alpha = 0.25
     gamma: float = 2.0
     centre_cost: float = CENTRE_COST
