@@ -195,7 +195,7 @@ class DetectorTrainSettings:
     class_names: list[str] | None = field(default=None, metadata={"help": "train on these classes only"})
     max_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
     skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip bad annotations"})
-    preset: str = field(default="s", metadata={"help": "model size: {', '.join(PRESETS)}"})
+    preset: str = field(default="s", metadata={"help": "model size: s (DINOv2 ViT-S/14, 26M) or b (CLIP ViT-B/16, ~90M)"})
     backbone: str | None = field(default=None, metadata={"help": "hub id, folder or zoo name (default: the preset's)"})
     image_size: int | None = field(default=None, metadata={"help": "square input side in pixels (default 640)"})
     neck_channels: int | None = field(default=None, metadata={"help": "pyramid/neck width (default: the preset's)"})
@@ -210,7 +210,7 @@ class DetectorTrainSettings:
     classification_loss: str = field(default="varifocal", metadata={
         "help": "varifocal (IoU targets; the loss of the GPU runs in BENCHMARKS.md) | focal | bce (plain sigmoid "
                 "cross-entropy); with the local-peak decoding all three leave no duplicates in our CPU study"})
-    max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head"})
+    max_filter: bool = field(default=False, metadata={"help": "DeFCN 3D max-filtering gate in the head (default off: no AP gain measured, BENCHMARKS.md)"})
     relation_layers: int | None = field(default=None, metadata={
         "help": "layers among the top candidates that re-score them (default 0 = off)"})
     relation_kind: str = field(default="attention", metadata={
