@@ -100,7 +100,8 @@ def train_and_score(variant: str, args, vision, config, train_features, targets,
 def cached_dense_head(args, study: dict, loss: str) -> Detector:
     """The dense detector (no relations) trained with `loss` by `train_and_score`, saved under --output the first
     time and loaded after, so the studies built on it (`detector_relation_stage.py`, `detector_peaks.py`) share it."""
-    variant = "_maxfilter" if args.max_filter else ""
+    variant = ("_maxfilter" if args.max_filter else "") + (f"_head{args.head_convs}" if args.head_convs != 2 else "") \
+        + (f"_neck{args.neck_depth}" if args.neck_depth != 1 else "")
     path = Path(args.output) / f"dense_{loss}{variant}_{args.epochs}e_s{args.seed}.pt"
     if path.exists():
         model = Detector(study["config"], study["vision"])
@@ -151,6 +152,8 @@ def study_arguments(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--peak-window", type=int, default=0,
                         help="local-peak decoding (peaks.py); 0, the default here: the one-to-one head's own top-k")
     parser.add_argument("--peak-across-levels", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--head-convs", type=int, default=2, help="3x3 convs in each head tower (detector default 2)")
+    parser.add_argument("--neck-depth", type=int, default=1, help="Mix-FFN blocks per level (detector default 1)")
     parser.add_argument("--strides", type=int, nargs="+", default=None,
                         help="pyramid strides (default: the detector's, 8 16 32)")
     return parser
@@ -167,6 +170,7 @@ def prepare_study(args) -> dict:
     config = DetectorConfig(classes=classes, backbone=args.backbone, backbone_config=vision_config,
                             image_size=(args.size, args.size), image_mean=mean, image_std=std,
                             peak_window=args.peak_window, peak_across_levels=args.peak_across_levels,
+                            head_convs=args.head_convs, neck_depth=args.neck_depth,
                             **({"strides": tuple(args.strides)} if args.strides else {}))
     probe = Detector(config, vision).eval()
     train_set = DetectionDataset(train, classes, config.image_size)
