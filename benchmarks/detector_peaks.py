@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
 from detector_losses import (
     cached_dense_head,
     prepare_study,
@@ -22,7 +23,6 @@ from detector_losses import (
     to_predictions,
 )
 from detector_relation_stage import class_nms, dense_outputs
-
 from visiontune.models.detector.evaluation import DUPLICATE_IOU
 
 DECODINGS = {"plain top-k": (0, False), "peaks 3x3, its level": (3, False), "peaks 3x3, across levels": (3, True),

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from detector_losses import (
     backbone_features,
     cached_dense_head,
@@ -38,7 +39,6 @@ from detector_losses import (
     study_row,
     to_predictions,
 )
-
 from visiontune.data.loading import DataSpec, load_box_records
 from visiontune.models.detector.augment import AugmentSettings
 from visiontune.models.detector.box_ops import pairwise_iou

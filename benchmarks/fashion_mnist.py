@@ -30,11 +30,12 @@ def published_baselines() -> dict[str, float]:
     if not PUBLISHED_README.is_file():
         return {}
     found = {}
-    for line in gzip.open(PUBLISHED_README, "rt", encoding="utf-8"):
-        for name in PUBLISHED_ROWS:
-            if line.startswith("|" + name):
-                cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                found[cells[0]] = float(cells[2])
+    with gzip.open(PUBLISHED_README, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            for name in PUBLISHED_ROWS:
+                if line.startswith("|" + name):
+                    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                    found[cells[0]] = float(cells[2])
     return found
 
 

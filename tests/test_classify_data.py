@@ -96,7 +96,7 @@ def test_missing_label_column_lists_columns(tmp_path):
     path.write_text('{"image": "a.png", "foo": "cat"}\n')
     with pytest.raises(DataError, match="columns found: foo.*--label-column"):
         load_labelled_records(DataSpec(path=str(path)))
-    records, classes = load_labelled_records(DataSpec(path=str(path), label_column="foo", class_names=["cat", "dog"]))
+    records, _ = load_labelled_records(DataSpec(path=str(path), label_column="foo", class_names=["cat", "dog"]))
     assert records[0].label == "cat"
 
 

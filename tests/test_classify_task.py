@@ -64,6 +64,7 @@ def test_metrics_equal_scikit_learn():
                                                    abs=1e-12)
     precision, recall, _, support = precision_recall_fscore_support(truth, shown, labels=classes, zero_division=0)
     assert [metrics["per_class"][c]["recall"] for c in classes] == pytest.approx(list(recall), abs=1e-12)
+    assert [metrics["per_class"][c]["precision"] for c in classes] == pytest.approx(list(precision), abs=1e-12)
     assert [metrics["per_class"][c]["support"] for c in classes] == list(support)
     assert metrics["top2_accuracy"] == pytest.approx(top_k_accuracy_score(truth, scores, k=2, labels=classes))
     assert metrics["unmapped_rate"] == pytest.approx(1 / 60)
@@ -120,7 +121,7 @@ def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, fami
     assert scores.argsort().tolist() == np.argsort(expected).tolist()
     result = scorer.result(image, f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None, top_k=3)
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
-    assert [row["label"] for row in result["top_k"]][0] == result["label"] == classes[int(np.argmax(expected))]
+    assert result["top_k"][0]["label"] == result["label"] == classes[int(np.argmax(expected))]
 
 
 def test_batched_scoring_equals_one_image_at_a_time(tiny_models, shape_classes):

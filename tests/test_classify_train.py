@@ -6,12 +6,13 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import OVERFIT
 from visiontune.cli import main
 from visiontune.evaluate import evaluate
 from visiontune.predict import predict
 from visiontune.training.balancing import inverse_frequency_weights
 from visiontune.training.run import train
+
+from conftest import OVERFIT
 
 QUIET = {"log": lambda *_: None}
 CLASSIFY_OVERFIT = {**OVERFIT, "epochs": 30, "batch_size": 12, "learning_rate": 3e-3}
@@ -31,7 +32,7 @@ def test_overfit_then_both_modes_score_one(classify_run, shape_classes, tmp_path
     metadata = json.loads((output / "training_metadata.json").read_text())
     assert metadata["classes"] == ["circle", "square", "triangle"] and metadata["best_metric"] == "eval_accuracy"
     assert metadata["class_counts"] == {"circle": 4, "square": 4, "triangle": 4}
-    state = json.loads(sorted(output.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
+    state = json.loads(max(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])).joinpath("trainer_state.json").read_text())
     assert state["best_metric"] == 1.0  # chosen on accuracy, not loss
     for mode in ("score", "generate"):
         metrics = evaluate(model=str(output), data=str(shape_classes), output=str(tmp_path / mode), mode=mode, **QUIET)
@@ -55,10 +56,10 @@ def test_untrained_model_does_not_score_one(tiny_models, shape_classes):
 
 def test_predict_returns_label_confidence_topk_and_text(classify_run, shape_classes):
     output, _ = classify_run
-    image = sorted((shape_classes / "triangle").glob("*.png"))[0]
+    image = min((shape_classes / "triangle").glob("*.png"))
     (row,) = predict(model=str(output), images=[str(image)], top_k=2, **QUIET)
     assert row["label"] == "triangle" and row["text"] == "triangle"
-    assert [r["label"] for r in row["top_k"]][0] == "triangle" and len(row["top_k"]) == 2
+    assert row["top_k"][0]["label"] == "triangle" and len(row["top_k"]) == 2
     assert row["confidence"] == pytest.approx(max(row["probabilities"].values()))
     rows = predict(model=str(output), images=[str(shape_classes)], mode="generate", **QUIET)
     assert len(rows) == 12 and all(r["label"] == r["image"].split("/")[-2] for r in rows)
@@ -78,7 +79,7 @@ def test_eval_scores_a_predictions_file(classify_run, shape_classes, tmp_path):
 def test_cli_with_prompts_class_names_and_a_base_model(tiny_models, shape_classes, tmp_path, capsys):
     """Zero-shot on a base model: the classes come from --class-names; the prompts from the flags."""
     code = main(["predict", "--task", "classify", "--model", str(tiny_models["smolvlm"]), "--images",
-                 str(sorted((shape_classes / "circle").glob("*.png"))[0]), "--class-names", "circle", "square",
+                 str(min((shape_classes / "circle").glob("*.png"))), "--class-names", "circle", "square",
                  "--system-prompt", "You sort shapes: {classes}.", "--prompt-template", "Which one? {classes}"])
     assert code == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import OVERFIT
 from visiontune.models.compose.modeling import pixel_shuffle
 from visiontune.models.tiny import build_tiny_model
+
+from conftest import OVERFIT
 
 QUIET = dict(log=lambda *_: None)
 
@@ -35,8 +36,9 @@ def test_pixel_shuffle_groups_neighbouring_patches():
 
 
 def test_save_load_generate_round_trip_through_auto_classes(composed, tmp_path):
-    import visiontune.models  # noqa: F401  (registers the composed type with the Auto classes)
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import visiontune.models  # noqa: F401  (registers the composed type with the Auto classes)
 
     model = AutoModelForImageTextToText.from_pretrained(composed).eval()
     processor = AutoProcessor.from_pretrained(composed)
@@ -127,8 +129,16 @@ def test_real_weights_stage_two_on_fashion_mnist_beats_chance(tmp_path):
 @pytest.mark.parametrize("family", ["clip", "siglip", "clip-full"])
 def test_clip_and_siglip_encoders_compose(composed, tmp_path, family):
     """CLIP vision (CLS dropped), SigLIP (no CLS), and the vision half of a full CLIP checkpoint."""
-    from transformers import (AutoModelForImageTextToText, AutoProcessor, CLIPConfig, CLIPModel, CLIPVisionConfig,
-                              CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel)
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        CLIPConfig,
+        CLIPModel,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     from visiontune.models.compose.build import compose
 

@@ -5,12 +5,13 @@ import json
 
 import pytest
 
-from conftest import OVERFIT
 from visiontune.cli import main
 from visiontune.data.builtin.shapes import write_shape_detection
 from visiontune.evaluate import evaluate
 from visiontune.predict import predict
 from visiontune.training.run import train
+
+from conftest import OVERFIT
 
 QUIET = {"log": lambda *_: None}
 DETECT_OVERFIT = {**OVERFIT, "epochs": 90, "learning_rate": 3e-3, "preflight": False}

@@ -21,15 +21,21 @@ from visiontune.models.detector.evaluation import duplicate_rate, run_and_score
 from visiontune.models.detector.model import Detector
 from visiontune.models.detector.train import train_detector
 
-QUIET = lambda *_: None  # noqa: E731
+QUIET = lambda *_: None
 # Settings under which a tiny detector memorises 8 canvases in seconds on a CPU.
 OVERFIT = dict(image_size=128, neck_channels=64, epochs=60, batch_size=8, augment=False, workers=0, warmup_steps=10,
                learning_rate=3e-3, ema_decay=0.0, eval_every=30)
 
 
 def _save_tiny_vit(folder, family: str, patch: int, seed: int = 0):
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model, SiglipVisionConfig,
-                              SiglipVisionModel)
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     torch.manual_seed(seed)
     common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, patch_size=patch,
@@ -220,7 +226,7 @@ def test_cli_predict_eval_and_resume(trained, canvases, backbone, tmp_path):
 
 
 def test_duplicate_rate_counts_what_nms_would_remove():
-    box = lambda label, xyxy, score: {"label": label, "box": xyxy, "score": score}  # noqa: E731
+    box = lambda label, xyxy, score: {"label": label, "box": xyxy, "score": score}
     predictions = [{"boxes": [box("a", [0, 0, 10, 10], 0.9), box("a", [0, 0, 10, 9.5], 0.8),  # duplicate
                               box("b", [0, 0, 10, 10], 0.7),  # another class: not a duplicate
                               box("a", [20, 20, 30, 30], 0.6), box("a", [0, 0, 10, 10], 0.1)]},  # below threshold
@@ -231,7 +237,7 @@ def test_duplicate_rate_counts_what_nms_would_remove():
 def test_f1_operating_point_by_hand():
     from visiontune.models.detector.evaluation import f1_operating_point
 
-    box = lambda label, xyxy, score: {"label": label, "box": xyxy, "score": score}  # noqa: E731
+    box = lambda label, xyxy, score: {"label": label, "box": xyxy, "score": score}
     predictions = [{"boxes": [box("a", [0, 0, 10, 10], 0.9), box("a", [0, 0, 10, 9.5], 0.8),  # hit, duplicate
                               box("a", [20, 20, 30, 30], 0.4), box("b", [50, 50, 60, 60], 0.2)]}]  # hit, miss
     references = [{"boxes": [{"label": "a", "box": [0, 0, 10, 10]}, {"label": "a", "box": [20, 20, 30, 30]},

@@ -7,8 +7,7 @@ import itertools
 import pytest
 import torch
 
-from visiontune.models.detector.box_ops import (cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou,
-                                                xyxy_to_cxcywh)
+from visiontune.models.detector.box_ops import cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou, xyxy_to_cxcywh
 from visiontune.models.detector.matcher import hungarian_match, matching_cost, score_ordered_match
 from visiontune.models.detector.pyramid import SimpleFeaturePyramid
 

@@ -4,11 +4,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import OVERFIT
 from visiontune.cli import main
 from visiontune.evaluate import evaluate
 from visiontune.export.merge import merge
 from visiontune.training.run import train
+
+from conftest import OVERFIT
 
 QUIET = {"log": lambda *_: None}
 

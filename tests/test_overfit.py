@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from conftest import OVERFIT
 from visiontune.predict import predict
 from visiontune.training.run import train
+
+from conftest import OVERFIT
 
 
 @pytest.mark.parametrize("family,method,lr", [("smolvlm", "lora", 3e-3), ("smolvlm", "full", 1e-3),

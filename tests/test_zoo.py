@@ -90,7 +90,7 @@ def test_any_idx_folder_is_a_source_and_bad_files_are_named(tmp_path):
     images = np.arange(3 * 4 * 4).reshape(3, 4, 4) % 256
     _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
     _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([2, 0, 1]))
-    records, classes = load_labelled_records(DataSpec(str(tmp_path), class_names=["cat", "dog", "eel"]))
+    records, _ = load_labelled_records(DataSpec(str(tmp_path), class_names=["cat", "dog", "eel"]))
     assert [r.label for r in records] == ["eel", "cat", "dog"]
     assert np.array_equal(np.asarray(records[1].load_image())[..., 0], images[1])
     _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([2, 0, 1]), truncate=1)

@@ -5,7 +5,7 @@ Imports are lazy so `import visiontune` stays fast.
 """
 
 __version__ = "0.1.0"
-__all__ = ["train", "predict", "evaluate", "merge", "build_tiny_model", "TrainConfig", "PredictConfig", "EvalConfig"]
+__all__ = ["EvalConfig", "PredictConfig", "TrainConfig", "build_tiny_model", "evaluate", "merge", "predict", "train"]
 
 
 def __getattr__(name):

@@ -161,7 +161,7 @@ class EvalConfig(InferenceTaskOptions):
 def load_yaml(path: str | Path) -> dict:
     payload = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(payload, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of option: value")
+        raise ValueError(f"{path}: a config file must be a mapping of option: value")  # noqa: TRY004 (bad file content)
     return {key.replace("-", "_"): value for key, value in payload.items()}
 
 

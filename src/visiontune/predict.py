@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .config import PredictConfig, build_config
-from .data.images import ImageLoadError, describe_image, expand_image_inputs, load_image  # noqa: F401 (re-exported)
+from .data.images import ImageLoadError, describe_image, expand_image_inputs, load_image
 from .models.vlm import end_token_ids, load_for_inference
 from .tasks.base import task_from_metadata, task_options
 from .training.collator import VLMCollator
-
 
 PREDICTION_MODES = ("generate", "score")
 
@@ -47,7 +47,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str, task: str | None = None, dtype: str = "auto", log=print,
-                        task_options: dict | None = None, **kwargs) -> "Predictor":
+                        task_options: dict | None = None, **kwargs) -> Predictor:
         """`task_options` (prompt, system_prompt, classes…) override what the run folder's visiontune.json says."""
         model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
         return cls(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)

@@ -9,6 +9,7 @@ A negative width/height is bad input, not a degenerate box: the source reports i
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from .records import Box, DataError, Record
@@ -19,7 +20,7 @@ BBOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 def to_xyxy(values, layout: str, normalised: bool, width: float, height: float) -> tuple[float, float, float, float]:
     a, b, c, d = (float(v) for v in values)
     if layout == "xywh":
-        a, b, c, d = a, b, a + c, b + d
+        c, d = a + c, b + d
     elif layout == "cxcywh":
         a, b, c, d = a - c / 2, b - d / 2, a + c / 2, b + d / 2
     elif layout != "xyxy":
@@ -37,7 +38,7 @@ def check_size(values, layout: str) -> str | None:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
         return f"box {values!r} has a value that is not a number"
-    if any(n != n or n in (float("inf"), float("-inf")) for n in numbers):
+    if not all(math.isfinite(n) for n in numbers):
         return f"box {values!r} has a NaN or infinite value"
     if layout in ("xywh", "cxcywh") and (numbers[2] < 0 or numbers[3] < 0):
         return f"box {values!r} has a negative width or height"

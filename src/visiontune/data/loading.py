@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..zoo.registry import ZOO_DATA_PREFIX  # --data zoo:fashion-mnist
 from .boxes import clip_to_image, describe_cleanup
 from .labels import check_class_names, discover_classes, resolve_label, resolve_labels
 from .records import Box, DataError, Record
@@ -17,7 +18,6 @@ from .sources.idx import is_idx_folder, load_idx_folder
 from .sources.image_folder import is_image_folder, load_image_folder
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
-from ..zoo.registry import ZOO_DATA_PREFIX  # --data zoo:fashion-mnist
 
 SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "idx", "zoo")
 TASKS_WITH_LABELS = ("classify",)

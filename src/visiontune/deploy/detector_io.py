@@ -5,7 +5,7 @@ scaled to the original image's pixels."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image

@@ -36,8 +36,13 @@ def expected_calibration_error(confidences, correct, bins: int = CALIBRATION_BIN
 def classification_metrics(y_true: list[str], y_pred: list[str | None], classes: list[str],
                            probabilities: list[list[float]] | None = None) -> dict:
     """Headline metrics (floats), plus `per_class`, `confusion_matrix` and (with probabilities) `calibration`."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
-                                 top_k_accuracy_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     predicted = [label if label is not None else UNMAPPED for label in y_pred]
     metrics: dict = {

@@ -55,7 +55,8 @@ def coco_box_metrics(ground_truth: dict, detections: list, classes: list[str], c
                      backend: str = "faster_coco_eval") -> dict:
     """COCO bbox evaluation by the named library; `stats` by name and AP per class."""
     if backend == "faster_coco_eval":
-        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
     elif backend == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval

@@ -7,8 +7,8 @@ map onto that family's processor. Code elsewhere asks this table; it never tests
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(frozen=True)

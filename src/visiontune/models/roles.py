@@ -53,10 +53,9 @@ def _structural_paths(model: nn.Module) -> dict[str, tuple[str, ...]]:
     claimed = tuple(found["vision"] + found["language"])
     # Whatever top-level part of the base model is left over (projector, merger) is the connector.
     for name, module in model.named_modules():
-        if name.count(".") == 1 and not any(name == p or name.startswith(p + ".") or p.startswith(name + ".")
-                                            for p in claimed):
-            if any(True for _ in module.parameters()):
-                found["connector"].append(name)
+        unclaimed = not any(name == p or name.startswith(p + ".") or p.startswith(name + ".") for p in claimed)
+        if name.count(".") == 1 and unclaimed and any(True for _ in module.parameters()):
+            found["connector"].append(name)
     return {role: tuple(paths) for role, paths in found.items()}
 
 

@@ -10,8 +10,15 @@ import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..config import TrainConfig, build_config, to_dict
-from ..data.loading import (TASKS_WITH_BOXES, TASKS_WITH_LABELS, DataSpec, fingerprint, load_box_records,
-                            load_labelled_records, load_records)
+from ..data.loading import (
+    TASKS_WITH_BOXES,
+    TASKS_WITH_LABELS,
+    DataSpec,
+    fingerprint,
+    load_box_records,
+    load_labelled_records,
+    load_records,
+)
 from ..data.validate import check_images
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves

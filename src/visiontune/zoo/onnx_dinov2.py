@@ -74,7 +74,7 @@ def dinov2_config(weights: dict[str, np.ndarray], layers: int):
 
     hidden = weights["embeddings.cls_token"].shape[-1]
     patch = weights["embeddings.patch_embeddings.projection.weight"].shape[-1]
-    grid = int(round((weights["embeddings.position_embeddings"].shape[1] - 1) ** 0.5))
+    grid = round((weights["embeddings.position_embeddings"].shape[1] - 1) ** 0.5)
     return Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
                         patch_size=patch, image_size=grid * patch,
                         mlp_ratio=weights["encoder.layer.0.mlp.fc1.weight"].shape[0] // hidden,

@@ -17,7 +17,7 @@ def packaged_file(model: ZooModel) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ZooAssetMissing(f"zoo model {model.name}: package {model.package} is not installed; "
                               f"install it with: {model.install}")
-    path = Path(list(spec.submodule_search_locations)[0]) / model.file
+    path = Path(next(iter(spec.submodule_search_locations))) / model.file
     if not path.is_file():
         raise ZooAssetMissing(f"zoo model {model.name}: {path} is missing from package {model.package}; "
                               f"reinstall it with: {model.install}")

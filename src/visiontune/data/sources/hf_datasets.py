@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..columns import (CAPTION_COLUMN_NAMES, IMAGE_COLUMN_NAMES, LABEL_COLUMN_NAMES, RATIONALE_COLUMN_NAMES,
-                       normalise_captions, optional_column, pick_column)
+from ..columns import (
+    CAPTION_COLUMN_NAMES,
+    IMAGE_COLUMN_NAMES,
+    LABEL_COLUMN_NAMES,
+    RATIONALE_COLUMN_NAMES,
+    normalise_captions,
+    optional_column,
+    pick_column,
+)
 from ..images import load_image
 from ..records import Box, DataError, Record
 

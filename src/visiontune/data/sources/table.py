@@ -6,8 +6,15 @@ import csv
 import json
 from pathlib import Path
 
-from ..columns import (CAPTION_COLUMN_NAMES, IMAGE_COLUMN_NAMES, LABEL_COLUMN_NAMES, RATIONALE_COLUMN_NAMES,
-                       normalise_captions, optional_column, pick_column)
+from ..columns import (
+    CAPTION_COLUMN_NAMES,
+    IMAGE_COLUMN_NAMES,
+    LABEL_COLUMN_NAMES,
+    RATIONALE_COLUMN_NAMES,
+    normalise_captions,
+    optional_column,
+    pick_column,
+)
 from ..records import DataError, Record
 
 

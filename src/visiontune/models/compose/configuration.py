@@ -23,7 +23,7 @@ class ComposedVLMConfig(PretrainedConfig):
     processor resizes every image to; with the patch size it fixes `image_seq_len`, the image tokens per image."""
 
     model_type = "visiontune_vlm"
-    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}  # noqa: RUF012 (transformers reads it as is)
 
     def __init__(self, vision_config=None, text_config=None, projector: str = "swiglu", projector_hidden: int | None = None,
                  pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None, **kwargs):

@@ -66,7 +66,7 @@ class ComposedVLMPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values"]  # noqa: RUF012 (transformers reads it as is)
 
     def _init_weights(self, module):
         # Only the projector is ours; the vision encoder and LM initialise (or load) themselves.

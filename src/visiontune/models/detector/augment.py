@@ -9,6 +9,7 @@ mean colour.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ def random_crop(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, setti
     for _ in range(10):
         area = width * height * rng.uniform(*settings.crop_scale)
         aspect = np.exp(rng.uniform(*np.log(settings.crop_aspect)))
-        crop_width, crop_height = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        crop_width, crop_height = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < crop_width <= width and 0 < crop_height <= height:
             break
     else:

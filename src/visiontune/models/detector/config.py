@@ -61,7 +61,7 @@ class DetectorConfig:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> "DetectorConfig":
+    def load(cls, folder: str | Path) -> DetectorConfig:
         path = Path(folder) / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: no {CONFIG_FILE}; pass a folder written by `visiontune detector train`")

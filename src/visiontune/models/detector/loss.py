@@ -35,7 +35,7 @@ NEAR_DUPLICATE_IOU = 0.5  # an unmatched position whose box overlaps an object t
 RANK_MARGIN = 2.0  # in logits: the matched position should score this much above its near duplicates
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     classification: float = 1.0
     l1: float = 5.0

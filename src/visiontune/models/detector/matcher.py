@@ -8,8 +8,8 @@ training target is what lets inference skip NMS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from .box_ops import cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou
 
 
-@dataclass
+@dataclass(frozen=True)
 class MatchWeights:
     classification: float = 2.0
     l1: float = 5.0

@@ -48,7 +48,7 @@ class Detector(nn.Module):
     # --- building and saving -------------------------------------------------------------------------
     @classmethod
     def create(cls, classes: list[str], backbone: str | None = None, preset: str = "s", log=print,
-               **overrides) -> "Detector":
+               **overrides) -> Detector:
         """A new detector on a pretrained backbone (hub id, folder or zoo name); the rest is fresh."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -62,7 +62,7 @@ class Detector(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
-                        peak_window: int | None = None) -> "Detector":
+                        peak_window: int | None = None) -> Detector:
         """A saved detector; peak_window overrides its decoding (`peaks.py`; 0: plain top-k)."""
         from safetensors.torch import load_file
 
