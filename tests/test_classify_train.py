@@ -2,9 +2,11 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
+from transformers.trainer_utils import get_last_checkpoint
 
 from visiontune.cli import main
 from visiontune.evaluate import evaluate
@@ -32,7 +34,7 @@ def test_overfit_then_both_modes_score_one(classify_run, shape_classes, tmp_path
     metadata = json.loads((output / "training_metadata.json").read_text())
     assert metadata["classes"] == ["circle", "square", "triangle"] and metadata["best_metric"] == "eval_accuracy"
     assert metadata["class_counts"] == {"circle": 4, "square": 4, "triangle": 4}
-    state = json.loads(max(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])).joinpath("trainer_state.json").read_text())
+    state = json.loads((Path(get_last_checkpoint(output)) / "trainer_state.json").read_text())
     assert state["best_metric"] == 1.0  # chosen on accuracy, not loss
     for mode in ("score", "generate"):
         metrics = evaluate(model=str(output), data=str(shape_classes), output=str(tmp_path / mode), mode=mode, **QUIET)

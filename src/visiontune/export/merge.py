@@ -82,7 +82,8 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
             batch_file, logits_file = Path(scratch) / "batch.pt", Path(scratch) / "logits.pt"
             torch.save(batch, batch_file)
             done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT, str(output_path), str(batch_file),
-                                   str(logits_file), ComposedVLMConfig.model_type], capture_output=True, text=True, check=False)
+                                   str(logits_file), ComposedVLMConfig.model_type],
+                                  capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"{output}: plain transformers could not load the merged model:\n{done.stderr[-2000:]}")
             reloaded = torch.load(logits_file)

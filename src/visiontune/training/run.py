@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import TrainConfig, build_config, to_dict
 from ..data.loading import (
@@ -212,9 +213,9 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
 
     # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
     if eval_records:
-        checkpoints = sorted(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        if checkpoints:
-            _copy_model_files(checkpoints[-1], output / "final")
+        last = get_last_checkpoint(output)  # by step number: checkpoint-10 comes after checkpoint-9
+        if last:
+            _copy_model_files(Path(last), output / "final")
             processor.save_pretrained(output / "final")
     trainer.save_model(str(output))
     processor.save_pretrained(output)
