@@ -1,5 +1,6 @@
 """Classification end to end: a tiny model learns three shape classes; both prediction modes score 1.0."""
 
+import filecmp
 import json
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from visiontune.cli import main
 from visiontune.evaluate import evaluate
 from visiontune.predict import predict
 from visiontune.training.balancing import inverse_frequency_weights
-from visiontune.training.run import train
+from visiontune.training.run import MODEL_FILES, train
 
 from conftest import OVERFIT
 
@@ -34,8 +35,11 @@ def test_overfit_then_both_modes_score_one(classify_run, shape_classes, tmp_path
     metadata = json.loads((output / "training_metadata.json").read_text())
     assert metadata["classes"] == ["circle", "square", "triangle"] and metadata["best_metric"] == "eval_accuracy"
     assert metadata["class_counts"] == {"circle": 4, "square": 4, "triangle": 4}
-    state = json.loads((Path(get_last_checkpoint(output)) / "trainer_state.json").read_text())
+    last = Path(get_last_checkpoint(output))
+    state = json.loads((last / "trainer_state.json").read_text())
     assert state["best_metric"] == 1.0  # chosen on accuracy, not loss
+    copied = [name for name in MODEL_FILES if (last / name).is_file()]  # `final`: the last step's weights
+    assert copied and all(filecmp.cmp(last / name, output / "final" / name, shallow=False) for name in copied)
     for mode in ("score", "generate"):
         metrics = evaluate(model=str(output), data=str(shape_classes), output=str(tmp_path / mode), mode=mode, **QUIET)
         assert metrics["accuracy"] == 1.0 and metrics["unmapped_rate"] == 0.0, mode
