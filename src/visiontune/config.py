@@ -58,6 +58,9 @@ class TrainConfig:
     balance: str = field(default="auto", metadata={"help": "class imbalance: none|sampler|loss; auto = sampler "
                                                           "for detect (positive queries), none for classify"})
     calibrate: bool = field(default=True, metadata={"help": "classify: fit a softmax temperature on --eval-data"})
+    probe_start: bool = field(default=True, metadata={
+        "help": "classify, composed VLMs: start the image summary token from a linear probe of the training "
+                "images (LP-FT); --no-probe-start to train from the model as it is"})
     queries: str | None = field(default=None, metadata={"help": QUERIES_HELP})
     negatives: float | None = field(default=None, metadata={"help": "detect: share of queries about absent classes, "
                                                                     "answered none (default 0.25)"})
@@ -81,6 +84,8 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     learning_rate: float | None = field(default=None, metadata={"help": "default 2e-4 for LoRA, 2e-5 for full"})
+    connector_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the connector (projector) when it trains (default: --learning-rate)"})
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"

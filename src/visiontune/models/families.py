@@ -19,6 +19,8 @@ class Family:
     connector: tuple[str, ...]
     language: tuple[str, ...]
     configure_processor: Callable[..., list[str]] = field(default=lambda processor, image_size, splitting: [])
+    # Parts trained by LoRA / QLoRA when --train is not given (None: the language model alone).
+    lora_default_train: tuple[str, ...] | None = None
 
 
 def _idefics3_processor(processor, image_size: int | None, splitting: bool | None) -> list[str]:
@@ -62,8 +64,10 @@ FAMILIES = (
     Family("llava", ("llava",), vision=("model.vision_tower",), connector=("model.multi_modal_projector",),
            language=("model.language_model", "lm_head"), configure_processor=_fixed_size_processor),
     # Composed VLMs (models/compose): the image size is fixed when composing (it sets the image-token count).
+    # Their projector has seen little data (one alignment stage), so it trains beside LoRA by default.
     Family("composed", ("visiontune_vlm",), vision=("vision_model",), connector=("projector",),
-           language=("language_model",), configure_processor=_fixed_size_processor),
+           language=("language_model",), configure_processor=_fixed_size_processor,
+           lora_default_train=("connector", "language")),
     Family("qwen2-vl", ("qwen2_vl", "qwen2_5_vl"), vision=("model.visual",), connector=("model.visual.merger",),
            language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor),
 )

@@ -91,9 +91,12 @@ class TrainableSetup:
     gradient_checkpointing: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def trained_roles(self) -> tuple[str, ...]:
+    def trained_roles(self, family=None) -> tuple[str, ...]:
+        """The roles to train; `family` (families.Family) may set what LoRA trains when --train is not given."""
         if self.train in (None, ""):
-            return ("language",) if self.method in ("lora", "qlora") else ("connector", "language")
+            if self.method in ("lora", "qlora"):
+                return (family.lora_default_train if family and family.lora_default_train else ("language",))
+            return ("connector", "language")
         if self.train == "all":
             return ROLES
         parts = tuple(part.strip() for part in self.train.replace(",", "+").split("+") if part.strip())
@@ -129,7 +132,7 @@ def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: t
     """Load the model and make exactly the asked parts trainable; returns the (possibly PEFT) model."""
     if setup.method not in METHODS:
         raise ValueError(f"unknown --method {setup.method!r}; choose one of {', '.join(METHODS)}")
-    trained = setup.trained_roles()
+    trained = setup.trained_roles(family_for(_model_type(model_path)))
     quantization = None
     if setup.method == "qlora":
         # Keep the vision tower, connector and output head in full precision; 4-bit only the LM's layers.
@@ -171,6 +174,18 @@ def _meta_model(model_path):
 
     with init_empty_weights():
         return AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(model_path)))
+
+
+def trained_parameters_by_role(model) -> dict[str, list]:
+    """Trainable parameters grouped by role (LoRA weights count as their layer's role)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    roles = module_roles(base)
+    groups: dict[str, list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            clean = name.replace("base_model.model.", "", 1).replace(".modules_to_save.default", "")
+            groups.setdefault(roles.role_of(clean) or "other", []).append(parameter)
+    return groups
 
 
 def describe_trainable(model) -> str:

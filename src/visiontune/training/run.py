@@ -190,6 +190,11 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
     if torch.cuda.is_available() and config.method != "qlora":
         model.to("cuda")
+    probe_start = None
+    if is_classify and config.probe_start:
+        from .probe_start import start_summary_from_probe
+
+        probe_start = start_summary_from_probe(model, processor, classes, train_records, config.batch_size, log=log)
     collator = VLMCollator(processor, max_length=config.max_length)
     preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
 
@@ -208,7 +213,9 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                          data_collator=collator, callbacks=callbacks, throughput=throughput,
-                         sample_weights=sample_weights, extra_eval=extra_eval)
+                         sample_weights=sample_weights, extra_eval=extra_eval,
+                         role_learning_rates={"connector": config.connector_learning_rate}
+                         if config.connector_learning_rate else None)
     train_output = trainer.train(resume_from_checkpoint=True if config.resume else None)
 
     # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
@@ -237,7 +244,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
             "config": to_dict(config)}, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
-                   preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration)
+                   preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,
+                   probe_start=probe_start)
     if eval_records:
         final_eval = trainer.evaluate()
         summary.update({k: v for k, v in final_eval.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1",

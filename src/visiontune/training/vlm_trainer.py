@@ -39,9 +39,12 @@ def answer_token_loss(model, inputs: dict, num_items_in_batch=None):
 class VLMTrainer(Trainer):
     """`sample_weights`: draw training examples with these weights (--balance sampler).
     `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
-    `metric_for_best_model` can be e.g. eval_accuracy)."""
+    `metric_for_best_model` can be e.g. eval_accuracy). `role_learning_rates`: {role: learning rate} for
+    parts that train at another rate than the rest (e.g. a fresh projector beside LoRA)."""
 
-    def __init__(self, *args, throughput=None, sample_weights=None, extra_eval=None, **kwargs):
+    def __init__(self, *args, throughput=None, sample_weights=None, extra_eval=None, role_learning_rates=None,
+                 **kwargs):
+        self.role_learning_rates = dict(role_learning_rates or {})
         super().__init__(*args, **kwargs)
         self.throughput = throughput  # a ThroughputCallback that counts what is trained on
         self.sample_weights, self.extra_eval = sample_weights, extra_eval
@@ -56,6 +59,24 @@ class VLMTrainer(Trainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        if not self.role_learning_rates or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from ..models.vlm import trained_parameters_by_role
+
+        groups = []
+        for role, parameters in trained_parameters_by_role(self.model).items():
+            for decay in (True, False):  # biases and norms take no weight decay, as Trainer's own grouping does
+                chosen = [p for p in parameters if (p.ndim >= 2) == decay]
+                if chosen:
+                    group = {"params": chosen, "weight_decay": self.args.weight_decay if decay else 0.0}
+                    if role in self.role_learning_rates:
+                        group["lr"] = self.role_learning_rates[role]
+                    groups.append(group)
+        optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+        self.optimizer = optimizer_class(groups, **optimizer_kwargs)
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         if self.sample_weights is None:

@@ -55,12 +55,18 @@ def _place(rng: random.Random, size: int, side: int, taken: list[tuple[int, int,
 
 def write_canvases(folder: str | Path, count: int = 64, seed: int = 0, size: int = 112, objects: tuple[int, int] = (1, 4),
                    scale: tuple[int, int] = (28, 56), classes_per_canvas: int = 2, split: str = "train",
-                   source: str = "zoo:fashion-mnist") -> dict[str, Path]:
-    """Write `count` canvases; returns paths of the images folder, instances.json and captions.json."""
-    records, classes = load_labelled_records(DataSpec(source, split=split), log=lambda *_: None)
+                   source: str = "zoo:fashion-mnist", classes: list[str] | None = None) -> dict[str, Path]:
+    """Write `count` canvases; returns paths of the images folder, instances.json and captions.json.
+    `classes`: draw items of these classes only (all of the source's by default)."""
+    records, all_classes = load_labelled_records(DataSpec(source, split=split), log=lambda *_: None)
+    unknown = sorted(set(classes or []) - set(all_classes))
+    if unknown:
+        raise ValueError(f"{source} has no class {', '.join(unknown)}; its classes: {', '.join(all_classes)}")
+    classes = list(classes or all_classes)
     by_class: dict[str, list] = {name: [] for name in classes}
     for record in records:
-        by_class[record.label].append(record.image)
+        if record.label in by_class:
+            by_class[record.label].append(record.image)
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -1,8 +1,12 @@
-"""Zoo datasets as data sources: `--data zoo:fashion-mnist`, `--data zoo:digits`."""
+"""Zoo datasets as data sources: `--data zoo:fashion-mnist`, `--data zoo:digits`, `--data zoo:animal-shapes`."""
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -10,13 +14,15 @@ from ..data.records import DataError, Record
 from ..data.sources.idx import ArrayImage, is_idx_folder, load_idx_folder
 from .registry import DATASETS, ZOO_DATA_PREFIX
 
-DIGITS_TEST_EVERY = 5  # scikit-learn digits has no split; every 5th image is the test split
+TEST_EVERY = 5  # datasets shipped without splits: every 5th image is the test split
 
 
 def dataset_available(name: str) -> bool:
     dataset = DATASETS[name]
     if dataset.kind == "idx":
         return is_idx_folder(Path(dataset.folder))
+    if dataset.kind == "packaged-arrays":
+        return _package_folder(dataset) is not None
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -42,18 +48,57 @@ def load_zoo_dataset(reference: str, split: str | None, folder: str | None = Non
                             f"(or pass --images-dir with a folder holding the idx files)")
         records, _ = load_idx_folder(where, split, name)
         return records, list(dataset.classes)
-    return _load_digits(split), list(dataset.classes)
-
-
-def _load_digits(split: str | None) -> list[Record]:
-    from sklearn.datasets import load_digits
-
     split = split or "train"
     if split not in ("train", "test"):
-        raise DataError(f"zoo:digits has splits train and test, not {split!r}")
+        raise DataError(f"{reference} has splits train and test, not {split!r}")
+    if dataset.kind == "packaged-arrays":
+        images, labels = _load_packaged_arrays(dataset)
+    else:
+        images, labels = _load_digits()
+    keep = [i for i in range(len(images)) if (i % TEST_EVERY == 0) == (split == "test")]
+    return [Record(image=ArrayImage(images, i, f"{name}/{i}"), image_id=f"{name}/{i}", label=int(labels[i]),
+                   source_row=f"{name} image {i}") for i in keep], list(dataset.classes)
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     # 0-16 intensities -> 0-255 so the images look like any other greyscale picture.
-    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
-    keep = [i for i in range(len(images)) if (i % DIGITS_TEST_EVERY == 0) == (split == "test")]
-    return [Record(image=ArrayImage(images, i, f"digits/{i}"), image_id=f"digits/{i}", label=int(digits.target[i]),
-                   source_row=f"digits image {i}") for i in keep]
+    return (digits.images * (255.0 / 16.0)).round().astype(np.uint8), digits.target
+
+
+def _package_folder(dataset) -> Path | None:
+    spec = importlib.util.find_spec(dataset.module)  # locating does not run the package's __init__
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return folder if all((folder / file).is_file() for file in dataset.files) else None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a data file must not be able to run code."""
+
+    ALLOWED: ClassVar = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
+        return super().find_class(module, name)
+
+
+def _load_packaged_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    folder = _package_folder(dataset)
+    if folder is None:
+        raise DataError(f"zoo:{dataset.name}: its files are not installed; install them with: {dataset.install}")
+    arrays = []
+    for file in dataset.files:
+        with gzip.open(folder / file, "rb") as stream:
+            arrays.append(np.asarray(_ArrayUnpickler(stream).load()))
+    images, labels = arrays
+    if images.ndim != 3 or len(images) != len(labels) or images.dtype != np.uint8:
+        raise DataError(f"zoo:{dataset.name}: {folder / dataset.files[0]} holds {images.dtype} {images.shape}, not "
+                        f"N x H x W uint8 images matching {len(labels)} labels; reinstall: {dataset.install}")
+    return images, labels

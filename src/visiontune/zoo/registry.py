@@ -23,11 +23,13 @@ class ZooModel:
 @dataclass(frozen=True)
 class ZooDataset:
     name: str
-    kind: str  # "idx" | "sklearn-digits"
+    kind: str  # "idx" | "sklearn-digits" | "packaged-arrays"
     folder: str | None
     classes: tuple[str, ...]
     install: str
     description: str
+    module: str | None = None  # packaged-arrays: the import name of the package that ships the files
+    files: tuple[str, ...] = ()  # packaged-arrays: images file, labels file (inside the module folder)
 
 
 MODELS = {
@@ -55,6 +57,13 @@ DATASETS = {
         name="digits", kind="sklearn-digits", folder=None, classes=tuple(str(d) for d in range(10)),
         install="pip install scikit-learn",
         description="scikit-learn digits: 1797 8x8 images of 10 digits (every 5th image is the test split)"),
+    "animal-shapes": ZooDataset(
+        name="animal-shapes", kind="packaged-arrays", folder=None,
+        classes=("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
+        install="pip install --no-deps animal-mnist", module="animal_mnist",
+        files=("data/Animal_MNIST/animal_data_version_3.gz", "data/Animal_MNIST/animal_label_version_3.gz"),
+        description="Animal-MNIST silhouettes: 10000 28x28 greyscale images of 10 animals (every 5th image is "
+                    "the test split)"),
 }
 
 ZOO_DATA_PREFIX = "zoo:"  # --data zoo:fashion-mnist

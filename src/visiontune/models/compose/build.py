@@ -75,7 +75,8 @@ def load_language_model(reference: str):
 
 
 def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu", pixel_shuffle: int = 2,
-            image_size: int = 224, projector_hidden: int | None = None, seed: int = 0, log=print) -> Path:
+            image_size: int = 224, projector_hidden: int | None = None, summary_token: bool = True,
+            output_norm: bool = True, seed: int = 0, log=print) -> Path:
     """Write a composed VLM (model + processor) to `output`; the projector is freshly initialised."""
     register_composed_vlm()
     from .modeling import ComposedVLMForConditionalGeneration
@@ -94,12 +95,17 @@ def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu",
         language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     config = ComposedVLMConfig(vision_config=vision_config, text_config=language_model.config, projector=projector,
                                projector_hidden=projector_hidden, pixel_shuffle=pixel_shuffle, image_size=image_size,
-                               image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+                               image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                               summary_token=summary_token, output_norm=output_norm)
     config.check()
     torch.manual_seed(seed)
     model = ComposedVLMForConditionalGeneration(config)
     model.vision_model.load_state_dict(vision_model.state_dict())
     model.language_model.load_state_dict(language_model.state_dict())
+    if model.projector.output_norm is not None:
+        # Start image tokens at the scale of the text embeddings, dimension by dimension.
+        text = language_model.get_input_embeddings().weight.detach().float()
+        model.projector.output_norm.weight.data.copy_(text.pow(2).mean(0).sqrt())
     model.generation_config = language_model.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = ComposedVLMProcessor(load_image_processor(vision_path, image_size), tokenizer,
@@ -112,6 +118,7 @@ def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu",
              for part in ("vision_model", "projector", "language_model")}
     (output / "compose.json").write_text(json.dumps({"vision": vision, "lm": lm, "projector": projector,
                                                      "pixel_shuffle": pixel_shuffle, "image_size": image_size,
+                                                     "summary_token": summary_token, "output_norm": output_norm,
                                                      "image_seq_len": config.image_seq_len, "parameters": sizes,
                                                      "seed": seed}, indent=2))
     log(f"compose: {vision} + {lm} + {projector} projector -> {output} ({config.image_seq_len} image tokens per "

@@ -20,13 +20,19 @@ class ComposedVLMConfig(PretrainedConfig):
     """`vision_config` (any vision model with patch features), `text_config` (any causal LM), and how image
     features reach the LM: `pixel_shuffle` folds s x s neighbouring patches into one token (s^2 fewer
     tokens, s^2 wider), then the `projector` maps them to the LM's width. `image_size` is the square side the
-    processor resizes every image to; with the patch size it fixes `image_seq_len`, the image tokens per image."""
+    processor resizes every image to; with the patch size it fixes `image_seq_len`, the image tokens per image.
+
+    `summary_token`: one more image token, projected from the encoder's [CLS, mean patch] features (the global
+    summary a linear probe reads; pixel shuffle alone drops the CLS token). `output_norm`: image tokens leave the
+    projector RMS-normalised with a per-dimension gain started at the LM's text-embedding scale, so they neither
+    vanish in nor swamp the residual stream (unnormalised, they grew 60-1,000x larger than text tokens)."""
 
     model_type = "visiontune_vlm"
     sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}  # noqa: RUF012 (transformers reads it as is)
 
     def __init__(self, vision_config=None, text_config=None, projector: str = "swiglu", projector_hidden: int | None = None,
-                 pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None, **kwargs):
+                 pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None,
+                 summary_token: bool = False, output_norm: bool = False, **kwargs):
         self.vision_config = _sub_config(vision_config)
         self.text_config = _sub_config(text_config)
         if projector not in PROJECTORS:
@@ -36,6 +42,8 @@ class ComposedVLMConfig(PretrainedConfig):
         self.pixel_shuffle = pixel_shuffle
         self.image_size = image_size
         self.image_token_id = image_token_id
+        self.summary_token = bool(summary_token)
+        self.output_norm = bool(output_norm)
         if self.text_config is not None:
             kwargs.setdefault("tie_word_embeddings", getattr(self.text_config, "tie_word_embeddings", False))
         super().__init__(**kwargs)
@@ -47,7 +55,7 @@ class ComposedVLMConfig(PretrainedConfig):
     @property
     def image_seq_len(self) -> int:
         side = self.image_size // self.patch_size
-        return (side // self.pixel_shuffle) ** 2
+        return (side // self.pixel_shuffle) ** 2 + int(self.summary_token)
 
     def check(self) -> None:
         side = self.image_size // self.patch_size

@@ -27,19 +27,17 @@ def pixel_shuffle(features: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(batch, (side // factor) ** 2, factor * factor * channels)
 
 
-class ModalityProjector(nn.Module):
-    """Layer norm, then linear | MLP (GELU) | SwiGLU to the LM's width."""
+class FeatureMap(nn.Module):
+    """Layer norm, then linear | MLP (GELU) | SwiGLU from `width_in` to `width_out`."""
 
-    def __init__(self, config: ComposedVLMConfig):
+    def __init__(self, kind: str, width_in: int, width_out: int, hidden: int | None = None):
         super().__init__()
-        width_in = config.vision_config.hidden_size * config.pixel_shuffle ** 2
-        width_out = config.text_config.hidden_size
-        hidden = config.projector_hidden or width_in
-        self.kind = config.projector
+        hidden = hidden or width_in
+        self.kind = kind
         self.norm = nn.LayerNorm(width_in)
-        if self.kind == "linear":
+        if kind == "linear":
             self.out = nn.Linear(width_in, width_out)
-        elif self.kind == "mlp":
+        elif kind == "mlp":
             self.up = nn.Linear(width_in, hidden)
             self.out = nn.Linear(hidden, width_out)
         else:
@@ -54,6 +52,26 @@ class ModalityProjector(nn.Module):
         if self.kind == "mlp":
             return self.out(nn.functional.gelu(self.up(x)))
         return self.out(nn.functional.silu(self.gate(x)) * self.up(x))
+
+
+class ModalityProjector(FeatureMap):
+    """Pixel-shuffled patch features -> LM-width image tokens; optionally a summary token from [CLS, mean patch]
+    first, and an RMS norm at the text-embedding scale on every image token (see ComposedVLMConfig).
+
+    The summary map is linear, like a linear probe on the same features: classification training can start
+    it from one (training/probe_start.py)."""
+
+    def __init__(self, config: ComposedVLMConfig):
+        vision_width, width_out = config.vision_config.hidden_size, config.text_config.hidden_size
+        super().__init__(config.projector, vision_width * config.pixel_shuffle ** 2, width_out, config.projector_hidden)
+        self.summary = FeatureMap("linear", 2 * vision_width, width_out) if config.summary_token else None
+        self.output_norm = nn.RMSNorm(width_out, eps=1e-6) if config.output_norm else None
+
+    def forward(self, patches: torch.Tensor, summary: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = super().forward(patches)
+        if self.summary is not None:
+            tokens = torch.cat([self.summary(summary).unsqueeze(1), tokens], dim=1)
+        return self.output_norm(tokens) if self.output_norm is not None else tokens
 
 
 class ComposedVLMPreTrainedModel(PreTrainedModel):
@@ -77,6 +95,8 @@ class ComposedVLMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):  # compose() sets it to the text-embedding scale after loading the LM
+            nn.init.ones_(module.weight)
 
 
 class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, GenerationMixin):
@@ -99,13 +119,22 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
     def set_output_embeddings(self, value):
         self.language_model.set_output_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(images, image_seq_len, LM width): patch tokens only (CLS/register tokens are dropped)."""
+    def encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch features (images, patches, width), summary features (images, 2 x width) = [CLS, mean patch])."""
         parameter = next(self.vision_model.parameters())
         hidden = self.vision_model(pixel_values=pixel_values.to(parameter.dtype)).last_hidden_state
         patch = self.config.patch_size
-        patches = (pixel_values.shape[-2] // patch) * (pixel_values.shape[-1] // patch)
-        return self.projector(pixel_shuffle(hidden[:, -patches:], self.config.pixel_shuffle))
+        patches = hidden[:, -(pixel_values.shape[-2] // patch) * (pixel_values.shape[-1] // patch):]
+        # DINOv2 / CLIP put a CLS token first; encoders without one (SigLIP) use the mean patch twice.
+        mean = patches.mean(1)
+        first = hidden[:, 0] if hidden.shape[1] > patches.shape[1] else mean
+        return patches, torch.cat([first, mean], dim=-1)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(images, image_seq_len, LM width): the summary token (if configured), then the patch tokens."""
+        patches, summary = self.encode_images(pixel_values)
+        return self.projector(pixel_shuffle(patches, self.config.pixel_shuffle),
+                              summary if self.config.summary_token else None)
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):

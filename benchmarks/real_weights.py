@@ -1,0 +1,284 @@
+"""What the VLM learns on real weights, held out, beside the obvious baselines: one command for every row of
+BENCHMARKS.md's "Real weights" table.
+
+Model: the quickstart's composed VLM (DINOv2-S + SwiGLU projector + SmolLM2-135M, offline zoo), aligned on
+captioned canvases of Fashion-MNIST training items. Sections (`--only` picks some):
+
+- classify:   the quickstart itself (Fashion-MNIST test accuracy) beside logistic regression on the frozen
+              DINOv2-S features of the same training images at the same input size.
+- generality: from the quickstart's aligned model, `visiontune train --task classify` with default settings
+              on a few hundred images of sets the alignment never saw (zoo:digits, zoo:animal-shapes), beside
+              their linear probes. Only the data, the output and the run's plumbing (workers, logging) are set.
+- caption:    held-out caption canvases (test-split items): CIDEr of the aligned model before, after
+              visiontune's caption fine-tune, and after the known recipe (batch 2, right padding, loss on every
+              non-pad token, LoRA r=2) trained on the same number of examples.
+- detect:     detection as text on canvases of 4 classes (train: training-split items; test: test-split items):
+              visiontune's recipe (every box, negative queries, class balance) against the known recipe (largest
+              box per class, no negatives, no balance) with the same steps; COCO AP/AP50/APs, hallucination rate
+              on absent classes, parse failures.
+- kept:       after detection fine-tuning with LoRA and in full, the caption metrics on the held-out caption
+              canvases, beside the aligned model before it.
+
+    python benchmarks/real_weights.py                      # CPU size (2 cores: see BENCHMARKS.md for times)
+    python benchmarks/real_weights.py --only generality --quickstart runs/quickstart   # reuse a quickstart run
+    python benchmarks/real_weights.py --full               # GPU size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from linear_probe import probe_dataset
+
+SECTIONS = ("classify", "generality", "caption", "detect", "kept")
+QUIET = {"log": lambda *_: None}
+PLUMBING = {"num_workers": 0, "report_to": "none", "logging_steps": 10}
+CAPTION_PROMPT = "Describe this image in one sentence."
+
+
+@dataclass
+class Sizes:
+    generality_train: int = 600
+    generality_test: int = 400
+    caption_train: int = 320
+    caption_test: int = 100
+    caption_epochs: float = 2.0
+    detect_size: int = 112
+    detect_classes: tuple[str, ...] = ("Trouser", "Bag", "Sneaker", "Ankle boot")
+    detect_train: int = 400
+    detect_test: int = 100
+    detect_steps: int = 300
+
+
+FULL = Sizes(generality_train=600, generality_test=2000, caption_train=4000, caption_test=500, caption_epochs=2.0,
+             detect_size=224, detect_train=4000, detect_test=500, detect_steps=3000)
+
+
+def hardware() -> str:
+    name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return name + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+
+
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, round(time.perf_counter() - started, 1)
+
+
+def run_classify(root: Path, args) -> dict:
+    from visiontune.quickstart import FULL as QUICK_FULL
+    from visiontune.quickstart import TRAIN_SLICE, QuickstartSizes, quickstart
+
+    sizes = QUICK_FULL if args.full else QuickstartSizes()
+    summary_file = root / "quickstart" / "quickstart.json"
+    if args.quickstart:
+        summary = json.loads((Path(args.quickstart) / "quickstart.json").read_text())
+    else:
+        summary = quickstart(str(root / "quickstart"), sizes=sizes)
+        summary_file.write_text(json.dumps(summary, indent=2))
+    used = summary["sizes"]
+    probe = probe_dataset("zoo:fashion-mnist", TRAIN_SLICE, "test", used["train_images"], used["test_images"],
+                          used["image_size"])
+    return {"vlm_accuracy": summary["test"]["accuracy"], "probe_accuracy": probe["accuracy"],
+            "ratio": round(summary["test"]["accuracy"] / probe["accuracy"], 3),
+            "minutes": round(sum(summary["seconds"].values()) / 60, 1), "sizes": used}
+
+
+def aligned_model(root: Path, args) -> str:
+    folder = Path(args.quickstart) if args.quickstart else root / "quickstart"
+    if not (folder / "align").is_dir():
+        raise SystemExit(f"{folder / 'align'} is missing: run the classify section first, or pass --quickstart DIR")
+    return str(folder / "align")
+
+
+def run_generality(root: Path, args, sizes: Sizes) -> dict:
+    from visiontune.evaluate import evaluate
+    from visiontune.training.run import train
+
+    model = aligned_model(root, args)
+    image_size = json.loads((Path(model) / "config.json").read_text())["image_size"]
+    rows = {}
+    for data in ("zoo:digits", "zoo:animal-shapes"):
+        output = root / "generality" / data.split(":")[1]
+        summary, seconds = timed(train, task="classify", model=model, data=data, split="train", shuffle=True,
+                                 max_samples=sizes.generality_train, output=str(output), **PLUMBING, **QUIET)
+        test = evaluate(task="classify", model=str(output), data=data, split="test",
+                        max_samples=sizes.generality_test, output=str(output / "eval"), **QUIET)
+        probe = probe_dataset(data, "train", "test", sizes.generality_train, sizes.generality_test, image_size)
+        rows[data] = {"vlm_accuracy": test["accuracy"], "probe_accuracy": probe["accuracy"],
+                      "ratio": round(test["accuracy"] / probe["accuracy"], 3), "train_seconds": seconds,
+                      "probe_start": summary.get("probe_start")}
+        print(data, json.dumps(rows[data]), flush=True)
+    return rows
+
+
+def caption_data(root: Path, sizes: Sizes, image_size: int) -> tuple[dict, dict]:
+    from visiontune.zoo.canvases import write_canvases
+
+    shape = dict(size=image_size, objects=(1, 2), scale=(image_size * 3 // 7, image_size))
+    train_data = write_canvases(root / "data" / "caption-train", count=sizes.caption_train, seed=3, **shape)
+    test_data = write_canvases(root / "data" / "caption-test", count=sizes.caption_test, seed=4, split="test", **shape)
+    return train_data, test_data
+
+
+def caption_scores(model: str, test_data: dict, output: Path) -> dict:
+    from visiontune.evaluate import evaluate
+
+    metrics = evaluate(task="caption", model=model, data=str(test_data["captions"]), prompt=CAPTION_PROMPT,
+                       system_prompt="Answer briefly.", output=str(output), max_new_tokens=24, **QUIET)
+    return {k: round(v, 4) for k, v in metrics.items() if k in ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")}
+
+
+def train_known_caption_recipe(model_path: str, train_data: dict, output: Path, examples: int) -> None:
+    """The widespread notebook recipe: batch 2, prompt + answer rendered together and right-padded, the model's
+    own loss on every non-pad, non-image token, LoRA r=2 on the LM's projections."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+
+    import visiontune.models  # noqa: F401  (registers the composed VLM with the Auto classes)
+    from visiontune.data.loading import DataSpec, load_records
+
+    processor = AutoProcessor.from_pretrained(model_path)
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=8, lora_dropout=0.1, init_lora_weights="gaussian",
+                                             target_modules=r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"))
+    records = load_records(DataSpec(path=str(train_data["captions"])), log=lambda *_: None)
+    image_token_id = processor.image_token_id
+
+    def collate(rows):
+        texts, images = [], []
+        for record in rows:
+            messages = [{"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]},
+                        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_PROMPT}]},
+                        {"role": "assistant", "content": [{"type": "text", "text": record.captions[0]}]}]
+            texts.append(processor.apply_chat_template(messages).strip())
+            images.append([record.load_image()])
+        processor.tokenizer.padding_side = "right"
+        batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        labels = batch["input_ids"].clone()
+        labels[batch["attention_mask"] == 0] = -100
+        labels[labels == image_token_id] = -100
+        batch["labels"] = labels
+        return batch
+
+    arguments = TrainingArguments(output_dir=str(output), per_device_train_batch_size=2, max_steps=examples // 2,
+                                  learning_rate=1e-4, report_to=[], save_strategy="no", remove_unused_columns=False,
+                                  logging_steps=50, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+                                  bf16=torch.cuda.is_available())
+    Trainer(model=model, args=arguments, train_dataset=records, data_collator=collate).train()
+    model.merge_and_unload().save_pretrained(output)
+    processor.save_pretrained(output)
+
+
+def run_caption(root: Path, args, sizes: Sizes) -> dict:
+    from visiontune.training.run import train
+
+    model = aligned_model(root, args)
+    image_size = json.loads((Path(model) / "config.json").read_text())["image_size"]
+    train_data, test_data = caption_data(root, sizes, image_size)
+    rows = {"aligned (before)": caption_scores(model, test_data, root / "caption" / "before")}
+    output = root / "caption" / "visiontune"
+    _, seconds = timed(train, task="caption", model=model, data=str(train_data["captions"]), output=str(output),
+                       prompt=CAPTION_PROMPT, system_prompt="Answer briefly.", epochs=sizes.caption_epochs,
+                       **PLUMBING, **QUIET)
+    rows["visiontune"] = {**caption_scores(str(output), test_data, output / "eval"), "train_seconds": seconds}
+    examples = int(sizes.caption_train * sizes.caption_epochs)
+    output = root / "caption" / "known"
+    _, seconds = timed(train_known_caption_recipe, model, train_data, output, examples)
+    rows["known recipe"] = {**caption_scores(str(output), test_data, output / "eval"), "train_seconds": seconds}
+    for name, row in rows.items():
+        print("caption", name, json.dumps(row), flush=True)
+    return rows
+
+
+DETECT_RECIPES = {"known": dict(max_objects=1, negatives=0.0, balance="none"),
+                  "visiontune": dict(negatives=0.25, balance="sampler")}
+DETECT_REPORTED = ("AP", "AP50", "APs", "APm", "AR100", "hallucination_rate", "parse_failure_rate")
+
+
+def detection_data(root: Path, sizes: Sizes) -> tuple[dict, dict]:
+    from visiontune.zoo.canvases import write_canvases
+
+    side = sizes.detect_size
+    shape = dict(size=side, objects=(1, 4), scale=(side // 7, side * 3 // 7), classes=list(sizes.detect_classes))
+    return (write_canvases(root / "data" / "detect-train", count=sizes.detect_train, seed=5, **shape),
+            write_canvases(root / "data" / "detect-test", count=sizes.detect_test, seed=6, split="test", **shape))
+
+
+def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, recipe: str, method: str = "lora"):
+    from visiontune.training.run import train
+
+    return timed(train, task="detect", model=model, data=str(train_data["instances"]), output=str(output),
+                 max_steps=sizes.detect_steps, method=method, **DETECT_RECIPES[recipe], **PLUMBING, **QUIET)
+
+
+def detection_scores(model: str, test_data: dict, output: Path) -> dict:
+    from visiontune.evaluate import evaluate
+
+    metrics = evaluate(task="detect", model=model, data=str(test_data["instances"]), output=str(output), **QUIET)
+    return {k: round(metrics[k], 4) for k in DETECT_REPORTED if k in metrics}
+
+
+def run_detect(root: Path, args, sizes: Sizes) -> dict:
+    model = aligned_model(root, args)
+    train_data, test_data = detection_data(root, sizes)
+    rows = {}
+    for recipe in DETECT_RECIPES:
+        output = root / "detect" / recipe
+        _, seconds = train_detection(model, train_data, output, sizes, recipe)
+        rows[recipe] = {**detection_scores(str(output), test_data, output / "eval"), "train_seconds": seconds}
+        print("detect", recipe, json.dumps(rows[recipe]), flush=True)
+    return rows
+
+
+def run_kept(root: Path, args, sizes: Sizes) -> dict:
+    model = aligned_model(root, args)
+    image_size = json.loads((Path(model) / "config.json").read_text())["image_size"]
+    _, caption_test = caption_data(root, sizes, image_size)
+    train_data, _ = detection_data(root, sizes)
+    rows = {"aligned (before)": caption_scores(model, caption_test, root / "kept" / "before")}
+    for method in ("lora", "full"):
+        output = root / "detect" / ("visiontune" if method == "lora" else "visiontune-full")
+        if not (output / "visiontune.json").is_file():
+            train_detection(model, train_data, output, sizes, "visiontune", method=method)
+        rows[f"after detection ({method})"] = caption_scores(str(output), caption_test, root / "kept" / method)
+    for name, row in rows.items():
+        print("kept", name, json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", default="runs/bench-real-weights")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--quickstart", default=None, help="reuse this quickstart run (its align/ and quickstart.json)")
+    parser.add_argument("--full", action="store_true", help="GPU sizes")
+    args = parser.parse_args()
+    root = Path(args.output)
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = FULL if args.full else Sizes()
+    results_file = root / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results["hardware"] = hardware()
+    runners = {"classify": lambda: run_classify(root, args), "generality": lambda: run_generality(root, args, sizes),
+               "caption": lambda: run_caption(root, args, sizes), "detect": lambda: run_detect(root, args, sizes),
+               "kept": lambda: run_kept(root, args, sizes)}
+    for section in args.only:
+        results[section], seconds = timed(runners[section])
+        results[section + "_seconds"] = seconds
+        results_file.write_text(json.dumps(results, indent=2))
+        print(section, json.dumps(results[section]), f"({seconds / 60:.1f} min)", flush=True)
+    print(f"results: {results_file}")
+
+
+if __name__ == "__main__":
+    main()
