@@ -50,12 +50,12 @@ class Sizes:
     generality_train: int = 600
     generality_test: int = 400
     caption_train: int = 320
-    caption_test: int = 100
+    caption_test: int = 80
     caption_epochs: float = 2.0
     detect_size: int = 112
     detect_classes: tuple[str, ...] = ("Trouser", "Bag", "Sneaker", "Ankle boot")
     detect_train: int = 400
-    detect_test: int = 100
+    detect_test: int = 80
     detect_steps: int = 300
 
 
@@ -209,7 +209,7 @@ def detection_data(root: Path, sizes: Sizes) -> tuple[dict, dict]:
     from visiontune.zoo.canvases import write_canvases
 
     side = sizes.detect_size
-    shape = dict(size=side, objects=(1, 4), scale=(side // 7, side * 3 // 7), classes=list(sizes.detect_classes))
+    shape = dict(size=side, objects=(1, 4), scale=(side * 5 // 28, side * 3 // 7), classes=list(sizes.detect_classes))
     return (write_canvases(root / "data" / "detect-train", count=sizes.detect_train, seed=5, **shape),
             write_canvases(root / "data" / "detect-test", count=sizes.detect_test, seed=6, split="test", **shape))
 
@@ -217,8 +217,10 @@ def detection_data(root: Path, sizes: Sizes) -> tuple[dict, dict]:
 def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, recipe: str, method: str = "lora"):
     from visiontune.training.run import train
 
+    # Both recipes: the same steps, batch and learning rate (the quickstart's); only the recipe differs.
     return timed(train, task="detect", model=model, data=str(train_data["instances"]), output=str(output),
-                 max_steps=sizes.detect_steps, method=method, **DETECT_RECIPES[recipe], **PLUMBING, **QUIET)
+                 max_steps=sizes.detect_steps, learning_rate=1e-3 if method == "lora" else 1e-4, method=method,
+                 **DETECT_RECIPES[recipe], **PLUMBING, **QUIET)
 
 
 def detection_scores(model: str, test_data: dict, output: Path) -> dict:
@@ -267,16 +269,16 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     sizes = FULL if args.full else Sizes()
     results_file = root / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    results["hardware"] = hardware()
     runners = {"classify": lambda: run_classify(root, args), "generality": lambda: run_generality(root, args, sizes),
                "caption": lambda: run_caption(root, args, sizes), "detect": lambda: run_detect(root, args, sizes),
                "kept": lambda: run_kept(root, args, sizes)}
     for section in args.only:
-        results[section], seconds = timed(runners[section])
-        results[section + "_seconds"] = seconds
+        result, seconds = timed(runners[section])
+        # Re-read before writing: sections of an earlier (or concurrent) run stay in the file.
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        results.update({section: result, section + "_seconds": seconds, "hardware": hardware()})
         results_file.write_text(json.dumps(results, indent=2))
-        print(section, json.dumps(results[section]), f"({seconds / 60:.1f} min)", flush=True)
+        print(section, json.dumps(result), f"({seconds / 60:.1f} min)", flush=True)
     print(f"results: {results_file}")
 
 

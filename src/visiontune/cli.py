@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--projector-hidden", type=int, default=None, help="projector width (default: its input width)")
     compose.add_argument("--pixel-shuffle", type=int, default=2, help="fold s x s patches into one token (default 2)")
     compose.add_argument("--image-size", type=int, default=224, help="square input side in pixels (default 224)")
+    compose.add_argument("--summary-token", action=argparse.BooleanOptionalAction, default=True,
+                         help="one more image token from the encoder's [CLS, mean patch] (default on)")
+    compose.add_argument("--output-norm", action=argparse.BooleanOptionalAction, default=True,
+                         help="RMS-normalise image tokens at the LM's text-embedding scale (default on)")
     compose.add_argument("--seed", type=int, default=0)
     compose.add_argument("--output", required=True)
     zoo = commands.add_parser("zoo", help="the offline zoo: weights and datasets shipped inside packages")
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             from .models.compose.build import compose
 
             compose(args.vision, args.lm, args.output, projector=args.projector, pixel_shuffle=args.pixel_shuffle,
-                    image_size=args.image_size, projector_hidden=args.projector_hidden, seed=args.seed)
+                    image_size=args.image_size, projector_hidden=args.projector_hidden,
+                    summary_token=args.summary_token, output_norm=args.output_norm, seed=args.seed)
         elif args.command == "zoo":
             _zoo(args)
         elif args.command == "detector":

@@ -1,10 +1,12 @@
 """`visiontune quickstart`: the offline main job on real pretrained weights, start to finish.
 
 1. Prepare the offline zoo (SmolLM2-135M-Instruct from its GGUF, DINOv2 ViT-S/14 recovered from an ONNX).
-2. Compose a new VLM: DINOv2-S -> pixel shuffle 2 -> SwiGLU projector -> SmolLM2-135M.
+2. Compose a new VLM: DINOv2-S -> pixel shuffle 2 -> SwiGLU projector (+ a summary token from [CLS, mean
+   patch]) -> SmolLM2-135M.
 3. Stage 1, align: train the projector alone to caption canvases of real Fashion-MNIST items.
-4. Stage 2, classify: LoRA on the LM (+ the projector) on Fashion-MNIST training images, a temperature fitted
-   on a held-out slice of the training split.
+4. Stage 2, classify: the summary token started from a linear probe of the training images (LP-FT), then LoRA
+   on the LM + the projector on Fashion-MNIST training images, a temperature fitted on a held-out slice of
+   the training split.
 5. Evaluate on the Fashion-MNIST test set (score mode) and print the accuracy and where the report is.
 
 The default sizes fit ~20 minutes on a 2-core CPU (subsets); `--full` trains on all 55000 training images

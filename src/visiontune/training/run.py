@@ -191,7 +191,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     if torch.cuda.is_available() and config.method != "qlora":
         model.to("cuda")
     probe_start = None
-    if is_classify and config.probe_start:
+    if is_classify and config.probe_start and not config.resume:  # a resumed run loads its checkpoint instead
         from .probe_start import start_summary_from_probe
 
         probe_start = start_summary_from_probe(model, processor, classes, train_records, config.batch_size, log=log)
