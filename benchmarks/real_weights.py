@@ -22,6 +22,7 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
     python benchmarks/real_weights.py                      # CPU size (2 cores: see BENCHMARKS.md for times)
     python benchmarks/real_weights.py --only generality --quickstart runs/quickstart   # reuse a quickstart run
     python benchmarks/real_weights.py --full               # GPU size
+    python benchmarks/real_weights.py --smoke --only caption detect kept --quickstart runs/quickstart  # does it run?
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ class Sizes:
     detect_classes: tuple[str, ...] = ("Trouser", "Bag", "Sneaker", "Ankle boot")
     detect_train: int = 400
     detect_test: int = 80
-    detect_steps: int = 300
+    detect_steps: int = 160
 
 
+# A minutes-long check that every section runs end to end (its numbers mean nothing).
+SMOKE = Sizes(generality_train=40, generality_test=20, caption_train=16, caption_test=8, caption_epochs=1.0,
+              detect_train=16, detect_test=8, detect_steps=4)
 FULL = Sizes(generality_train=600, generality_test=2000, caption_train=4000, caption_test=500, caption_epochs=2.0,
              detect_size=224, detect_train=4000, detect_test=500, detect_steps=3000)
 
@@ -264,10 +268,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--quickstart", default=None, help="reuse this quickstart run (its align/ and quickstart.json)")
     parser.add_argument("--full", action="store_true", help="GPU sizes")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the sections run")
     args = parser.parse_args()
     root = Path(args.output)
     root.mkdir(parents=True, exist_ok=True)
-    sizes = FULL if args.full else Sizes()
+    sizes = FULL if args.full else SMOKE if args.smoke else Sizes()
     results_file = root / "results.json"
     runners = {"classify": lambda: run_classify(root, args), "generality": lambda: run_generality(root, args, sizes),
                "caption": lambda: run_caption(root, args, sizes), "detect": lambda: run_detect(root, args, sizes),

@@ -160,6 +160,13 @@ def test_canvases_boxes_lie_exactly_on_the_pasted_items(tmp_path):
     assert len(records) == 12 and all(r.boxes for r in records)
     assert caption_for(["Sneaker", "Bag", "Sneaker"]) == "two sneakers and a bag"
     assert caption_for(["Ankle boot"]) == "an ankle boot"
+    # A class subset: only those items, categories numbered within the subset.
+    subset = write_canvases(tmp_path / "c", count=8, seed=3, size=96, classes=["Bag", "Sneaker"])
+    coco = json.loads(subset["instances"].read_text())
+    assert [c["name"] for c in coco["categories"]] == ["Bag", "Sneaker"]
+    assert {a["category_id"] for a in coco["annotations"]} <= {1, 2} and coco["annotations"]
+    with pytest.raises(ValueError, match="no class Hat"):
+        write_canvases(tmp_path / "d", count=1, classes=["Hat"])
 
 
 def test_llava_pretrain_conversations_are_a_caption_source(tmp_path):
