@@ -1,4 +1,4 @@
-"""The dedicated detector (issue 6): frozen ViT backbone (+ optional LoRA) -> simple feature pyramid ->
+"""The dedicated detector: frozen ViT backbone (+ optional LoRA) -> simple feature pyramid ->
 Mix-FFN neck -> one-to-one head trained with Hungarian assignment; inference is NMS-free top-k.
 
 `model.Detector` is the entry point (`create`, `from_pretrained`, `predict`, `save_pretrained`); `train`,

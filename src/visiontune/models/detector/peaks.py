@@ -3,8 +3,8 @@ and, by default, at the same place on the adjacent levels.
 
 The one-to-one head trains one position per object, but a neighbour sees nearly the same features (the finer
 levels are upsampled ViT patches), so it often keeps a close second score for the same object. On the
-canvas study 19 of 20 such duplicates were the adjacent position on the same level (BENCHMARKS.md,
-session 7); the rest sat on the next level. Keeping only positions whose class score is the maximum of its
+canvas study 19 of 20 such duplicates were the adjacent position on the same level (BENCHMARKS.md;
+rerun: `python benchmarks/detector_duplicates.py`); the rest sat on the next level. Keeping only positions whose class score is the maximum of its
 k x k neighbourhood in that class's score map removes the first kind: CenterNet's peak extraction ("Objects
 as Points"). Letting the window span the adjacent levels too (each brought to this level's grid: the finer
 one by a max over the cells under ours, the coarser one by repeating its cell; then the k x k window)
@@ -12,8 +12,8 @@ removes the second: DeFCN's 3D max filtering ("End-to-End Object Detection with 
 Network"), used here as the decoding rule rather than as a learned gate. It compares the scores of
 neighbouring positions of one class map and never boxes: no IoU, no sorting, no suppression loop; it
 exports to ONNX as a few MaxPool/Resize ops. Exact ties all survive. On the GPU-trained canvas models it
-took the duplicate rate at score 0.3 from 25-27 % to 0.1-0.3 % and AP from 0.74 to 0.76 (BENCHMARKS.md,
-session 10); the price is recall on same-class objects closer than the window.
+took the duplicate rate at score 0.3 from 25-27 % to 0.1-0.3 % and AP from 0.74 to 0.76 (BENCHMARKS.md;
+rerun: `python benchmarks/detector_peaks.py`); the price is recall on same-class objects closer than the window.
 
 `peak_window` (DetectorConfig) sets k, 0 turns it off (the plain top-k of every position);
 `peak_across_levels` spans the adjacent levels.

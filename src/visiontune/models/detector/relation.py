@@ -19,10 +19,10 @@ Two kinds of layer (`relation_kind`): "attention" (`RelationLayer`, above) or "p
 GossipNet's max over pair messages). Trained jointly on the CPU study's 300 canvases neither has clearly
 lowered the duplicate rate (pooling, at 900 steps: 0.056 vs 0.069 at 0.3, same AP). Trained on a frozen dense
 head, the attention stage memorises 300 canvases, but with 2,000 distinct ones it cut the duplicates at the
-best-F1 threshold from 0.042 to 0.009-0.027 (two seeds) and raised AP from 0.388 to 0.44-0.46 (BENCHMARKS.md,
-session 9). So it is a stage for larger datasets; it stays off by default until a GPU-scale run confirms it.
+best-F1 threshold from 0.042 to 0.009-0.027 (two seeds) and raised AP from 0.388 to 0.44-0.46; on 4,000 canvases
+it ended at 0.018 (BENCHMARKS.md; rerun: `python benchmarks/detector_relation_stage.py`). So it is a stage for larger datasets; it stays off by default until a GPU-scale run confirms it.
 The local-peak decoding (`peaks.py`, on by default) now removes the neighbour duplicates without training
-(session 10); the stage is left for what a fixed window cannot judge, such as crowded objects of one class.
+(0.1-0.3 % at score 0.3); the stage is left for what a fixed window cannot judge, such as crowded objects of one class.
 """
 
 from __future__ import annotations
