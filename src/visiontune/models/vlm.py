@@ -176,6 +176,11 @@ def _meta_model(model_path):
         return AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(model_path)))
 
 
+def _unwrapped_name(name: str) -> str:
+    """A parameter's name in the plain model, without PEFT's wrapper prefixes."""
+    return name.replace("base_model.model.", "", 1).replace(".modules_to_save.default", "")
+
+
 def trained_parameters_by_role(model) -> dict[str, list]:
     """Trainable parameters grouped by role (LoRA weights count as their layer's role)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -183,8 +188,7 @@ def trained_parameters_by_role(model) -> dict[str, list]:
     groups: dict[str, list] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            clean = name.replace("base_model.model.", "", 1).replace(".modules_to_save.default", "")
-            groups.setdefault(roles.role_of(clean) or "other", []).append(parameter)
+            groups.setdefault(roles.role_of(_unwrapped_name(name)) or "other", []).append(parameter)
     return groups
 
 
@@ -196,9 +200,7 @@ def describe_trainable(model) -> str:
     for name, parameter in model.named_parameters():
         if ".original_module." in name:
             continue  # PEFT keeps a frozen copy of each fully trained module; count the trained copy once
-        clean = name.replace("base_model.model.", "", 1)
-        clean = clean.replace(".modules_to_save.default", "")
-        role = roles.role_of(clean) or "other"
+        role = roles.role_of(_unwrapped_name(name)) or "other"
         count = parameter.numel()
         if ".lora_" not in name:
             total[role] = total.get(role, 0) + count
