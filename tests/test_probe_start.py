@@ -66,3 +66,29 @@ def test_connector_learning_rate_is_its_own_parameter_group(tmp_path):
     projector = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "projector" in n)
     assert by_rate[3e-3] == projector > 0
     assert by_rate[1e-4] == sum(p.numel() for p in model.parameters() if p.requires_grad) - projector
+
+
+def test_detection_summary_token_spends_presence_logits_on_class_names(tmp_path):
+    """Detection: one present/absent probe per class; the summary map's output, read back in the class names'
+    embeddings, says which classes are in each training image."""
+    from visiontune.data.builtin.shapes import write_shape_detection
+    from visiontune.data.loading import load_box_records
+    from visiontune.training.probe_start import _summary_maps
+
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    instances = write_shape_detection(tmp_path / "canvases", count=40, seed=2, size=48, objects=(0, 2),
+                                      colour_by_class=True)
+    records, classes, _ = load_box_records(DataSpec(str(instances)), log=lambda *_: None)
+    model = prepare_for_training(model_path, TrainableSetup(), torch.float32, **QUIET)
+    processor = load_processor(model_path, **QUIET)
+    done = start_summary_from_probe(model, processor, classes, records, batch_size=8, task_name="detect", **QUIET)
+    assert done["probe_train_accuracy"] >= 0.9, done
+    base = model.get_base_model()
+    pixels = processor.image_processor([r.load_image() for r in records], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        _, features = base.encode_images(pixels)
+        token = _summary_maps(model)[0](features)
+    embeddings = class_name_embeddings(base, processor.tokenizer, classes)  # (classes, width)
+    logits = torch.linalg.lstsq(embeddings.T, token.T).solution.T  # (images, classes)
+    present = torch.tensor([[any(b.label == name for b in r.boxes) for name in classes] for r in records])
+    assert ((logits > 0) == present).float().mean() >= 0.9

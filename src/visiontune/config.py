@@ -59,8 +59,9 @@ class TrainConfig:
                                                           "for detect (positive queries), none for classify"})
     calibrate: bool = field(default=True, metadata={"help": "classify: fit a softmax temperature on --eval-data"})
     probe_start: bool = field(default=True, metadata={
-        "help": "classify, composed VLMs: start the image summary token from a linear probe of the training "
-                "images (LP-FT); --no-probe-start to train from the model as it is"})
+        "help": "classify and detect, composed VLMs: start the image summary token from linear probes of the "
+                "training images (the class, or which classes are present; LP-FT); --no-probe-start to train "
+                "from the model as it is"})
     queries: str | None = field(default=None, metadata={"help": QUERIES_HELP})
     negatives: float | None = field(default=None, metadata={"help": "detect: share of queries about absent classes, "
                                                                     "answered none (default 0.25)"})

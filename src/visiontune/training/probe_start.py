@@ -8,6 +8,10 @@ is set so that the summary token is the probe's class logits spent on the class 
 token = sum_c logit_c(image) * e_c (e_c: the mean input embedding of class c's name tokens). The language
 model then reads a word-like token naming the probe's class, and fine-tuning starts from the probe's
 knowledge instead of from chance.
+
+Detection starts the same way with what a per-class query must decide first: which classes are in the image.
+One binary logistic regression per class (present / absent) is fitted, and the token is
+sum_c presence_logit_c(image) * e_c, so a query about an absent class reads a token that does not name it.
 """
 
 from __future__ import annotations
@@ -49,11 +53,56 @@ def class_name_embeddings(base_model, tokenizer, classes: list[str]) -> torch.Te
     return torch.stack(rows)
 
 
-def start_summary_from_probe(model, processor, classes: list[str], records, batch_size: int = 32,
-                             log=print) -> dict | None:
-    """Set the summary token's map from a probe fitted on `records`; returns what was done (None: not a
-    composed VLM with a trained summary token, so nothing to start)."""
+def _multiclass_probe(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(weights (classes, dim), bias (classes,), training accuracy) of a softmax probe on standardised features."""
     from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(C=PROBE_C, max_iter=1000).fit(features, labels)
+    # Logits over all classes (a binary probe has one row; a class absent from the data gets a zero row).
+    weights, bias = np.zeros((classes, features.shape[1])), np.zeros(classes)
+    if len(probe.classes_) == 2:
+        weights[probe.classes_[1]], bias[probe.classes_[1]] = probe.coef_[0], probe.intercept_[0]
+    else:
+        weights[probe.classes_], bias[probe.classes_] = probe.coef_, probe.intercept_
+    return weights, bias, float(probe.score(features, labels))
+
+
+def _presence_probe(features: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(weights, bias, mean per-class training accuracy) of one present/absent probe per class. A class that is
+    in every (or no) training image gets a constant logit (+/-4) instead of a fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = present.shape[1]
+    weights, bias, accuracies = np.zeros((classes, features.shape[1])), np.zeros(classes), []
+    for index in range(classes):
+        column = present[:, index]
+        if column.min() == column.max():
+            bias[index] = 4.0 if column[0] else -4.0
+            accuracies.append(1.0)
+            continue
+        probe = LogisticRegression(C=PROBE_C, max_iter=1000).fit(features, column)
+        weights[index], bias[index] = probe.coef_[0], probe.intercept_[0]
+        accuracies.append(float(probe.score(features, column)))
+    return weights, bias, float(np.mean(accuracies))
+
+
+def probe_targets(task_name: str, classes: list[str], records) -> np.ndarray | None:
+    """What the probe learns from each record: a class index (classify) or a presence row (detect); None when
+    there is nothing to learn (one class only, or a task without classes)."""
+    if task_name == "classify":
+        labels = np.array([classes.index(record.label) for record in records])
+        return labels if len(set(labels.tolist())) >= 2 else None
+    if task_name == "detect":
+        present = np.array([[any(box.label == name and not box.crowd for box in record.boxes) for name in classes]
+                            for record in records], dtype=int)
+        return present if (present.min(0) != present.max(0)).any() else None
+    return None
+
+
+def start_summary_from_probe(model, processor, classes: list[str], records, batch_size: int = 32,
+                             log=print, task_name: str = "classify") -> dict | None:
+    """Set the summary token's map from a probe fitted on `records`; returns what was done (None: not a
+    composed VLM with a trained summary token, or nothing for a probe to learn)."""
     from sklearn.preprocessing import StandardScaler
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -65,23 +114,21 @@ def start_summary_from_probe(model, processor, classes: list[str], records, batc
             "summary token would not be saved")
         return None
     chosen = records[:MAX_PROBE_IMAGES]
-    labels = np.array([classes.index(record.label) for record in chosen])
-    if len(set(labels.tolist())) < 2:
+    targets = probe_targets(task_name, classes, chosen)
+    if targets is None:
         return None
     was_training = model.training
     model.eval()
     features = summary_features(base, maps[0], processor, chosen, batch_size)
     model.train(was_training)
     scaler = StandardScaler().fit(features)
-    probe = LogisticRegression(C=PROBE_C, max_iter=1000).fit(scaler.transform(features), labels)
-    train_accuracy = float(probe.score(scaler.transform(features), labels))
-    # Logits over all classes (a binary probe has one row; a class absent from the data gets a zero row).
-    weights = np.zeros((len(classes), features.shape[1]))
-    bias = np.zeros(len(classes))
-    if len(probe.classes_) == 2:
-        weights[probe.classes_[1]], bias[probe.classes_[1]] = probe.coef_[0], probe.intercept_[0]
+    standardised = scaler.transform(features)
+    if task_name == "classify":
+        weights, bias, train_accuracy = _multiclass_probe(standardised, targets, len(classes))
+        what = "names the class a linear probe on"
     else:
-        weights[probe.classes_], bias[probe.classes_] = probe.coef_, probe.intercept_
+        weights, bias, train_accuracy = _presence_probe(standardised, targets)
+        what = "names the classes that per-class presence probes find on"
     # Fold the standardisation into the linear map: W (x - mu) / sigma + b.
     weights = weights / scaler.scale_
     bias = bias - weights @ scaler.mean_
@@ -91,6 +138,6 @@ def start_summary_from_probe(model, processor, classes: list[str], records, batc
     for summary_map in maps:
         summary_map.out.weight.data.copy_(weight.to(summary_map.out.weight))
         summary_map.out.bias.data.copy_(offset.to(summary_map.out.bias))
-    log(f"probe start: the summary token now names the class a linear probe on {len(chosen)} training images "
-        f"picks (probe training accuracy {train_accuracy:.3f})")
+    log(f"probe start: the summary token now {what} {len(chosen)} training images picks "
+        f"(probe training accuracy {train_accuracy:.3f})")
     return {"images": len(chosen), "probe_train_accuracy": round(train_accuracy, 4)}

@@ -191,10 +191,11 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     if torch.cuda.is_available() and config.method != "qlora":
         model.to("cuda")
     probe_start = None
-    if is_classify and config.probe_start and not config.resume:  # a resumed run loads its checkpoint instead
+    if task.name in ("classify", "detect") and config.probe_start and not config.resume:  # resume loads its own
         from .probe_start import start_summary_from_probe
 
-        probe_start = start_summary_from_probe(model, processor, classes, train_records, config.batch_size, log=log)
+        probe_start = start_summary_from_probe(model, processor, classes, train_records, config.batch_size, log=log,
+                                               task_name=task.name)
     collator = VLMCollator(processor, max_length=config.max_length)
     preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
 
