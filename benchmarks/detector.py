@@ -57,8 +57,8 @@ def model_throughput(detector, image_size: int, batch: int, device: torch.device
 def plain_top_k_eval(model_dir: Path, val_json: Path) -> dict:
     """The saved model's scores without local-peak decoding (peak_window 0): the one-to-one head on its own."""
     from visiontune.data.loading import DataSpec, load_box_records
-    from visiontune.models.detector.evaluation import run_and_score
-    from visiontune.models.detector.model import Detector
+    from visiontune.detector.evaluation import run_and_score
+    from visiontune.detector.model import Detector
 
     model = Detector.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu", peak_window=0)
     records, classes, ids = load_box_records(DataSpec(str(val_json)), model.config.classes, log=lambda *_: None)
@@ -71,8 +71,8 @@ def plain_top_k_eval(model_dir: Path, val_json: Path) -> dict:
 
 
 def onnx_comparison(model_dir: Path, val_json: Path, output: Path, max_samples: int) -> dict:
-    from visiontune.detector_cli import compare_exports_map
-    from visiontune.models.detector.export import export_detector
+    from visiontune.detector.cli import compare_exports_map
+    from visiontune.detector.export import export_detector
 
     report = export_detector(model_dir, output / "detector.int8.onnx", "int8")
     return {"int8_mode": report["int8_mode"], "fp32_mb": report["fp32_size_mb"], "int8_mb": report["size_mb"],
@@ -114,11 +114,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=0)
-    parser.add_argument("--centre-cost", type=float, default=0.0)
-    parser.add_argument("--max-filter", action="store_true", help="DeFCN 3D max-filtering gate in the head")
-    parser.add_argument("--classification-loss", default="varifocal", help="varifocal | focal | bce")
-    parser.add_argument("--relation-layers", type=int, default=None, help="candidate relation layers (default 0 = off)")
-    parser.add_argument("--relation-kind", default="attention", help="attention | pooling")
     parser.add_argument("--peak-window", type=int, default=None,
                         help="local-peak decoding window (default 3; 0: plain top-k); the eval without it is also reported")
     parser.add_argument("--peak-across-levels", action=argparse.BooleanOptionalAction, default=None)
@@ -137,9 +132,9 @@ def main() -> None:
     parser.add_argument("--vlm-image-size", type=int, default=None)
     args = parser.parse_args()
 
-    from visiontune.config import DetectorTrainSettings
-    from visiontune.models.detector.model import Detector
-    from visiontune.models.detector.train import train_detector
+    from visiontune.detector.config import DetectorTrainSettings
+    from visiontune.detector.model import Detector
+    from visiontune.detector.train import train_detector
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -154,10 +149,8 @@ def main() -> None:
         summary = train_detector(DetectorTrainSettings(
             data=str(train_json), eval_data=str(val_json), output=str(model_dir), backbone=args.backbone,
             preset=args.preset, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, lora_rank=args.lora_rank, centre_cost=args.centre_cost, max_filter=args.max_filter,
-            relation_layers=args.relation_layers, relation_kind=args.relation_kind, peak_window=args.peak_window,
-            peak_across_levels=args.peak_across_levels,
-            classification_loss=args.classification_loss, workers=args.workers,
+            learning_rate=args.learning_rate, lora_rank=args.lora_rank, peak_window=args.peak_window,
+            peak_across_levels=args.peak_across_levels, workers=args.workers,
             eval_every=max(1, args.epochs // 4)))
         results["train_minutes"] = (time.perf_counter() - started) / 60
         results["parameters"] = summary["parameters"]

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from visiontune.models.detector.box_ops import cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou, xyxy_to_cxcywh
-from visiontune.models.detector.matcher import hungarian_match, matching_cost, score_ordered_match
-from visiontune.models.detector.pyramid import SimpleFeaturePyramid
+from visiontune.detector.box_ops import cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou, xyxy_to_cxcywh
+from visiontune.detector.matcher import hungarian_match, matching_cost
+from visiontune.detector.pyramid import SimpleFeaturePyramid
 
 
 def _random_boxes(generator, count):
@@ -46,27 +46,6 @@ def test_matcher_edge_cases():
         hungarian_match(logits, boxes, [too_many, one])
 
 
-def test_score_ordered_match_takes_the_best_scored_candidate_on_each_object():
-    # object 0 (class 0) at the left, object 1 (class 1) at the right, object 2 (class 0) that nothing covers well
-    target = {"labels": torch.tensor([0, 1, 0]),
-              "boxes": torch.tensor([[0.2, 0.2, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.5, 0.9, 0.1, 0.1]])}
-    boxes = torch.tensor([[[0.2, 0.2, 0.2, 0.2],     # 0: exact box on object 0, score 0.5
-                           [0.21, 0.2, 0.2, 0.2],    # 1: a little off, but the best score: the positive
-                           [0.2, 0.2, 0.2, 0.2],     # 2: exact box, high score for the wrong class only
-                           [0.35, 0.2, 0.2, 0.2],    # 3: top score, IoU < 0.5 with object 0: not eligible
-                           [0.7, 0.7, 0.2, 0.2],     # 4: object 1
-                           [0.5, 0.85, 0.1, 0.1]]])  # 5: the closest to object 2, IoU < 0.5
-    probabilities = torch.tensor([[[0.5, 0.0], [0.6, 0.1], [0.1, 0.95], [0.99, 0.0], [0.0, 0.4], [0.01, 0.0]]])
-    rows, columns = score_ordered_match(probabilities, boxes, [target])[0]
-    assert dict(zip(columns.tolist(), rows.tolist())) == {0: 1, 1: 4, 2: 5}
-    # one candidate per object: two objects under one candidate, the second takes the next best
-    two = {"labels": torch.tensor([0, 0]), "boxes": torch.tensor([[0.2, 0.2, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2]])}
-    rows, columns = score_ordered_match(probabilities, boxes, [two])[0]
-    assert sorted(rows.tolist()) == [0, 1] and sorted(columns.tolist()) == [0, 1]
-    empty = {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}
-    assert [len(x) for x in score_ordered_match(probabilities, boxes, [empty])[0]] == [0, 0]
-
-
 def test_iou_and_giou_by_hand():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [4.0, 0.0, 5.0, 1.0], [0.0, 0.0, 2.0, 2.0]])
@@ -89,27 +68,8 @@ def test_pyramid_levels_have_the_stride_sizes(patch, height, width):
     levels[0].sum().backward()  # every level is differentiable back to the ViT map
 
 
-def test_near_duplicate_ranking_by_hand():
-    from visiontune.models.detector.loss import RANK_MARGIN, near_duplicate_ranking
-
-    # position 0 is matched to the object; 1 predicts nearly its box (a near duplicate); 2 is elsewhere;
-    # 3 is on the object but matched to another object of the same class, so it is nobody's duplicate
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1],
-                           [0.5, 0.5, 0.2, 0.21]]])
-    logits = torch.tensor([[[0.0, 5.0], [1.0, 9.0], [9.0, 9.0], [9.0, 9.0]]], requires_grad=True)
-    targets = [{"labels": torch.tensor([0, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2]])}]
-    matches = [(torch.tensor([0, 3]), torch.tensor([0, 1]))]
-    loss = near_duplicate_ranking(logits, boxes, targets, matches)
-    # each object's only near duplicate is position 1 (class-0 logit 1): 0 and 3 are matched positions
-    expected = (torch.nn.functional.softplus(torch.tensor(1.0 - 0.0 + RANK_MARGIN))
-                + torch.nn.functional.softplus(torch.tensor(1.0 - 9.0 + RANK_MARGIN)))
-    assert torch.allclose(loss, expected)
-    loss.backward()
-    assert logits.grad[0, 2].abs().sum() == 0 and logits.grad[0, :, 1].abs().sum() == 0  # far away / other class
-
-
 def test_local_peaks_by_hand():
-    from visiontune.models.detector.peaks import check_peak_window, keep_local_peaks, local_peaks
+    from visiontune.detector.peaks import check_peak_window, keep_local_peaks, local_peaks
 
     # two levels: 2x4 then 1x2 positions; class 0 has two adjacent scores on level 0 (only the higher is a
     # peak) and one in the far corner; class 1 is high where class 0's neighbour is, so classes never suppress
@@ -133,19 +93,26 @@ def test_local_peaks_by_hand():
     kept = keep_local_peaks(outputs, 3)
     assert kept[0, 1, 0] < -1e30 and torch.equal(kept[peaks], logits[peaks])
     assert torch.equal(keep_local_peaks(outputs, 0), logits)
-    # with candidate relations: the refined logits of the candidates, placed back on the dense grid; a position
-    # that is not a candidate suppresses nothing
-    refined = torch.tensor([[[4.5, 0.0], [3.0, 0.0]]])  # candidates: positions 1 and 7
-    relations = {"logits": refined, "candidates": torch.tensor([[1, 7]]), "dense": outputs, "level_sizes": sizes}
-    assert torch.equal(keep_local_peaks(relations, 3)[..., 0], refined[..., 0])  # position 0 is no candidate
-    relations["candidates"] = torch.tensor([[1, 0]])  # now it is, and its refined 3.0 stands down for 4.5
-    assert keep_local_peaks(relations, 3)[0, :, 0].tolist() == [4.5, torch.finfo(torch.float32).min]
     with pytest.raises(ValueError, match="odd number"):
         check_peak_window(2)
-    from visiontune.models.detector.config import DetectorConfig
+    from visiontune.detector.config import DetectorConfig
 
     with pytest.raises(ValueError, match="multiple of the one before"):
         DetectorConfig(classes=["a"], strides=(8, 12))
     DetectorConfig(classes=["a"], strides=(8, 12), peak_across_levels=False)  # within levels: any strides
     with pytest.raises(ValueError, match="hold 8 positions"):
         local_peaks(logits, [(2, 4)], 3)
+
+
+def test_config_files_of_removed_parts_load_only_when_those_parts_were_off(tmp_path):
+    import json
+
+    from visiontune.detector.config import DetectorConfig
+
+    DetectorConfig(classes=["a"]).save(tmp_path)
+    values = json.loads((tmp_path / "detector.json").read_text())
+    (tmp_path / "detector.json").write_text(json.dumps({**values, "max_filter": False, "relation_layers": 0}))
+    assert DetectorConfig.load(tmp_path).classes == ["a"]
+    (tmp_path / "detector.json").write_text(json.dumps({**values, "relation_layers": 2}))
+    with pytest.raises(ValueError, match="relation_layers=2.*retrain"):
+        DetectorConfig.load(tmp_path)

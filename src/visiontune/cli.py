@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import types
-import typing
 
+from .cli_options import add_dataclass_options, overrides
 from .config import EvalConfig, PredictConfig, TrainConfig, build_config
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per field; booleans get --x / --no-x; defaults stay None so a YAML value is not overridden."""
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        hint = hints[field.name]
-        # `X | None` -> X; a list stays a list (its origin), whatever its item type.
-        is_optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        base = next(a for a in typing.get_args(hint) if a is not type(None)) if is_optional else hint
-        help_text = field.metadata.get("help", "")
-        default = field.default if field.default is not dataclasses.MISSING else None
-        if default not in (None, "") and not isinstance(default, bool):
-            help_text = f"{help_text} (default {default})".strip()
-        if base is bool:
-            parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=help_text)
-        elif typing.get_origin(base) is list:
-            parser.add_argument(_flag(field.name), dest=field.name, nargs="+", default=None, help=help_text)
-        else:
-            parser.add_argument(_flag(field.name), dest=field.name, type=base, default=None, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     canvases.add_argument("--max-objects", type=int, default=4)
     canvases.add_argument("--split", default="train", help="which Fashion-MNIST split the items come from")
     canvases.add_argument("--seed", type=int, default=0)
-    from .detector_cli import add_detector_commands
+    from .detector.cli import add_detector_commands
 
-    add_detector_commands(commands, add_dataclass_options)
+    add_detector_commands(commands)
     quick = commands.add_parser("quickstart", help="the offline main job: compose a VLM from the zoo, align, "
                                                    "fine-tune and evaluate on Fashion-MNIST")
     quick.add_argument("--output", default="runs/quickstart")
@@ -91,29 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(namespace: argparse.Namespace, cls) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(namespace).items() if k in names and v is not None}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
             from .training.run import train
 
-            train(build_config(TrainConfig, _overrides(args, TrainConfig), args.config))
+            train(build_config(TrainConfig, overrides(args, TrainConfig), args.config))
         elif args.command == "predict":
             from .predict import predict
 
-            rows = predict(build_config(PredictConfig, _overrides(args, PredictConfig), args.config))
+            rows = predict(build_config(PredictConfig, overrides(args, PredictConfig), args.config))
             if not args.output:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
         elif args.command == "eval":
             from .evaluate import evaluate
 
-            evaluate(build_config(EvalConfig, _overrides(args, EvalConfig), args.config))
+            evaluate(build_config(EvalConfig, overrides(args, EvalConfig), args.config))
         elif args.command == "merge":
             from .export.merge import merge
 
@@ -131,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "zoo":
             _zoo(args)
         elif args.command == "detector":
-            from .detector_cli import run_detector_command
+            from .detector.cli import run_detector_command
 
-            run_detector_command(args, _overrides)
+            run_detector_command(args)
         elif args.command == "quickstart":
             if args.tiny:
                 from .quickstart_tiny import tiny_quickstart

@@ -21,6 +21,12 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 BACKENDS = ("faster_coco_eval", "pycocotools")
 
 
+def box_references(record) -> dict:
+    """What COCO scoring needs of a record (`data.records.Record`): its id, size and boxes (crowd marked)."""
+    return {"image_id": record.image_id, "width": record.width, "height": record.height,
+            "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
+
+
 def coco_image_ids(references: dict[str, dict]) -> dict[str, int]:
     """Each image's COCO id: the source's own when every one is a distinct integer, else 1..N in order."""
     given = [str(reference.get("image_id", "")) for reference in references.values()]

@@ -23,6 +23,7 @@ from collections import Counter
 
 from ..data.labels import check_class_names
 from ..data.records import Record
+from ..metrics.detection import box_references
 from .base import Example, Task
 from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, to_grid
 
@@ -30,12 +31,6 @@ QUERY_MODES = ("per-class", "all", "both")
 BOX_FORMATS = ("text",)
 DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
                   "corners on a 0-1000 grid, or none.")
-
-
-def box_references(record: Record) -> dict:
-    """What COCO scoring needs of a record: its id, size and boxes (crowd marked)."""
-    return {"image_id": record.image_id, "width": record.width, "height": record.height,
-            "boxes": [{"label": b.label, "box": list(b.xyxy), "crowd": b.crowd} for b in record.boxes]}
 
 
 class DetectTask(Task):

@@ -60,8 +60,16 @@ def prepare_model(name: str, force: bool = False, log=print) -> dict:
     return record
 
 
+
+def resolve_model_reference(reference: str, log=print) -> str:
+    """A zoo model's name -> its prepared folder (prepared now if needed); anything else is returned as it is."""
+    if reference in MODELS:
+        return str(zoo_model_path(reference, log=log))
+    return reference
+
+
 def _prepare_dinov2(source: Path, output: Path) -> dict:
-    from ..models.compose.build import imagenet_bit_processor
+    from ..models.vision_encoders import imagenet_bit_processor
     from .onnx_dinov2 import max_difference_from_onnx, recover_dinov2
 
     model = recover_dinov2(source)

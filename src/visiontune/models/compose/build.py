@@ -7,60 +7,11 @@ from pathlib import Path
 
 import torch
 
+from ...zoo.prepare import resolve_model_reference
+from ..vision_encoders import load_image_processor, load_vision_encoder
 from .configuration import ComposedVLMConfig
 from .processing import IMAGE_TOKEN, ComposedVLMProcessor
 from .registration import register_composed_vlm
-
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def _zoo_or_path(reference: str, log) -> str:
-    from ...zoo.registry import MODELS
-
-    if reference in MODELS:
-        from ...zoo.prepare import zoo_model_path
-
-        return str(zoo_model_path(reference, log=log))
-    return reference
-
-
-def load_vision_encoder(reference: str):
-    """(vision model, its config): a vision-only checkpoint, or the vision half of CLIP/SigLIP-style ones."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-    config = AutoConfig.from_pretrained(reference)
-    vision_config = getattr(config, "vision_config", None) or config
-    if not hasattr(vision_config, "patch_size"):
-        raise ValueError(f"{reference}: {type(vision_config).__name__} has no patch_size; compose needs a ViT-style "
-                         f"vision encoder with patch features (SigLIP, CLIP vision, DINOv2)")
-    model_class = MODEL_MAPPING[type(vision_config)]  # e.g. CLIPVisionModel for a CLIP checkpoint's vision half
-    return model_class.from_pretrained(reference, dtype=torch.float32), vision_config
-
-
-def imagenet_bit_processor(**kwargs):
-    """A DINOv2-style image processor with ImageNet statistics that needs no torchvision."""
-    try:  # transformers 5.x names the torchvision-free processor *Pil
-        from transformers import BitImageProcessorPil as BitImageProcessor
-    except ImportError:
-        from transformers import BitImageProcessor
-    return BitImageProcessor(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, **kwargs)
-
-
-def load_image_processor(reference: str, image_size: int):
-    """The encoder's own normalisation, resizing straight to image_size x image_size (no crop)."""
-    from transformers import AutoImageProcessor
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(reference)
-    except (OSError, ValueError):
-        processor = imagenet_bit_processor()
-    processor.size = {"height": image_size, "width": image_size}
-    if hasattr(processor, "do_center_crop"):
-        processor.do_center_crop = False
-    if hasattr(processor, "crop_size"):
-        processor.crop_size = {"height": image_size, "width": image_size}
-    return processor
 
 
 def load_language_model(reference: str):
@@ -81,7 +32,7 @@ def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu",
     register_composed_vlm()
     from .modeling import ComposedVLMForConditionalGeneration
 
-    vision_path, lm_path = _zoo_or_path(vision, log), _zoo_or_path(lm, log)
+    vision_path, lm_path = resolve_model_reference(vision, log), resolve_model_reference(lm, log)
     vision_model, vision_config = load_vision_encoder(vision_path)
     language_model, tokenizer = load_language_model(lm_path)
     if tokenizer.chat_template is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .box_ops import cxcywh_to_xyxy, pairwise_generalized_iou, pairwise_iou
+from .box_ops import cxcywh_to_xyxy, pairwise_generalized_iou
 
 
 @dataclass(frozen=True)
@@ -61,49 +61,5 @@ def hungarian_match(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dic
         if extra_cost is not None:
             cost = cost + extra_cost(index)
         rows, columns = linear_sum_assignment(cost.cpu().numpy())
-        matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)))
-    return matches
-
-
-@torch.no_grad()
-def score_ordered_match(probabilities: torch.Tensor, boxes: torch.Tensor, targets: list[dict],
-                        iou_threshold: float = 0.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per image: (candidate indices, target indices), matched the way COCO evaluation counts a true positive:
-    repeatedly the highest-scored (candidate, object) pair of the object's class with IoU >= iou_threshold,
-    each candidate and object used once. An object no candidate overlaps that well gets the free candidate
-    of highest IoU (so its box is still trained).
-
-    This is the target of a learned suppression stage (as in GossipNet, "Learning non-maximum suppression"):
-    probabilities (B, n, K) and boxes (B, n, 4, normalised cxcywh) are the stage's *inputs*, so whether a
-    candidate is the positive is a fixed function of what the stage sees - "am I the best-scored candidate
-    on this object?" - and can be learned exactly. A cost that also weighs box error (the Hungarian match)
-    can pick either of two near-identical neighbours, which is what leaves duplicates at middling scores."""
-    matches = []
-    for index, target in enumerate(targets):
-        labels = target["labels"].to(probabilities.device)
-        if len(labels) == 0:
-            empty = torch.zeros(0, dtype=torch.long)
-            matches.append((empty, empty))
-            continue
-        overlaps, _ = pairwise_iou(cxcywh_to_xyxy(boxes[index].float()),
-                                   cxcywh_to_xyxy(target["boxes"].float().to(boxes.device)))
-        scores = probabilities[index][:, labels].float()  # (n, T): each candidate's score for each object's class
-        eligible = torch.where(overlaps >= iou_threshold, scores + 1e-6 * overlaps, torch.full_like(scores, -1.0))
-        rows, columns = [], []
-        for _ in range(len(labels)):
-            best = eligible.argmax()
-            row, column = divmod(int(best), eligible.shape[1])
-            if eligible[row, column] < 0:
-                break
-            rows.append(row), columns.append(column)
-            eligible[row, :], eligible[:, column] = -1.0, -1.0
-        free_overlaps = overlaps.clone()
-        free_overlaps[rows, :] = -1.0
-        for column in sorted(set(range(len(labels))) - set(columns)):
-            row = int(free_overlaps[:, column].argmax())
-            if free_overlaps[row, column] < 0:  # more objects than candidates
-                continue
-            rows.append(row), columns.append(column)
-            free_overlaps[row, :] = -1.0
         matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(columns, dtype=torch.long)))
     return matches

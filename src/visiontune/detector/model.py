@@ -15,15 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...deploy.detector_io import predict_images
 from .backbone import ViTBackbone, add_lora, freeze, load_pretrained_vision_model, merge_lora, vision_model_from_config
 from .box_ops import cxcywh_to_xyxy
 from .config import CONFIG_FILE, PRESETS, WEIGHTS_FILE, DetectorConfig
 from .head import OneToOneHead
+from .image_io import predict_images
 from .neck import MixFFNNeck
 from .peaks import keep_local_peaks
 from .pyramid import SimpleFeaturePyramid
-from .relation import CandidateRelations, gather_candidates
 
 
 class Detector(nn.Module):
@@ -37,11 +36,7 @@ class Detector(nn.Module):
         self.pyramid = SimpleFeaturePyramid(self.backbone.hidden_size, config.neck_channels, self.backbone.patch_size,
                                             config.strides)
         self.neck = MixFFNNeck(config.neck_channels, len(config.strides), config.neck_depth, config.mlp_ratio)
-        self.head = OneToOneHead(config.neck_channels, config.num_classes, len(config.strides), config.head_convs,
-                                 config.max_filter)
-        self.relations = (CandidateRelations(config.neck_channels, config.num_classes, config.relation_layers,
-                                             config.relation_candidates, kind=config.relation_kind)
-                          if config.relation_layers > 0 else None)
+        self.head = OneToOneHead(config.neck_channels, config.num_classes, len(config.strides), config.head_convs)
         self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
 
@@ -99,7 +94,6 @@ class Detector(nn.Module):
                 "pyramid": sum(p.numel() for p in self.pyramid.parameters()),
                 "neck": sum(p.numel() for p in self.neck.parameters()),
                 "head": sum(p.numel() for p in self.head.parameters()),
-                "relations": sum(p.numel() for p in self.relations.parameters()) if self.relations is not None else 0,
                 "total": sum(p.numel() for p in self.parameters()) - lora,
                 "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad)}
 
@@ -111,27 +105,15 @@ class Detector(nn.Module):
     # --- running -------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor) -> dict:
         """pixel_values: (B, 3, H, W) in 0..1. Raw outputs for the loss: logits, boxes (normalised cxcywh), the
-        pixel centres of the positions they came from, the (height, width) of each level, and with candidate
-        relations also "dense": the dense head's own outputs."""
+        pixel centres of the positions they came from and the (height, width) of each level."""
         image_size = tuple(pixel_values.shape[-2:])
         backbone_trains = self.config.lora_rank > 0 and self.training
         with torch.set_grad_enabled(torch.is_grad_enabled() and backbone_trains):
             features = self.backbone((pixel_values - self.mean) / self.std)
-        return self.forward_from_backbone(features, image_size)
-
-    def forward_from_backbone(self, features: torch.Tensor, image_size: tuple[int, int]) -> dict:
-        """`forward` after the backbone (features (B, C, h, w)); studies on cached features call it directly."""
         levels = self.neck(self.pyramid(features, image_size))
         logits, boxes, centres = self.head(levels, self.config.strides, image_size)
-        level_sizes = [tuple(x.shape[-2:]) for x in levels]
-        outputs = {"logits": logits, "boxes": boxes, "centres": centres, "level_sizes": level_sizes}
-        if self.relations is None:
-            return outputs
-        features = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1)
-        logits, boxes, index = self.relations(features, logits, boxes)
-        # the detections are the refined candidates; the dense outputs stay for their auxiliary loss
-        return {"logits": logits, "boxes": boxes, "centres": centres[index], "candidates": index, "dense": outputs,
-                "level_sizes": level_sizes}
+        return {"logits": logits, "boxes": boxes, "centres": centres,
+                "level_sizes": [tuple(x.shape[-2:]) for x in levels]}
 
     def detect(self, pixel_values: torch.Tensor, top_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """NMS-free detections: the top-k (position, class) scores among the local peaks (`peaks.py`). Returns
@@ -148,7 +130,7 @@ class Detector(nn.Module):
         top_scores, index = scores.topk(k, dim=1)
         num_classes = outputs["logits"].shape[-1]
         positions, labels = index // num_classes, index % num_classes
-        boxes = gather_candidates(cxcywh_to_xyxy(outputs["boxes"]), positions)
+        boxes = cxcywh_to_xyxy(outputs["boxes"]).gather(1, positions[..., None].expand(-1, -1, 4))
         return boxes, top_scores, labels
 
     @torch.no_grad()

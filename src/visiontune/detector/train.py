@@ -1,6 +1,7 @@
 """`visiontune detector train`: a short plain-PyTorch loop (not HF Trainer: the model is not a
 transformers model, the loss needs per-image Hungarian matching, and EMA + COCO-mAP model selection are
-simpler to read here than as Trainer callbacks).
+simpler to read here than as Trainer callbacks). Split the DETR way: `train_one_epoch` and `evaluate` do one
+thing each; `train_detector` sets up, resumes, selects the best and saves.
 
 Each epoch: augmented batches -> bf16 autocast on CUDA (fp32 on CPU) -> one-to-one loss -> AdamW step with
 warmup + cosine decay -> EMA update. Every `eval_every` epochs the EMA weights are scored with COCO mAP on
@@ -22,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...config import DetectorTrainSettings
-from ...data.loading import DataSpec, load_box_records
+from ..data.loading import DataSpec, load_box_records
 from .augment import AugmentSettings
+from .config import DetectorTrainSettings
 from .data import DetectionDataset, collate
 from .ema import TrainedWeightsEMA
 from .evaluation import run_and_score, write_metrics, write_overlays
@@ -55,6 +56,48 @@ def _schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def train_one_epoch(detector: Detector, loader, optimizer, scheduler, ema: TrainedWeightsEMA | None,
+                    device: torch.device, use_bf16: bool, max_grad_norm: float,
+                    loss_weights: LossWeights = LossWeights()) -> dict:
+    """One pass over `loader`; returns the steps taken, images seen, seconds and the mean of each loss term."""
+    trainable = [p for p in detector.parameters() if p.requires_grad]
+    started, totals, seen, steps = time.perf_counter(), {}, 0, 0
+    for pixels, targets in loader:
+        pixels = pixels.to(device, non_blocking=True)
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs = detector(pixels)
+        losses = detector_loss(outputs, targets, detector.config.image_size, loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(detector)
+        steps += 1
+        seen += len(pixels)
+        for name, value in losses.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(pixels)
+    seconds = time.perf_counter() - started
+    return {"steps": steps, "images": seen, "seconds": seconds,
+            "losses": {name: value / max(seen, 1) for name, value in totals.items()}}
+
+
+def evaluate(detector: Detector, records, classes: list[str], category_ids: dict[str, int], batch_size: int):
+    """(COCO metrics, predictions) of the detector as it is (apply the EMA weights first to score those)."""
+    return run_and_score(lambda images: detector.predict(images, threshold=0.0), records, classes, category_ids,
+                         detector.config.score_threshold, batch_size)
+
+
+def _optimizer(detector: Detector, settings: DetectorTrainSettings) -> torch.optim.Optimizer:
+    trainable = [p for p in detector.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]  # norms, biases, level scales
+    return torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate)
+
+
 def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     if not settings.data:
         raise ValueError("detector train needs --data (a COCO instances JSON, a YOLO folder or a dataset)")
@@ -71,9 +114,8 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     size = settings.image_size
     detector = Detector.create(classes, backbone=settings.backbone, preset=settings.preset, log=log,
                                image_size=(size, size) if size else None, neck_channels=settings.neck_channels,
-                               lora_rank=settings.lora_rank, max_filter=settings.max_filter,
-                               relation_layers=settings.relation_layers, relation_kind=settings.relation_kind,
-                               peak_window=settings.peak_window, peak_across_levels=settings.peak_across_levels)
+                               lora_rank=settings.lora_rank, peak_window=settings.peak_window,
+                               peak_across_levels=settings.peak_across_levels)
     counts = detector.parameter_counts()
     log(f"detector {settings.preset} on {detector.config.backbone}: {counts['total'] / 1e6:.2f}M parameters "
         f"(backbone {counts['backbone'] / 1e6:.2f}M frozen), {counts['trainable'] / 1e6:.2f}M trainable "
@@ -89,15 +131,10 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
                                          num_workers=settings.workers, generator=loader_generator,
                                          drop_last=len(dataset) > settings.batch_size, pin_memory=device.type == "cuda")
-    trainable = [p for p in detector.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]  # norms, biases, level scales
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate)
+    optimizer = _optimizer(detector, settings)
     total_steps = settings.epochs * len(loader)
     scheduler = _schedule(optimizer, min(settings.warmup_steps, max(1, total_steps // 10)), total_steps)
     ema = TrainedWeightsEMA(detector, settings.ema_decay) if settings.ema_decay > 0 else None
-    loss_weights = LossWeights(kind=settings.classification_loss, centre_cost=settings.centre_cost)
 
     history, best, start_epoch, best_scored = [], None, 0, None
     checkpoint_path = output / CHECKPOINT_FILE
@@ -118,33 +155,15 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     step = start_epoch * len(loader)
     for epoch in range(start_epoch, settings.epochs):
         dataset.epoch = epoch
-        started, totals, seen = time.perf_counter(), {}, 0
-        for pixels, targets in loader:
-            pixels = pixels.to(device, non_blocking=True)
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                outputs = detector(pixels)
-            losses = detector_loss(outputs, targets, detector.config.image_size, loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(detector)
-            step += 1
-            seen += len(pixels)
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(pixels)
-        seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0], "images_per_second": seen / seconds,
-               **{f"loss_{k}": v / max(seen, 1) for k, v in totals.items()}}
+        done = train_one_epoch(detector, loader, optimizer, scheduler, ema, device, use_bf16, settings.max_grad_norm)
+        step += done["steps"]
+        row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
+               "images_per_second": done["images"] / done["seconds"],
+               **{f"loss_{k}": v for k, v in done["losses"].items()}}
         evaluate_now = eval_records and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs)
         with (ema.applied(detector) if ema is not None else contextlib.nullcontext()):
             if evaluate_now:
-                metrics, predictions = run_and_score(lambda images: detector.predict(images, threshold=0.0),
-                                                     eval_records, classes, category_ids,
-                                                     detector.config.score_threshold, settings.batch_size)
+                metrics, predictions = evaluate(detector, eval_records, classes, category_ids, settings.batch_size)
                 detector.train()
                 row.update(eval_AP=metrics["AP"], eval_AP50=metrics["AP50"], eval_duplicate_rate=metrics["duplicate_rate"])
                 if best is None or metrics["AP"] > best["AP"]:
@@ -168,8 +187,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     if eval_records:
         if best_scored is None:  # resumed, and the best model was saved by the earlier run: score it again
             final = Detector.from_pretrained(output, device=device)
-            best_scored = run_and_score(lambda images: final.predict(images, threshold=0.0), eval_records, classes,
-                                        category_ids, final.config.score_threshold, settings.batch_size)
+            best_scored = evaluate(final, eval_records, classes, category_ids, settings.batch_size)
         metrics, predictions = best_scored
         write_metrics(output / "metrics.json", metrics)
         write_overlays(output / "overlays", eval_records, predictions, classes, detector.config.score_threshold)
@@ -179,4 +197,3 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
             + (f", {metrics['duplicate_rate_at_f1_threshold']:.4f} at the best-F1 score {metrics['f1_threshold']:.3f}"
                if metrics.get("f1_threshold") is not None else "") + f"; model in {output}")
     return summary
-

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...deploy.onnx_detector import METADATA_KEY, OnnxDetector
 from .model import Detector
+from .runtime import METADATA_KEY, OnnxDetector
 
 PRECISIONS = ("fp32", "fp16", "int8")
 OPSET = 17
@@ -60,7 +60,7 @@ def _export_fp32(detector: Detector, path: Path) -> None:
 def _calibration_reader(images: list, size: tuple[int, int]):
     from onnxruntime.quantization import CalibrationDataReader
 
-    from ...deploy.detector_io import image_to_input
+    from .image_io import image_to_input
 
     class Reader(CalibrationDataReader):
         def __init__(self):

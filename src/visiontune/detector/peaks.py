@@ -64,16 +64,10 @@ def local_peaks(logits: torch.Tensor, level_sizes: list[tuple[int, int]], window
 
 
 def keep_local_peaks(outputs: dict, window: int, strides: tuple[int, ...] | None = None) -> torch.Tensor:
-    """The logits of `Detector.forward`'s outputs with every non-peak set to the lowest float (score 0). With
-    candidate relations the refined logits are put back on the dense grid (positions that are not candidates
-    stay lowest, so they suppress nothing) and the peaks are taken there. strides: across levels too."""
+    """The logits of `Detector.forward`'s outputs with every non-peak set to the lowest float (score 0).
+    strides: across levels too."""
     logits = outputs["logits"]
     if window == 0:
         return logits
     floor = torch.finfo(logits.dtype).min
-    if "candidates" not in outputs:
-        return logits.masked_fill(~local_peaks(logits, outputs["level_sizes"], window, strides), floor)
-    index = outputs["candidates"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-    grid = torch.full_like(outputs["dense"]["logits"], floor, dtype=logits.dtype).scatter(1, index, logits)
-    peaks = local_peaks(grid, outputs["level_sizes"], window, strides).gather(1, index)
-    return logits.masked_fill(~peaks, floor)
+    return logits.masked_fill(~local_peaks(logits, outputs["level_sizes"], window, strides), floor)

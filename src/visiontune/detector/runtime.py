@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .detector_io import predict_images
+from .image_io import predict_images
 
 METADATA_KEY = "visiontune"
 

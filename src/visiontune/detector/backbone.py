@@ -26,19 +26,12 @@ def vision_model_from_config(config_dict: dict) -> nn.Module:
 
 def load_pretrained_vision_model(reference: str, log=print) -> tuple[nn.Module, dict, tuple, tuple]:
     """(vision model, its config as a dict, image mean, image std) from a hub id, a folder or a zoo name."""
-    from ..compose.build import _zoo_or_path, load_vision_encoder
-    from .config import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.vision_encoders import image_statistics, load_vision_encoder
+    from ..zoo.prepare import resolve_model_reference
 
-    path = _zoo_or_path(reference, log)
+    path = resolve_model_reference(reference, log)
     model, vision_config = load_vision_encoder(path)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    try:
-        from transformers import AutoImageProcessor
-
-        processor = AutoImageProcessor.from_pretrained(path)
-        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-    except (OSError, ValueError, AttributeError, TypeError):
-        log(f"{reference}: no image processor found; using ImageNet mean/std")
+    mean, std = image_statistics(path, log)
     return model, vision_config.to_dict(), mean, std
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...data.records import Record
-from ...deploy.detector_io import image_to_input
+from ..data.records import Record
 from .augment import AugmentSettings, augment
+from .image_io import image_to_input
 
 
 class DetectionDataset(Dataset):

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.records import Record
-from ...metrics.detection import coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids
-from ...tasks.detect import box_references
+from ..data.records import Record
+from ..metrics.detection import box_references, coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids
 from .box_ops import pairwise_iou
 
 DUPLICATE_IOU = 0.7
@@ -113,7 +112,7 @@ def run_and_score(predict: Callable[[list], list[dict]], records: list[Record], 
 def write_overlays(folder: str | Path, records: list[Record], predictions: list[dict], classes: list[str],
                    threshold: float, limit: int = 16) -> list[Path]:
     """PNG per image: ground truth in green, detections >= threshold in red with class and score."""
-    from ...report.boxes import draw_boxes
+    from ..report.boxes import draw_boxes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

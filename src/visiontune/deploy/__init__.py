@@ -1,1 +1,0 @@
-"""Running exported models with no torch: only numpy, Pillow and onnxruntime are imported here."""
