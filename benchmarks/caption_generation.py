@@ -26,7 +26,7 @@ def main() -> None:
 
     from visiontune.data.builtin.shapes import write_shapes_dataset
     from visiontune.data.images import load_image
-    from visiontune.predict import Predictor
+    from visiontune.inference.predictor import Predictor
 
     folder = write_shapes_dataset(Path(tempfile.mkdtemp()), count=args.images, size=384)["images"]
     files = sorted(folder.glob("*.png"))

@@ -32,13 +32,13 @@ def main() -> None:
     parser.add_argument("--train", default=None, help="parts to train, e.g. all (the tiny model's vision is random)")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     args = parser.parse_args()
+    from visiontune.api.train import train
     from visiontune.data.builtin.shapes import write_shape_classes
     from visiontune.data.loading import DataSpec, load_labelled_records
+    from visiontune.inference.predictor import Predictor
     from visiontune.metrics.classification import classification_metrics
     from visiontune.models.vlm import load_for_inference
-    from visiontune.predict import Predictor
-    from visiontune.tasks.base import task_from_metadata
-    from visiontune.training.run import train
+    from visiontune.tasks import task_from_metadata
 
     root = Path(tempfile.mkdtemp())
     train_dir = write_shape_classes(root / "train", per_class=args.train_per_class, seed=1,

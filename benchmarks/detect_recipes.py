@@ -42,9 +42,9 @@ def main() -> None:
                         help="train: what each recipe teaches (fit on the training images), not generalisation")
     parser.add_argument("--output", default=None, help="folder for the runs and a results.json (default: a temp dir)")
     args = parser.parse_args()
+    from visiontune.api.evaluate import evaluate
+    from visiontune.api.train import train
     from visiontune.data.builtin.shapes import write_shape_detection
-    from visiontune.evaluate import evaluate
-    from visiontune.training.run import train
 
     root = Path(args.output or tempfile.mkdtemp())
     shapes = dict(objects=(2, 6), colour_by_class=args.colour_by_class)

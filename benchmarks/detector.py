@@ -82,8 +82,8 @@ def onnx_comparison(model_dir: Path, val_json: Path, output: Path, max_samples: 
 
 def vlm_detect(args, train_json: Path, val_json: Path, output: Path) -> dict:
     """The VLM `detect` task (boxes as text) trained and scored on the same canvases."""
-    from visiontune.evaluate import evaluate
-    from visiontune.training.run import train
+    from visiontune.api.evaluate import evaluate
+    from visiontune.api.train import train
 
     quiet = {"log": lambda *_: None}
     started = time.perf_counter()

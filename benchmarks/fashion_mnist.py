@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--skip-vlm", action="store_true", help="only the linear probe and the published table")
     args = parser.parse_args()
 
+    from visiontune.api.evaluate import evaluate
     from visiontune.config import EvalConfig
     from visiontune.data.loading import DataSpec, load_labelled_records
-    from visiontune.evaluate import evaluate
     from visiontune.quickstart import TRAIN_SLICE, QuickstartSizes, quickstart
 
     output = Path(args.output)

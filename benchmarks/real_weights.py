@@ -106,8 +106,8 @@ def aligned_model(root: Path, args) -> str:
 
 
 def run_generality(root: Path, args, sizes: Sizes) -> dict:
-    from visiontune.evaluate import evaluate
-    from visiontune.training.run import train
+    from visiontune.api.evaluate import evaluate
+    from visiontune.api.train import train
 
     model = aligned_model(root, args)
     image_size = json.loads((Path(model) / "config.json").read_text())["image_size"]
@@ -136,7 +136,7 @@ def caption_data(root: Path, sizes: Sizes, image_size: int) -> tuple[dict, dict]
 
 
 def caption_scores(model: str, test_data: dict, output: Path) -> dict:
-    from visiontune.evaluate import evaluate
+    from visiontune.api.evaluate import evaluate
 
     metrics = evaluate(task="caption", model=model, data=str(test_data["captions"]), prompt=CAPTION_PROMPT,
                        system_prompt="Answer briefly.", output=str(output), max_new_tokens=24, **QUIET)
@@ -150,13 +150,13 @@ def train_known_caption_recipe(model_path: str, train_data: dict, output: Path, 
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
 
     import visiontune.models  # noqa: F401  (registers the composed VLM with the Auto classes)
-    from visiontune.data.loading import DataSpec, load_records
+    from visiontune.data.loading import DataSpec, load_caption_records
 
     processor = AutoProcessor.from_pretrained(model_path)
     model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=8, lora_dropout=0.1, init_lora_weights="gaussian",
                                              target_modules=r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"))
-    records = load_records(DataSpec(path=str(train_data["captions"])), log=lambda *_: None)
+    records = load_caption_records(DataSpec(path=str(train_data["captions"])), log=lambda *_: None)
     image_token_id = processor.image_token_id
 
     def collate(rows):
@@ -185,7 +185,7 @@ def train_known_caption_recipe(model_path: str, train_data: dict, output: Path, 
 
 
 def run_caption(root: Path, args, sizes: Sizes) -> dict:
-    from visiontune.training.run import train
+    from visiontune.api.train import train
 
     model = aligned_model(root, args)
     image_size = json.loads((Path(model) / "config.json").read_text())["image_size"]
@@ -220,7 +220,7 @@ def detection_data(root: Path, sizes: Sizes) -> tuple[dict, dict]:
 
 
 def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, recipe: str, method: str = "lora"):
-    from visiontune.training.run import train
+    from visiontune.api.train import train
 
     # Both recipes: the same steps, batch and learning rate (the quickstart's); only the recipe differs.
     return timed(train, task="detect", model=model, data=str(train_data["instances"]), output=str(output),
@@ -229,7 +229,7 @@ def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, re
 
 
 def detection_scores(model: str, test_data: dict, output: Path) -> dict:
-    from visiontune.evaluate import evaluate
+    from visiontune.api.evaluate import evaluate
 
     metrics = evaluate(task="detect", model=model, data=str(test_data["instances"]), output=str(output), **QUIET)
     return {k: round(metrics[k], 4) for k in DETECT_REPORTED if k in metrics}

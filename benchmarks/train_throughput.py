@@ -33,7 +33,7 @@ def run_baseline(model_path: str, data: Path, steps: int, batch_size: int, image
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
 
-    from visiontune.data.loading import DataSpec, load_records
+    from visiontune.data.loading import DataSpec, load_caption_records
 
     processor = AutoProcessor.from_pretrained(model_path)
     processor.image_processor.size = {"longest_edge": image_size}
@@ -42,7 +42,7 @@ def run_baseline(model_path: str, data: Path, steps: int, batch_size: int, image
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=8, lora_dropout=0.1,
                                              target_modules=["down_proj", "o_proj", "k_proj", "q_proj", "gate_proj",
                                                              "up_proj", "v_proj"], init_lora_weights="gaussian"))
-    records = load_records(DataSpec(path=str(data)))
+    records = load_caption_records(DataSpec(path=str(data)))
     image_token_id = processor.tokenizer.convert_tokens_to_ids("<image>")
 
     def collate(examples):
@@ -70,7 +70,7 @@ def run_baseline(model_path: str, data: Path, steps: int, batch_size: int, image
 
 
 def run_visiontune(model_path: str, data: Path, steps: int, batch_size: int, image_size: int) -> dict:
-    from visiontune.training.run import train
+    from visiontune.api.train import train
 
     summary = train(model=model_path, data=str(data), output=tempfile.mkdtemp(), max_steps=steps,
                     batch_size=batch_size, image_size=image_size, lora_r=2, report_to="none", num_workers=0,

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visiontune.tasks.box_text import GRID, format_boxes, from_grid, parse_boxes, to_grid
+from visiontune.tasks.detect.box_text import GRID, format_boxes, from_grid, parse_boxes, to_grid
 
 CLASSES = ["person", "traffic light", "car", "fire hydrant", "dog"]
 

@@ -6,7 +6,7 @@ import torch
 
 from visiontune.metrics.classification import classification_metrics, expected_calibration_error
 from visiontune.tasks import get_task
-from visiontune.tasks.answer_parser import parse_answer
+from visiontune.tasks.classify.answer_parser import parse_answer
 
 CLASSES = ["cat", "dog", "golden retriever", "retriever", "bird"]
 
@@ -80,7 +80,7 @@ def test_ece_by_hand():
 
 def _independent_log_likelihood(model, processor, task, image, target, eos_ids):
     """log p(answer) with the whole sequence in one ordinary forward pass, up to and including end-of-turn."""
-    from visiontune.training.collator import IGNORE_INDEX, VLMCollator
+    from visiontune.models.prompt_encoding import IGNORE_INDEX, VLMCollator
 
     batch = VLMCollator(processor)([{"image": image, "messages": task.messages(), "target": target, "where": "t"}])
     labels = batch.pop("labels")[0]
@@ -99,8 +99,8 @@ def _independent_log_likelihood(model, processor, task, image, target, eos_ids):
 @pytest.mark.parametrize("family,reasoning", [("smolvlm", False), ("smolvlm", True), ("llava", False)])
 def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, family, reasoning):
     from visiontune.data.images import load_image
-    from visiontune.inference import class_scores
     from visiontune.models.vlm import load_for_inference
+    from visiontune.tasks.classify import scoring as class_scores
 
     model, processor, _ = load_for_inference(tiny_models[family], log=lambda *_: None)
     # names that share first tokens exercise the shared-prefix path; a chunk of 2 exercises chunking
@@ -127,8 +127,8 @@ def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, fami
 def test_batched_scoring_equals_one_image_at_a_time(tiny_models, shape_classes):
     """Images of different sizes get different image-token counts, so the batch is left-padded."""
     from visiontune.data.images import load_image
-    from visiontune.inference import class_scores
     from visiontune.models.vlm import load_for_inference
+    from visiontune.tasks.classify import scoring as class_scores
 
     model, processor, _ = load_for_inference(tiny_models["smolvlm"], log=lambda *_: None)
     task = get_task("classify", classes=["circle", "circles", "square", "triangle"])
@@ -148,7 +148,7 @@ def test_batched_scoring_equals_one_image_at_a_time(tiny_models, shape_classes):
 
 
 def test_temperature_scaling_calibrates_an_overconfident_model():
-    from visiontune.inference.calibration import fit_temperature
+    from visiontune.tasks.classify.calibration import fit_temperature
 
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 4, 2000)

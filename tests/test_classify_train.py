@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers.trainer_utils import get_last_checkpoint
 
+from visiontune.api.evaluate import evaluate
+from visiontune.api.predict import predict
+from visiontune.api.train import MODEL_FILES, train
 from visiontune.cli import main
-from visiontune.evaluate import evaluate
-from visiontune.predict import predict
 from visiontune.training.balancing import inverse_frequency_weights
-from visiontune.training.run import MODEL_FILES, train
 
 from conftest import OVERFIT
 

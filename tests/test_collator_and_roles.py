@@ -2,10 +2,10 @@ import pytest
 import torch
 from PIL import Image
 
+from visiontune.models.prompt_encoding import IGNORE_INDEX, PromptTooLongError, VLMCollator, answer_suffix
 from visiontune.models.roles import module_roles, parameters_by_role
 from visiontune.models.vlm import TrainableSetup, load_processor, prepare_for_training
 from visiontune.tasks import get_task
-from visiontune.training.collator import IGNORE_INDEX, PromptTooLongError, VLMCollator, answer_suffix
 
 
 def _examples(task):

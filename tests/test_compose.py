@@ -78,7 +78,7 @@ def test_save_load_generate_round_trip_through_auto_classes(composed, tmp_path):
 def test_projector_only_training_changes_only_the_projector(composed, shapes, tmp_path):
     from safetensors.torch import load_file
 
-    from visiontune.training.run import train
+    from visiontune.api.train import train
 
     train(model=str(composed), data=str(shapes["coco"]), output=str(tmp_path / "run"), train="projector",
           learning_rate=1e-2, **{**OVERFIT, "epochs": 2}, **QUIET)
@@ -90,9 +90,9 @@ def test_projector_only_training_changes_only_the_projector(composed, shapes, tm
 
 
 def test_composed_model_overfits_captions_and_merges(composed, shapes, tmp_path):
+    from visiontune.api.predict import predict
+    from visiontune.api.train import train
     from visiontune.export.merge import merge
-    from visiontune.predict import predict
-    from visiontune.training.run import train
 
     output = tmp_path / "run"
     summary = train(model=str(composed), data=str(shapes["coco"]), output=str(output), train="projector+language",
@@ -113,10 +113,10 @@ def test_composed_model_overfits_captions_and_merges(composed, shapes, tmp_path)
 def test_real_weights_stage_two_on_fashion_mnist_learns_from_the_images(tmp_path):
     """DINOv2-S + SmolLM2-135M from the zoo, composed (no alignment stage), classify-trained on 240
     Fashion-MNIST images for 1 epoch (the summary token started from a probe), scored on 100 test images."""
-    from visiontune.evaluate import evaluate
+    from visiontune.api.evaluate import evaluate
+    from visiontune.api.train import train
+    from visiontune.data.sources.zoo_datasets import dataset_available
     from visiontune.models.compose.build import compose
-    from visiontune.training.run import train
-    from visiontune.zoo.datasets import dataset_available
 
     if not dataset_available("fashion-mnist"):
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

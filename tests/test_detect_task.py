@@ -6,10 +6,10 @@ import random
 import pytest
 
 from visiontune.data.records import Box, Record
-from visiontune.inference.box_detection import box_scores
 from visiontune.metrics.detection import STAT_NAMES, detection_metrics
 from visiontune.tasks import get_task
-from visiontune.tasks.box_text import parse_boxes
+from visiontune.tasks.detect.box_text import parse_boxes
+from visiontune.tasks.detect.queries import box_scores
 from visiontune.training.balancing import inverse_frequency_weights
 
 CLASSES = ["person", "traffic light", "dog", "cat"]

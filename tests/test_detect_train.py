@@ -5,11 +5,11 @@ import json
 
 import pytest
 
+from visiontune.api.evaluate import evaluate
+from visiontune.api.predict import predict
+from visiontune.api.train import train
 from visiontune.cli import main
 from visiontune.data.builtin.shapes import write_shape_detection
-from visiontune.evaluate import evaluate
-from visiontune.predict import predict
-from visiontune.training.run import train
 
 from conftest import OVERFIT
 

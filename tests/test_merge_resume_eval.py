@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from visiontune.api.evaluate import evaluate
+from visiontune.api.train import train
 from visiontune.cli import main
-from visiontune.evaluate import evaluate
 from visiontune.export.merge import merge
-from visiontune.training.run import train
 
 from conftest import OVERFIT
 
@@ -25,8 +25,8 @@ def trained_run(tiny_models, shapes, tmp_path_factory):
 def test_merge_equal_logits_and_plain_reload_generates_the_same(trained_run, shapes, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from visiontune.api.predict import predict
     from visiontune.data.images import load_image
-    from visiontune.predict import predict
     from visiontune.tasks import get_task
 
     report = merge(str(trained_run), str(tmp_path / "merged"), **QUIET)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from visiontune.predict import predict
-from visiontune.training.run import train
+from visiontune.api.predict import predict
+from visiontune.api.train import train
 
 from conftest import OVERFIT
 

@@ -9,6 +9,8 @@ from transformers import TrainingArguments
 from visiontune.data.loading import DataSpec, load_labelled_records
 from visiontune.models.tiny import build_tiny_model
 from visiontune.models.vlm import TrainableSetup, load_processor, prepare_for_training
+from visiontune.tasks.classify import ClassifyTask
+from visiontune.tasks.detect import DetectTask
 from visiontune.training.probe_start import class_name_embeddings, start_summary_from_probe
 from visiontune.training.vlm_trainer import VLMTrainer
 
@@ -30,7 +32,8 @@ def test_summary_token_names_the_probes_class(tmp_path):
     assert any(p.requires_grad for n, p in model.named_parameters() if "projector" in n)
     processor = load_processor(model_path, **QUIET)
     messages = []
-    done = start_summary_from_probe(model, processor, classes, records, batch_size=8, log=messages.append)
+    targets = ClassifyTask(classes).probe_targets(records)
+    done = start_summary_from_probe(model, processor, classes, records, targets, batch_size=8, log=messages.append)
     assert done["images"] == len(records) and done["probe_train_accuracy"] >= 0.9, done
     assert "probe start" in messages[0]
     base = model.get_base_model()
@@ -50,6 +53,7 @@ def test_probe_start_is_skipped_when_the_projector_does_not_train(tmp_path):
     model = prepare_for_training(model_path, TrainableSetup(train="language"), torch.float32, **QUIET)
     messages = []
     assert start_summary_from_probe(model, load_processor(model_path, **QUIET), classes, records,
+                                    ClassifyTask(classes).probe_targets(records),
                                     log=messages.append) is None
     assert "connector" in messages[0]
 
@@ -81,7 +85,8 @@ def test_detection_summary_token_spends_presence_logits_on_class_names(tmp_path)
     records, classes, _ = load_box_records(DataSpec(str(instances)), log=lambda *_: None)
     model = prepare_for_training(model_path, TrainableSetup(), torch.float32, **QUIET)
     processor = load_processor(model_path, **QUIET)
-    done = start_summary_from_probe(model, processor, classes, records, batch_size=8, task_name="detect", **QUIET)
+    targets = DetectTask(classes).probe_targets(records)
+    done = start_summary_from_probe(model, processor, classes, records, targets, batch_size=8, **QUIET)
     assert done["probe_train_accuracy"] >= 0.9, done
     base = model.get_base_model()
     pixels = processor.image_processor([r.load_image() for r in records], return_tensors="pt")["pixel_values"]

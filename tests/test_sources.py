@@ -2,13 +2,13 @@ import json
 
 import pytest
 
-from visiontune.data.loading import DataSpec, load_records
+from visiontune.data.loading import DataSpec, load_caption_records
 from visiontune.data.records import DataError
 
 
 def test_coco_and_jsonl_give_the_same_records(shapes):
-    coco = load_records(DataSpec(path=str(shapes["coco"])))
-    jsonl = load_records(DataSpec(path=str(shapes["jsonl"])))
+    coco = load_caption_records(DataSpec(path=str(shapes["coco"])))
+    jsonl = load_caption_records(DataSpec(path=str(shapes["jsonl"])))
     assert [r.captions for r in coco] == [r.captions for r in jsonl]
     assert all(r.load_image().mode == "RGB" for r in coco[:2])
 
@@ -18,7 +18,7 @@ def test_coco_groups_several_references(tmp_path, shapes):
     payload["annotations"].append({"id": 99, "image_id": 0, "caption": "another description"})
     path = shapes["coco"].parent / "multi.json"
     path.write_text(json.dumps(payload))
-    records = load_records(DataSpec(path=str(path)))
+    records = load_caption_records(DataSpec(path=str(path)))
     assert len(records[0].captions) == 2
 
 
@@ -27,13 +27,13 @@ def test_columns_auto_detected_and_named(tmp_path, shapes):
     odd = tmp_path / "odd.jsonl"
     odd.write_text("".join(json.dumps({"picture": "x/" + r["image"], "sentences": [{"raw": r["caption"]}]}) + "\n"
                            for r in rows))
-    records = load_records(DataSpec(path=str(odd), images_dir=str(shapes["coco"].parent / "x")))
+    records = load_caption_records(DataSpec(path=str(odd), images_dir=str(shapes["coco"].parent / "x")))
     assert records[0].captions == [rows[0]["caption"]]
     weird = tmp_path / "weird.jsonl"
     weird.write_text(json.dumps({"foo": "a.png", "bar": "text"}) + "\n")
     with pytest.raises(DataError, match="columns found: foo, bar.*--image-column"):
-        load_records(DataSpec(path=str(weird)))
-    records = load_records(DataSpec(path=str(weird), image_column="foo", caption_column="bar"))
+        load_caption_records(DataSpec(path=str(weird)))
+    records = load_caption_records(DataSpec(path=str(weird), image_column="foo", caption_column="bar"))
     assert records[0].captions == ["text"]
 
 
@@ -41,9 +41,9 @@ def test_empty_caption_is_an_error_or_counted_skip(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"image": "a.png", "caption": "ok"}\n{"image": "b.png", "caption": "  "}\n')
     with pytest.raises(DataError, match="d.jsonl line 2: empty or missing caption.*--skip-bad-rows"):
-        load_records(DataSpec(path=str(path)))
+        load_caption_records(DataSpec(path=str(path)))
     messages = []
-    records = load_records(DataSpec(path=str(path), skip_bad_rows=True), log=messages.append)
+    records = load_caption_records(DataSpec(path=str(path), skip_bad_rows=True), log=messages.append)
     assert len(records) == 1 and "skipped 1" in messages[0]
 
 
@@ -56,19 +56,19 @@ def test_save_to_disk_folder(tmp_path, shapes):
     dataset = datasets.Dataset.from_dict({"img": [str(folder / r["image"]) for r in rows],
                                           "text": [r["caption"] for r in rows]}).cast_column("img", datasets.Image())
     dataset.save_to_disk(str(tmp_path / "saved"))
-    records = load_records(DataSpec(path=str(tmp_path / "saved")))
+    records = load_caption_records(DataSpec(path=str(tmp_path / "saved")))
     assert records[3].captions == [rows[3]["caption"]]
     assert isinstance(records[3].load_image(), Image.Image)
 
 
 def test_max_samples_and_deterministic_shuffle(shapes):
-    first = load_records(DataSpec(path=str(shapes["jsonl"]), shuffle=True, seed=3, max_samples=4))
-    again = load_records(DataSpec(path=str(shapes["jsonl"]), shuffle=True, seed=3, max_samples=4))
-    other = load_records(DataSpec(path=str(shapes["jsonl"]), shuffle=True, seed=4, max_samples=4))
+    first = load_caption_records(DataSpec(path=str(shapes["jsonl"]), shuffle=True, seed=3, max_samples=4))
+    again = load_caption_records(DataSpec(path=str(shapes["jsonl"]), shuffle=True, seed=3, max_samples=4))
+    other = load_caption_records(DataSpec(path=str(shapes["jsonl"]), shuffle=True, seed=4, max_samples=4))
     assert len(first) == 4 and [r.image for r in first] == [r.image for r in again]
     assert [r.image for r in first] != [r.image for r in other]
 
 
 def test_missing_path_is_clear():
     with pytest.raises(DataError, match="no such file"):
-        load_records(DataSpec(path="./nope/data.jsonl"))
+        load_caption_records(DataSpec(path="./nope/data.jsonl"))

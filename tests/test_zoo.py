@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from visiontune.data.loading import DataSpec, load_labelled_records, load_records
+from visiontune.data.loading import DataSpec, load_box_records, load_caption_records, load_labelled_records
 from visiontune.data.records import DataError
-from visiontune.zoo.datasets import dataset_available
+from visiontune.data.sources.zoo_datasets import dataset_available
 from visiontune.zoo.registry import MODELS
 
 needs_fashion_mnist = pytest.mark.skipif(not dataset_available("fashion-mnist"),
@@ -82,7 +82,7 @@ def test_digits_splits_partition_the_dataset():
 def test_animal_shapes_load_as_arrays_and_refuse_code(tmp_path, monkeypatch):
     import pickle
 
-    from visiontune.zoo import datasets as zoo_datasets
+    from visiontune.data.sources import zoo_datasets
     from visiontune.zoo.registry import DATASETS
 
     if not zoo_datasets.dataset_available("animal-shapes"):
@@ -156,7 +156,7 @@ def test_canvases_boxes_lie_exactly_on_the_pasted_items(tmp_path):
             covered[y:y + h, x:x + w] = True
         assert not (pixels[~covered] > 0).any()  # nothing visible outside the boxes
         assert captions[image["id"]] == caption_for([names[b["category_id"]] for b in boxes])
-    records = load_records(DataSpec(str(paths["instances"])), task="detect")
+    records = load_box_records(DataSpec(str(paths["instances"])))[0]
     assert len(records) == 12 and all(r.boxes for r in records)
     assert caption_for(["Sneaker", "Bag", "Sneaker"]) == "two sneakers and a bag"
     assert caption_for(["Ankle boot"]) == "an ankle boot"
@@ -177,5 +177,5 @@ def test_llava_pretrain_conversations_are_a_caption_source(tmp_path):
         {"from": "human", "value": "Give a brief description of the image.\n<image>"},
         {"from": "gpt", "value": "a black square"}]}]
     (tmp_path / "chat.json").write_text(json.dumps(rows))
-    records = load_records(DataSpec(str(tmp_path / "chat.json")))
+    records = load_caption_records(DataSpec(str(tmp_path / "chat.json")))
     assert records[0].captions == ["a black square"] and records[0].load_image().size == (8, 8)

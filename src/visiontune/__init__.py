@@ -10,15 +10,15 @@ __all__ = ["EvalConfig", "PredictConfig", "TrainConfig", "build_tiny_model", "ev
 
 def __getattr__(name):
     if name == "train":
-        from .training.run import train
+        from .api.train import train
 
         return train
     if name == "predict":
-        from .predict import predict
+        from .api.predict import predict
 
         return predict
     if name == "evaluate":
-        from .evaluate import evaluate
+        from .api.evaluate import evaluate
 
         return evaluate
     if name == "merge":

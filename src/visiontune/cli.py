@@ -68,18 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from .training.run import train
+            from .api.train import train
 
             train(build_config(TrainConfig, overrides(args, TrainConfig), args.config))
         elif args.command == "predict":
-            from .predict import predict
+            from .api.predict import predict
 
             rows = predict(build_config(PredictConfig, overrides(args, PredictConfig), args.config))
             if not args.output:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
         elif args.command == "eval":
-            from .evaluate import evaluate
+            from .api.evaluate import evaluate
 
             evaluate(build_config(EvalConfig, overrides(args, EvalConfig), args.config))
         elif args.command == "merge":

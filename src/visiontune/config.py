@@ -12,56 +12,25 @@ from typing import Any
 
 import yaml
 
+from .data.options import DataOptions
+
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
 PROMPT_HELP = "instruction given with each image; classify fills {classes} and {descriptions}"
 QUERIES_HELP = "detect: per-class (one prompt per class; default), all (one prompt per image), both"
-BOX_COLUMN_HELP = "detect: dataset column of objects (bbox + category)"
-BBOX_FORMAT_HELP = "detect: box layout of a dataset's objects: auto|xyxy|xywh|cxcywh"
-BBOX_NORMALISED_HELP = "detect: dataset boxes are 0..1 (default: guessed)"
 MODE_HELP = "classify: score (probability of every class; default) or generate (free text, then parsed)"
 
 
-@dataclass
-class TrainConfig:
-    task: str = field(default="caption", metadata={"help": "caption|classify|detect"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub id or folder of an image-text-to-text model"})
-    data: str = field(default="", metadata={"help": "training data: COCO JSON, JSONL/CSV, save_to_disk folder or hub id"})
-    eval_data: str | None = field(default=None, metadata={"help": "evaluation data (same formats)"})
-    output: str = field(default="runs/visiontune", metadata={"help": "run folder"})
-    # data
-    format: str = field(default="auto", metadata={"help": "auto|coco|jsonl|table|hf|imagefolder|yolo"})
-    split: str | None = field(default=None, metadata={"help": "split of a hub / saved dataset (training)"})
-    eval_split: str | None = field(default=None, metadata={"help": "split for --eval-data"})
-    image_column: str | None = None
-    caption_column: str | None = None
-    label_column: str | None = field(default=None, metadata={"help": "classify: column with the class (name or index)"})
-    rationale_column: str | None = field(default=None, metadata={"help": "classify: column with a rationale (--reasoning)"})
-    objects_column: str | None = field(default=None, metadata={"help": BOX_COLUMN_HELP})
-    bbox_format: str = field(default="auto", metadata={"help": BBOX_FORMAT_HELP})
-    bbox_normalised: bool | None = field(default=None, metadata={"help": BBOX_NORMALISED_HELP})
-    images_dir: str | None = field(default=None, metadata={"help": "folder that relative image paths are under"})
-    max_samples: int | None = None
-    max_eval_samples: int | None = None
-    shuffle: bool = field(default=False, metadata={"help": "shuffle before --max-samples (deterministic with --seed)"})
-    skip_bad_images: bool = field(default=False, metadata={"help": "count and skip missing/corrupt images"})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip rows with no usable target"})
-    seed: int = 0
-    # prompts and task options
-    prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
-    prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
-    system_prompt: str | None = field(default=None, metadata={"help": "system instruction; {classes}/{descriptions} filled"})
-    class_names: list[str] | None = field(default=None, metadata={"help": "classify: the classes, in index order"})
+@dataclass(kw_only=True)
+class ClassifyTrainOptions:
     class_descriptions: str | None = field(default=None, metadata={"help": "classify: file of 'class: description' lines"})
     reasoning: bool = field(default=False, metadata={"help": "classify: train 'Reasoning: …\\nAnswer: <class>'"})
-    balance: str = field(default="auto", metadata={"help": "class imbalance: none|sampler|loss; auto = sampler "
-                                                          "for detect (positive queries), none for classify"})
     calibrate: bool = field(default=True, metadata={"help": "classify: fit a softmax temperature on --eval-data"})
-    probe_start: bool = field(default=True, metadata={
-        "help": "classify and detect, composed VLMs: start the image summary token from linear probes of the "
-                "training images (the class, or which classes are present; LP-FT); --no-probe-start to train "
-                "from the model as it is"})
+
+
+@dataclass(kw_only=True)
+class DetectTrainOptions:
     queries: str | None = field(default=None, metadata={"help": QUERIES_HELP})
     negatives: float | None = field(default=None, metadata={"help": "detect: share of queries about absent classes, "
                                                                     "answered none (default 0.25)"})
@@ -69,6 +38,29 @@ class TrainConfig:
                                                                     "kept (default: all)"})
     box_format: str | None = field(default=None, metadata={"help": "detect: how boxes are written (text: "
                                                                    "'class: [x1,y1,x2,y2]' on a 0-1000 grid)"})
+
+
+@dataclass
+class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
+    """`visiontune train`: the data options (`DataOptions`), each task's options, then model and optimisation."""
+
+    task: str = field(default="caption", metadata={"help": "caption|classify|detect|chat"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub id or folder of an image-text-to-text model"})
+    data: str = field(default="", metadata={"help": "training data: COCO JSON, JSONL/CSV, save_to_disk folder or hub id"})
+    eval_data: str | None = field(default=None, metadata={"help": "evaluation data (same formats)"})
+    output: str = field(default="runs/visiontune", metadata={"help": "run folder"})
+    eval_split: str | None = field(default=None, metadata={"help": "split for --eval-data"})
+    max_eval_samples: int | None = None
+    # prompts and task options
+    prompt: str | None = field(default=None, metadata={"help": PROMPT_HELP})
+    prompt_template: str | None = field(default=None, metadata={"help": "same as --prompt"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system instruction; {classes}/{descriptions} filled"})
+    balance: str = field(default="auto", metadata={"help": "class imbalance: none|sampler|loss; auto = sampler "
+                                                          "for detect (positive queries), none otherwise"})
+    probe_start: bool = field(default=True, metadata={
+        "help": "classify and detect, composed VLMs: start the image summary token from linear probes of the "
+                "training images (the class, or which classes are present; LP-FT); --no-probe-start to train "
+                "from the model as it is"})
     # model and method
     method: str = field(default="lora", metadata={"help": "lora|qlora|full"})
     train: str | None = field(default=None, metadata={"help": "'+'-joined parts to train: vision, connector, language, all"})
@@ -139,24 +131,12 @@ class PredictConfig(InferenceTaskOptions):
 
 
 @dataclass
-class EvalConfig(InferenceTaskOptions):
+class EvalConfig(DataOptions, InferenceTaskOptions):
     data: str = ""
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     model: str | None = None
     predictions: str | None = None
     output: str | None = None
-    format: str = "auto"
-    split: str | None = None
-    image_column: str | None = None
-    caption_column: str | None = None
-    label_column: str | None = None
-    objects_column: str | None = field(default=None, metadata={"help": BOX_COLUMN_HELP})
-    bbox_format: str = field(default="auto", metadata={"help": BBOX_FORMAT_HELP})
-    bbox_normalised: bool | None = field(default=None, metadata={"help": BBOX_NORMALISED_HELP})
-    images_dir: str | None = None
-    max_samples: int | None = None
-    skip_bad_rows: bool = False
-    skip_bad_images: bool = False
     batch_size: int = 8
     max_new_tokens: int | None = field(default=None, metadata={"help": "default 64; detect 512"})
     num_beams: int = 1

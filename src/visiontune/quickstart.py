@@ -45,9 +45,9 @@ FULL = QuickstartSizes(image_size=224, align_canvases=20000, train_images=55000,
 
 def quickstart(output: str = "runs/quickstart", full: bool = False, sizes: QuickstartSizes | None = None,
                log=print) -> dict:
-    from .evaluate import evaluate
+    from .api.evaluate import evaluate
+    from .api.train import train
     from .models.compose.build import compose
-    from .training.run import train
     from .zoo.canvases import write_canvases
     from .zoo.prepare import zoo_model_path
 

@@ -16,10 +16,10 @@ from .data.builtin.shapes import write_shape_classes, write_shapes_dataset
 
 
 def tiny_quickstart(output: str = "runs/quickstart-tiny", log=print) -> dict:
-    from .evaluate import evaluate
+    from .api.evaluate import evaluate
+    from .api.train import train
     from .export.merge import merge
     from .models.tiny import build_tiny_model
-    from .training.run import train
 
     root = Path(output)
     data = write_shapes_dataset(root / "data", count=48, seed=0)
@@ -54,8 +54,8 @@ def tiny_quickstart(output: str = "runs/quickstart-tiny", log=print) -> dict:
 
 
 def _classify(model: Path, root: Path, log) -> dict:
-    from .evaluate import evaluate
-    from .training.run import train
+    from .api.evaluate import evaluate
+    from .api.train import train
 
     splits = {name: write_shape_classes(root / "data" / name, per_class=count, seed=seed, label_by="colour")
               for name, count, seed in (("train", 16, 1), ("val", 16, 3), ("test", 16, 2))}

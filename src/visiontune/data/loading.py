@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..zoo.registry import ZOO_DATA_PREFIX  # --data zoo:fashion-mnist
 from .boxes import clip_to_image, describe_cleanup
 from .labels import check_class_names, discover_classes, resolve_label, resolve_labels
+from .options import SOURCE_FORMATS, DataOptions
 from .records import Box, DataError, Record
 from .sources.coco_captions import load_coco_captions
 from .sources.coco_instances import load_coco_instances
@@ -18,32 +18,21 @@ from .sources.idx import is_idx_folder, load_idx_folder
 from .sources.image_folder import is_image_folder, load_image_folder
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
-
-SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "idx", "zoo")
-TASKS_WITH_LABELS = ("classify",)
-TASKS_WITH_BOXES = ("detect",)
+from .sources.zoo_datasets import ZOO_DATA_PREFIX, load_zoo_dataset  # --data zoo:fashion-mnist
 
 
 @dataclass
-class DataSpec:
-    """Where the data is and how to read it; every field has a CLI flag of the same name."""
+class DataSpec(DataOptions):
+    """Where the data is (`path`) and how to read it (`DataOptions`)."""
 
     path: str
-    format: str = "auto"
-    split: str | None = None
-    image_column: str | None = None
-    caption_column: str | None = None
-    label_column: str | None = None
-    rationale_column: str | None = None
-    class_names: list[str] | None = None
-    objects_column: str | None = None
-    bbox_format: str = "auto"
-    bbox_normalised: bool | None = None
-    images_dir: str | None = None
-    max_samples: int | None = None
-    seed: int = 0
-    shuffle: bool = False
-    skip_bad_rows: bool = False
+
+
+def data_spec(path: str, options, **changes) -> DataSpec:
+    """The DataSpec of `path` read with the data options of any settings object (a TrainConfig, EvalConfig,
+    detector settings: whatever shares `DataOptions`' fields), `changes` winning."""
+    values = {f.name: getattr(options, f.name) for f in fields(DataOptions) if hasattr(options, f.name)}
+    return DataSpec(path=path, **{**values, **changes})
 
 
 def detect_format(path_text: str) -> str:
@@ -100,8 +89,6 @@ def _load_label_source(spec: DataSpec) -> tuple[list[Record], list[str] | None]:
     if kind == "idx":
         return load_idx_folder(Path(spec.path), spec.split)
     if kind == "zoo":
-        from ..zoo.datasets import load_zoo_dataset
-
         return load_zoo_dataset(spec.path, spec.split, spec.images_dir)
     if kind in ("jsonl", "table"):
         return load_label_table(Path(spec.path), spec.image_column, spec.label_column, spec.rationale_column,
@@ -208,14 +195,8 @@ def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[l
     return kept, skipped
 
 
-def load_records(spec: DataSpec, task: str = "caption", log=print, classes: list[str] | None = None) -> list[Record]:
-    if task in TASKS_WITH_LABELS:
-        return load_labelled_records(spec, classes, log=log)[0]
-    if task in TASKS_WITH_BOXES:
-        return load_box_records(spec, classes, log=log)[0]
-    if task != "caption":
-        raise DataError(f"task {task!r} has no data loader; available: caption, "
-                        f"{', '.join(TASKS_WITH_LABELS + TASKS_WITH_BOXES)}")
+def load_caption_records(spec: DataSpec, log=print) -> list[Record]:
+    """Caption records (at least one non-empty caption each)."""
     records = _load_caption_records(spec)
     records, skipped = clean_caption_records(records, spec.skip_bad_rows)
     if skipped:

@@ -45,10 +45,11 @@ def _load_model(reference: str, device: str, peak_window: int | None = None):
     return model.predict, model.config.classes, model.config.score_threshold
 
 
-def _eval_records(path: str, classes: list[str], images_dir=None, data_format="auto", split=None, max_samples=None):
-    from ..data.loading import DataSpec, load_box_records
+def _eval_records(path: str, classes: list[str], settings=None, **changes):
+    """Labelled records of `path` for the detector's classes, read with the settings' data options."""
+    from ..data.loading import DataSpec, data_spec, load_box_records
 
-    spec = DataSpec(path, format=data_format, split=split, images_dir=images_dir, max_samples=max_samples)
+    spec = data_spec(path, settings, **changes) if settings is not None else DataSpec(path, **changes)
     return load_box_records(spec, classes, log=print)
 
 
@@ -94,8 +95,7 @@ def _evaluate(settings) -> dict:
     from .evaluation import run_and_score, write_metrics, write_overlays
 
     predict, classes, threshold = _load_model(settings.model, settings.device, settings.peak_window)
-    records, classes, category_ids = _eval_records(settings.data, classes, settings.images_dir, settings.format, settings.split,
-                                                   settings.max_samples)
+    records, classes, category_ids = _eval_records(settings.data, classes, settings)
     metrics, predictions = run_and_score(lambda images: predict(images, threshold=0.0), records, classes,
                                          category_ids, threshold, settings.batch_size)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("detections",)}, indent=1))
@@ -137,7 +137,8 @@ def compare_exports_map(model_dir: str, report: dict, data: str, images_dir=None
     from .runtime import OnnxDetector
 
     torch_model = Detector.from_pretrained(model_dir, peak_window=peak_window)
-    records, classes, category_ids = _eval_records(data, torch_model.config.classes, images_dir, max_samples=max_samples)
+    records, classes, category_ids = _eval_records(data, torch_model.config.classes, images_dir=images_dir,
+                                                   max_samples=max_samples)
     runs = {"pytorch": torch_model.predict, "onnx_fp32": OnnxDetector(report["fp32"]).predict}
     if report["precision"] != "fp32":
         runs[f"onnx_{report['precision']}"] = OnnxDetector(report["output"]).predict

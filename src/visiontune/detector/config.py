@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.vision_encoders import IMAGENET_MEAN, IMAGENET_STD
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
+from ..data.options import DataOptions
 from .peaks import check_peak_window
 
 CONFIG_FILE, WEIGHTS_FILE = "detector.json", "model.safetensors"
@@ -80,20 +81,14 @@ PRESETS: dict[str, tuple[str, dict]] = {
 
 
 @dataclass
-class DetectorTrainSettings:
-    """What `visiontune detector train` takes (the CLI flags are these fields)."""
+class DetectorTrainSettings(DataOptions):
+    """What `visiontune detector train` takes (the CLI flags are these fields; the data options are shared)."""
 
     data: str = field(default="", metadata={"help": "training data: COCO instances JSON, YOLO folder or HF dataset"})
     output: str = field(default="runs/detector", metadata={"help": "run folder"})
     eval_data: str | None = field(default=None, metadata={"help": "validation data; the best COCO AP is kept"})
-    images_dir: str | None = field(default=None, metadata={"help": "where the COCO file's images are"})
     eval_images_dir: str | None = field(default=None, metadata={"help": "where --eval-data's images are"})
-    format: str = field(default="auto", metadata={"help": "coco | yolo | hf | auto"})
-    split: str | None = field(default=None, metadata={"help": "split of a YOLO folder / HF dataset"})
     eval_split: str | None = field(default=None, metadata={"help": "split of --eval-data"})
-    class_names: list[str] | None = field(default=None, metadata={"help": "train on these classes only"})
-    max_samples: int | None = field(default=None, metadata={"help": "use the first N training images"})
-    skip_bad_rows: bool = field(default=False, metadata={"help": "count and skip bad annotations"})
     preset: str = field(default="s", metadata={"help": "model size: s (DINOv2 ViT-S/14, 26M) or b (CLIP ViT-B/16, ~90M)"})
     backbone: str | None = field(default=None, metadata={"help": "hub id, folder or zoo name (default: the preset's)"})
     image_size: int | None = field(default=None, metadata={"help": "square input side in pixels (default 640)"})
@@ -117,7 +112,6 @@ class DetectorTrainSettings:
     workers: int = field(default=2, metadata={"help": "data loader worker processes"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (default: on for CUDA)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
     resume: bool = field(default=False, metadata={"help": "continue from --output/checkpoint.pt"})
 
 
@@ -140,16 +134,12 @@ class DetectorPredictSettings:
 
 
 @dataclass
-class DetectorEvalSettings:
+class DetectorEvalSettings(DataOptions):
     """What `visiontune detector eval` takes."""
 
     model: str = field(default="", metadata={"help": "a trained detector folder, or an exported .onnx",
                                              "required": True})
     data: str = field(default="", metadata={"help": "COCO instances JSON, YOLO folder or HF dataset", "required": True})
-    images_dir: str | None = field(default=None, metadata={"help": "where the COCO file's images are"})
-    format: str = field(default="auto", metadata={"help": "coco | yolo | hf | auto"})
-    split: str | None = None
-    max_samples: int | None = None
     output: str | None = field(default=None, metadata={"help": "folder for metrics.json, detections.json and overlays/"})
     batch_size: int = 16
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda (PyTorch models)"})

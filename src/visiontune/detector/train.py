@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.loading import DataSpec, load_box_records
+from ..data.loading import data_spec, load_box_records
 from .augment import AugmentSettings
 from .config import DetectorTrainSettings
 from .data import DetectionDataset, collate
@@ -42,8 +42,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _load(settings: DetectorTrainSettings, path: str, images_dir, split, classes=None, max_samples=None, log=print):
-    spec = DataSpec(path, format=settings.format, split=split, images_dir=images_dir, class_names=settings.class_names,
-                    max_samples=max_samples, skip_bad_rows=settings.skip_bad_rows)
+    spec = data_spec(path, settings, images_dir=images_dir, split=split, max_samples=max_samples)
     return load_box_records(spec, classes, log=log)
 
 

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from ..models.compose.configuration import ComposedVLMConfig
+from ..models.prompt_encoding import VLMCollator
 from ..models.vlm import base_model_of, is_adapter_folder, load_base_model, load_processor, read_run_metadata
-from ..tasks.base import task_from_metadata
-from ..training.collator import VLMCollator
+from ..tasks import task_from_metadata
 
 _RELOAD_SCRIPT = r"""
 import json, sys, torch

@@ -1,1 +1,1 @@
-"""Model-running helpers beyond plain generation (class scoring)."""
+"""Running a loaded model: `Predictor` batches images through generation; tasks build their answers on it."""

@@ -8,7 +8,7 @@ plus what text answers add: negative-query hallucination and parse failures.
 - `hallucination_rate`: over every (image, class) pair where the class is absent from the image (no box,
   crowd or not), the share where the model still drew a box of that class.
 - `parse_failure_rate`: the share of replies that were not `none` and yielded no usable box; `problems`
-  sums what the parser fixed or dropped (see `tasks/box_text.py`).
+  sums what the parser fixed or dropped (see `tasks/detect/box_text.py`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ model (a vision-only checkpoint or the vision half of CLIP/SigLIP-style ones) an
 
 from __future__ import annotations
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD, imagenet_bit_processor
 
 
 def load_vision_encoder(reference: str):
@@ -19,15 +19,6 @@ def load_vision_encoder(reference: str):
                          f"encoder with patch features is needed (SigLIP, CLIP vision, DINOv2)")
     model_class = MODEL_MAPPING[type(vision_config)]  # e.g. CLIPVisionModel for a CLIP checkpoint's vision half
     return model_class.from_pretrained(reference, dtype=torch.float32), vision_config
-
-
-def imagenet_bit_processor(**kwargs):
-    """A DINOv2-style image processor with ImageNet statistics that needs no torchvision."""
-    try:  # transformers 5.x names the torchvision-free processor *Pil
-        from transformers import BitImageProcessorPil as BitImageProcessor
-    except ImportError:
-        from transformers import BitImageProcessor
-    return BitImageProcessor(image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), **kwargs)
 
 
 def load_image_processor(reference: str, image_size: int):

@@ -1,8 +1,16 @@
-"""A task turns a record into chat messages + target text, and generated text back into a prediction."""
+"""The `Task` interface: everything that differs between caption, classify, detect and chat lives behind it.
+
+A task turns a record into training examples (chat messages + target text) and a model's replies back into
+predictions; it loads its own records (and what the data says about itself: classes, category ids), scores
+predictions, writes its report files, and owns its training hooks (probe start, in-training evaluation,
+the post-training step) and prediction modes. `train`, `predict`, `evaluate` and `data/` call this interface
+and never look at a task's name. A new task is one folder under `tasks/` plus a line in `tasks/__init__.py`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..data.records import Record
@@ -11,29 +19,54 @@ from ..data.records import Record
 @dataclass
 class Example:
     """One training conversation: the prompt messages and the answer to learn. `group` is what class
-    balancing counts (classify: the label; detect: the class a positive query asks for); None = not balanced."""
+    balancing counts (classify: the label; detect: the class a positive query asks for); None = not balanced.
+    `continuation`: later turns of a multi-turn conversation (user and assistant messages); every assistant
+    turn is trained on, never a user turn."""
 
     messages: list[dict]
     target: str
     group: str | None = None
+    continuation: list[dict] = field(default_factory=list)
+
+
+def user_turn(text: str, images: int = 1) -> dict:
+    return {"role": "user", "content": [{"type": "image"} for _ in range(images)] + [{"type": "text", "text": text}]}
+
+
+def system_turn(text: str) -> dict:
+    return {"role": "system", "content": [{"type": "text", "text": text}]}
 
 
 class Task:
     name = "task"
     default_prompt = ""
     max_new_tokens = 64  # generation length when none is given
+    option_names: tuple[str, ...] = ()  # options beyond prompt / system_prompt, stored in a run's visiontune.json
+    prediction_modes: tuple[str, ...] = ("generate",)  # the first is the default
+    default_balance = "none"  # what --balance auto means for this task
+    best_metric = "eval_loss"  # what picks the best checkpoint when there is evaluation data
+    report_only: tuple[str, ...] = ()  # what `score` returns for the report files only (not the returned metrics)
 
     def __init__(self, prompt: str | None = None, system_prompt: str | None = None):
         self.prompt = prompt or self.default_prompt
         self.system_prompt = system_prompt
 
+    # --- data ----------------------------------------------------------------------------------------------
+    @classmethod
+    def load_records(cls, spec, known: dict | None = None, log=print) -> tuple[list[Record], dict]:
+        """The records of one data source, and the task options the data itself gives (classes, category
+        ids). `known`: options a trained model already fixes (its classes), which the data must follow."""
+        raise NotImplementedError
+
+    def describe_training_data(self, dataset, records: list[Record]) -> list[str]:
+        """Lines for the training log about what the examples are (class counts, query kinds)."""
+        return []
+
+    # --- prompts and answers -------------------------------------------------------------------------------
     def messages(self, record: Record | None = None) -> list[dict]:
         """The conversation up to (not including) the answer; one image, then the instruction."""
-        messages = []
-        if self.system_prompt:
-            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]})
-        return messages
+        messages = [system_turn(self.system_prompt)] if self.system_prompt else []
+        return messages + [user_turn(self.prompt)]
 
     def training_targets(self, record: Record) -> list[str]:
         """Every target text to train on for this record (one example is made per target)."""
@@ -43,9 +76,46 @@ class Task:
         """Every example this record yields; tasks whose prompt varies per example override this."""
         return [Example(self.messages(record), target, record.label) for target in self.training_targets(record)]
 
+    def training_images(self, record: Record) -> list:
+        """The images of one training example, in the order the prompt names them."""
+        return [record.load_image()]
+
     def parse(self, text: str) -> Any:
         raise NotImplementedError
 
+    # --- training hooks ------------------------------------------------------------------------------------
+    def probe_targets(self, records: list[Record]):
+        """What a linear probe of the image features learns at a composed VLM's probe start: an array of class
+        indices (one class per image) or a presence matrix (images x classes); None: no probe start."""
+        return
+
+    def in_training_eval(self, records: list[Record], processor, batch_size: int):
+        """A function model -> {metric: value} run at each evaluation during training (None: the loss only)."""
+        return
+
+    def after_training(self, model, processor, records: list[Record], batch_size: int, log=print) -> dict | None:
+        """A step after training on the evaluation records (e.g. calibration); what it did, for the summary."""
+        return None
+
+    def training_record(self, dataset, config: dict) -> dict | None:
+        """Extra facts about the run for `training_metadata.json` (None: no such file)."""
+        return None
+
+    # --- inference -----------------------------------------------------------------------------------------
+    def inference_input(self, record: Record):
+        """What `results` takes for a record of an evaluation set (an image; tasks whose prompt comes from the
+        data return more)."""
+        return record.load_image()
+
+    def results(self, predictor, images: list) -> list[dict]:
+        """One result row per image (see README "Prediction output"): the reply parsed."""
+        return [{"prediction": self.parse(text), "text": text} for text in predictor.generate_texts(images)]
+
+    def draw_predictions(self, results: list[dict], folder: str | Path) -> Path:
+        """`predict --draw`: each image with its predictions drawn, into `folder`."""
+        raise ValueError(f"--draw writes images with their boxes; it applies to --task detect, not {self.name}")
+
+    # --- evaluation ----------------------------------------------------------------------------------------
     def references(self, record: Record) -> Any:
         """What a prediction for this record is scored against."""
         raise NotImplementedError
@@ -54,8 +124,16 @@ class Task:
         """The prediction in one result row (from `Predictor.results` or a predictions file), as `score` takes it."""
         raise NotImplementedError
 
+    def read_predictions_file(self, path: Path) -> tuple[dict[str, dict], dict | None] | None:
+        """A predictions file in a task-specific layout (e.g. COCO detection results) -> ({image: row}, the
+        row of an image it does not mention); None when the file is not in that layout."""
+        return None
+
     def score(self, predictions: dict[str, Any], references: dict[str, Any]) -> dict:
         raise NotImplementedError
+
+    def write_report(self, output: Path, metrics: dict, header: dict, extras: dict) -> None:
+        """Task-specific report files beside metrics.json (`extras`: what `score` set aside, e.g. detections)."""
 
     def sample_lines(self, prediction: Any, reference: Any) -> list[str]:
         """Text drawn above an image in the samples grid."""
@@ -67,48 +145,3 @@ class Task:
 
     def metadata(self) -> dict:
         return {"task": self.name, "prompt": self.prompt, "system_prompt": self.system_prompt}
-
-
-# Options each task takes beyond prompt / system_prompt; a run's visiontune.json stores them.
-TASK_OPTIONS = {"caption": (), "classify": ("classes", "descriptions", "reasoning", "temperature"),
-                "detect": ("classes", "queries", "negatives", "max_objects", "box_format", "score_threshold", "seed",
-                           "category_ids")}
-
-
-def task_options(config) -> dict:
-    """Task options a Train/Predict/EvalConfig sets (None where it leaves the run's or the default)."""
-    prompt_template = getattr(config, "prompt_template", None)
-    if prompt_template and config.prompt and prompt_template != config.prompt:
-        raise ValueError("--prompt and --prompt-template are the same option; give one of them")
-    class_names, classes = getattr(config, "class_names", None), getattr(config, "classes", None)
-    if class_names and classes and list(class_names) != list(classes):
-        raise ValueError("--class-names and --classes are the same option; give one of them")
-    return {"prompt": prompt_template or config.prompt, "system_prompt": config.system_prompt,
-            "classes": class_names or classes, "descriptions": getattr(config, "class_descriptions", None),
-            "reasoning": getattr(config, "reasoning", None) or None, "queries": getattr(config, "queries", None),
-            "negatives": getattr(config, "negatives", None), "max_objects": getattr(config, "max_objects", None),
-            "box_format": getattr(config, "box_format", None), "score_threshold": getattr(config, "score_threshold", None),
-            "seed": getattr(config, "seed", None)}
-
-
-def task_from_metadata(metadata: dict, task: str | None = None, **overrides) -> Task:
-    """The task a run was trained for (its visiontune.json), with any explicitly given option winning.
-
-    A different task than the run's starts from that task's defaults (the run's prompts don't carry over)."""
-    name = task or metadata.get("task", "caption")
-    stored = metadata if metadata.get("task", "caption") == name else {}
-    options = {key: stored.get(key) for key in ("prompt", "system_prompt", *TASK_OPTIONS.get(name, ()))}
-    options.update({key: value for key, value in overrides.items() if value not in (None, [], "")})
-    return get_task(name, **options)
-
-
-def get_task(name: str, **options) -> Task:
-    from .caption import CaptionTask
-    from .classify import ClassifyTask
-    from .detect import DetectTask
-
-    tasks = {"caption": CaptionTask, "classify": ClassifyTask, "detect": DetectTask}
-    if name not in tasks:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(tasks)}")
-    known = ("prompt", "system_prompt", *TASK_OPTIONS[name])
-    return tasks[name](**{k: v for k, v in options.items() if k in known and v is not None})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-BALANCE_MODES = ("auto", "none", "sampler", "loss")  # auto: sampler for detect, none for classify
+BALANCE_MODES = ("auto", "none", "sampler", "loss")  # auto: the task's default (sampler for detect)
 
 
 def class_counts(labels: list[str | None], classes: list[str]) -> dict[str, int]:

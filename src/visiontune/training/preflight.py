@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .collator import IGNORE_INDEX, VLMCollator, answer_suffix
+from ..models.prompt_encoding import IGNORE_INDEX, VLMCollator, answer_suffix
 from .vlm_trainer import answer_token_loss
 
 

@@ -86,23 +86,12 @@ def _presence_probe(features: np.ndarray, present: np.ndarray) -> tuple[np.ndarr
     return weights, bias, float(np.mean(accuracies))
 
 
-def probe_targets(task_name: str, classes: list[str], records) -> np.ndarray | None:
-    """What the probe learns from each record: a class index (classify) or a presence row (detect); None when
-    there is nothing to learn (one class only, or a task without classes)."""
-    if task_name == "classify":
-        labels = np.array([classes.index(record.label) for record in records])
-        return labels if len(set(labels.tolist())) >= 2 else None
-    if task_name == "detect":
-        present = np.array([[any(box.label == name and not box.crowd for box in record.boxes) for name in classes]
-                            for record in records], dtype=int)
-        return present if (present.min(0) != present.max(0)).any() else None
-    return None
-
-
-def start_summary_from_probe(model, processor, classes: list[str], records, batch_size: int = 32,
-                             log=print, task_name: str = "classify") -> dict | None:
+def start_summary_from_probe(model, processor, classes: list[str], records, targets: np.ndarray | None,
+                             batch_size: int = 32, log=print) -> dict | None:
     """Set the summary token's map from a probe fitted on `records`; returns what was done (None: not a
-    composed VLM with a trained summary token, or nothing for a probe to learn)."""
+    composed VLM with a trained summary token, or nothing for a probe to learn). `targets`: one class index
+    per record (a softmax probe), or a records x classes presence matrix (one present/absent probe per class),
+    as the task's `probe_targets` gives them."""
     from sklearn.preprocessing import StandardScaler
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -113,17 +102,16 @@ def start_summary_from_probe(model, processor, classes: list[str], records, batc
         log("probe start skipped: the projector does not train (add connector to --train), so a probe-started "
             "summary token would not be saved")
         return None
-    chosen = records[:MAX_PROBE_IMAGES]
-    targets = probe_targets(task_name, classes, chosen)
     if targets is None:
         return None
+    chosen, targets = records[:MAX_PROBE_IMAGES], np.asarray(targets)[:MAX_PROBE_IMAGES]
     was_training = model.training
     model.eval()
     features = summary_features(base, maps[0], processor, chosen, batch_size)
     model.train(was_training)
     scaler = StandardScaler().fit(features)
     standardised = scaler.transform(features)
-    if task_name == "classify":
+    if targets.ndim == 1:
         weights, bias, train_accuracy = _multiclass_probe(standardised, targets, len(classes))
         what = "names the class a linear probe on"
     else:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from .collator import IGNORE_INDEX
+from ..models.prompt_encoding import IGNORE_INDEX
 
 
 def answer_token_loss(model, inputs: dict, num_items_in_batch=None):

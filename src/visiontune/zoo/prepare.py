@@ -69,7 +69,7 @@ def resolve_model_reference(reference: str, log=print) -> str:
 
 
 def _prepare_dinov2(source: Path, output: Path) -> dict:
-    from ..models.vision_encoders import imagenet_bit_processor
+    from ..data.images import imagenet_bit_processor
     from .onnx_dinov2 import max_difference_from_onnx, recover_dinov2
 
     model = recover_dinov2(source)
@@ -95,7 +95,7 @@ def zoo_status() -> list[dict]:
         rows.append({"name": model.name, "type": "model", "description": model.description, "available": available,
                      "prepared": is_prepared(model.name), "source": where,
                      "path": str(model_folder(model.name)) if is_prepared(model.name) else None})
-    from .datasets import dataset_available
+    from ..data.sources.zoo_datasets import dataset_available
 
     for dataset in DATASETS.values():
         available = dataset_available(dataset.name)

@@ -5,36 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import EvalConfig, build_config
-from .data.images import ImageLoadError
-from .data.loading import DataSpec, load_box_records, load_labelled_records, load_records
-from .data.records import DataError, Record
-from .data.sources.table import read_rows
-from .data.validate import check_images
-from .models.vlm import read_run_metadata
-from .predict import Predictor, write_jsonl
-from .report.grid import plot_sample_grid
-from .tasks.base import task_from_metadata, task_options
-
-
-def read_coco_results(path: Path, classes_by_id: dict[int, str]) -> dict[str, dict] | None:
-    """A COCO results file ([{image_id, category_id, bbox: [x,y,w,h], score}]) -> {image_id: {"boxes"}};
-    None when the file is not one."""
-    if path.suffix.lower() != ".json":
-        return None
-    payload = json.loads(path.read_text())
-    if not isinstance(payload, list) or not all(isinstance(r, dict) and {"image_id", "category_id", "bbox"} <= set(r)
-                                                for r in payload):
-        return None
-    grouped: dict[str, dict] = {}
-    for index, row in enumerate(payload):
-        if row["category_id"] not in classes_by_id:
-            raise DataError(f"{path} [{index}]: category_id {row['category_id']} is not a class of the data "
-                            f"(ids: {', '.join(str(k) for k in sorted(classes_by_id))})")
-        x, y, w, h = (float(v) for v in row["bbox"])
-        grouped.setdefault(str(row["image_id"]), {"image": str(row["image_id"]), "boxes": []})["boxes"].append(
-            {"label": classes_by_id[row["category_id"]], "box": [x, y, x + w, y + h], "score": row.get("score", 1.0)})
-    return grouped
+from ..config import EvalConfig, build_config
+from ..data.images import ImageLoadError
+from ..data.loading import data_spec
+from ..data.records import DataError
+from ..data.sources.table import read_rows
+from ..data.validate import check_images
+from ..inference.predictor import Predictor
+from ..models.vlm import read_run_metadata
+from ..report.grid import plot_sample_grid
+from ..tasks import task_class, task_from_metadata, task_options
+from .predict import write_jsonl
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
@@ -73,34 +54,14 @@ def _match(records, predictions: dict[str, dict], source: str, fill_missing: dic
     return matched
 
 
-def _data_spec(config: EvalConfig) -> DataSpec:
-    return DataSpec(path=config.data, format=config.format, split=config.split, image_column=config.image_column,
-                    caption_column=config.caption_column, label_column=config.label_column,
-                    class_names=config.class_names, objects_column=config.objects_column,
-                    bbox_format=config.bbox_format, bbox_normalised=config.bbox_normalised, images_dir=config.images_dir, max_samples=config.max_samples,
-                    skip_bad_rows=config.skip_bad_rows)
-
-
 def _write_report(output: Path, config: EvalConfig, task, records, predictions, references, rows, metrics, log,
-                  detections=None):
+                  extras: dict):
     output.mkdir(parents=True, exist_ok=True)
     write_jsonl(rows, output / "predictions.jsonl")
     headline = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
     (output / "metrics.json").write_text(json.dumps({"task": task.name, "data": config.data, "model": config.model,
                                                      "predictions": config.predictions, **headline}, indent=2))
-    if task.name == "classify":
-        from .report.classification import plot_confusion_matrix, plot_reliability
-
-        (output / "results.json").write_text(json.dumps({"task": task.metadata(), "data": config.data,
-                                                         "model": config.model, **metrics},
-                                                        indent=2))
-        plot_confusion_matrix(metrics["confusion_matrix"], output / "confusion_matrix.png")
-        if metrics.get("calibration"):
-            plot_reliability(metrics["calibration"], metrics["ece"], output / "reliability.png")
-    if task.name == "detect":
-        (output / "detections.json").write_text(json.dumps(detections))
-        (output / "results.json").write_text(json.dumps({"task": task.metadata(), "data": config.data,
-                                                         "model": config.model, **metrics}, indent=2))
+    task.write_report(output, metrics, {"data": config.data, "model": config.model}, extras)
     try:
         grid = []
         for record in records[: config.grid_size]:
@@ -123,17 +84,11 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     metadata = read_run_metadata(config.model) if config.model and Path(config.model).is_dir() else {}
     name = config.task or metadata.get("task", "caption")
     options = task_options(config)
-    if name == "classify":
-        # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
-        known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
-        records, options["classes"] = load_labelled_records(_data_spec(config), classes=known, log=log)
-    elif name == "detect":
-        # The run's classes (or --class-names); the data's category ids, so detections.json matches its file.
-        known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
-        records, options["classes"], options["category_ids"] = load_box_records(_data_spec(config), classes=known,
-                                                                                log=log)
-    else:
-        records = load_records(_data_spec(config), name, log=log)
+    # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
+    known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
+    records, from_data = task_class(name).load_records(data_spec(config.data, config), known={"classes": known},
+                                                       log=log)
+    options.update(from_data)
     predictor = None
     if config.model:
         predictor = Predictor.from_pretrained(
@@ -148,33 +103,31 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     references = {r.image_key(): task.references(r) for r in records}
     rows: list[dict] = []
     if predictor is None:
-        coco_results = None
-        if task.name == "detect":
-            coco_results = read_coco_results(Path(config.predictions),
-                                             {ident: name for name, ident in task.category_ids.items()})
-        if coco_results is not None:
-            matched = _match(records, coco_results, config.predictions, fill_missing={"boxes": []})
+        own_layout = task.read_predictions_file(Path(config.predictions))  # e.g. a COCO results file
+        if own_layout is not None:
+            grouped, fill_missing = own_layout
+            matched = _match(records, grouped, config.predictions, fill_missing=fill_missing)
         else:
             matched = _match(records, read_predictions(config.predictions), config.predictions)
         predictions = {key: task.prediction_of(row) for key, row in matched.items()}
         rows = [{"image": key, **matched[key], "reference": references[key]} for key in references]
     else:
         predictions = {}
-        for record, result in predictor.iter_results(records, Record.load_image, log=log):
+        for record, result in predictor.iter_results(records, task.inference_input, log=log):
             key = record.image_key()
             predictions[key] = task.prediction_of(result)
             rows.append({"image": key, **result, "reference": references[key]})
     metrics = task.score(predictions, references)
-    if predictor is not None and task.name == "classify":
+    if predictor is not None and len(task.prediction_modes) > 1:
         metrics["mode"] = predictor.mode
     per_image = metrics.pop("per_image", {})
-    detections = metrics.pop("detections", None)
+    extras = {key: metrics.pop(key, None) for key in task.report_only}
     for row in rows:
         if row["image"] in per_image:
             row["scores"] = per_image[row["image"]]
     if config.output:
         _write_report(Path(config.output), config, task, records, predictions, references, rows, metrics, log,
-                      detections)
+                      extras)
     headline = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     log("metrics: " + ", ".join(f"{k} {v}" for k, v in headline.items()))
     return metrics

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from ..data.records import Record
-from .base import Task
+from ...data.loading import load_caption_records
+from ...data.records import Record
+from ..base import Task
 
 
 class CaptionTask(Task):
     name = "caption"
     default_prompt = "Describe this image in one sentence."
+
+    @classmethod
+    def load_records(cls, spec, known: dict | None = None, log=print) -> tuple[list[Record], dict]:
+        return load_caption_records(spec, log=log), {}
 
     def training_targets(self, record: Record) -> list[str]:
         return list(record.captions)
@@ -20,7 +25,7 @@ class CaptionTask(Task):
         return list(record.captions)
 
     def score(self, predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
-        from ..metrics.caption import caption_metrics
+        from ...metrics.caption import caption_metrics
 
         return caption_metrics(predictions, references)
 

@@ -1,4 +1,4 @@
-"""Classification on the evaluation set during and after training (classify).
+"""Classification on the evaluation set during and after training.
 
 During training: accuracy, macro F1 and ECE after each evaluation, so the best checkpoint is chosen on
 accuracy. After training: the temperature that calibrates the class probabilities. Both run the same
@@ -9,17 +9,34 @@ from __future__ import annotations
 
 import torch
 
-from ..data.records import Record
-from ..inference.calibration import fit_temperature
-from ..metrics.classification import classification_metrics
+from ...data.records import Record
+from ...inference.predictor import Predictor
+from ...metrics.classification import classification_metrics
 
 REASONING_MAX_NEW_TOKENS = 256
+MIN_T, MAX_T = 0.05, 100.0  # the temperature's range
+
+
+def fit_temperature(log_likelihoods: torch.Tensor, targets: torch.Tensor, steps: int = 200) -> float:
+    """Temperature scaling (Guo et al., 2017): one scalar T minimising the negative log-likelihood of
+    softmax(log-likelihoods / T) on held-out data. It changes confidences, never the ranking.
+    log_likelihoods: (samples, classes) per-class answer log-likelihoods; targets: (samples,) class indices."""
+    scores = log_likelihoods.detach().double()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([log_t], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(scores / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(log_t.detach().exp().clamp(MIN_T, MAX_T))
 
 
 def eval_log_likelihoods(model, processor, task, records: list[Record], batch_size: int = 8) -> torch.Tensor:
     """(records, classes) class log-likelihoods, in `task.classes` order."""
-    from ..predict import Predictor
-
     predictor = Predictor(model, processor, task, batch_size=batch_size, mode="score",
                           max_new_tokens=REASONING_MAX_NEW_TOKENS)
     rows = [[result["log_likelihoods"][name] for name in task.classes]

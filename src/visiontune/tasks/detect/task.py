@@ -18,13 +18,16 @@ Class balancing counts the positive queries' classes (negatives and all-queries 
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
+from pathlib import Path
 
-from ..data.labels import check_class_names
-from ..data.records import Record
-from ..metrics.detection import box_references
-from .base import Example, Task
+from ...data.labels import check_class_names
+from ...data.loading import load_box_records
+from ...data.records import DataError, Record
+from ...metrics.detection import box_references
+from ..base import Example, Task, system_turn, user_turn
 from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, to_grid
 
 QUERY_MODES = ("per-class", "all", "both")
@@ -37,6 +40,10 @@ class DetectTask(Task):
     name = "detect"
     default_prompt = DEFAULT_PROMPT
     max_new_tokens = 512  # ~18 tokens a box
+    option_names = ("classes", "queries", "negatives", "max_objects", "box_format", "score_threshold", "seed",
+                    "category_ids")
+    default_balance = "sampler"  # balance the positive queries' classes
+    report_only = ("detections",)  # what `score` returns for the report files, not for the headline
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
@@ -61,14 +68,38 @@ class DetectTask(Task):
         self.box_format, self.score_threshold, self.seed = box_format, float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
 
+    # --- data ----------------------------------------------------------------------------------------------
+    @classmethod
+    def load_records(cls, spec, known: dict | None = None, log=print) -> tuple[list[Record], dict]:
+        """The run's classes (or --class-names), and the data's category ids, so COCO files written and read
+        match the data's own."""
+        records, classes, category_ids = load_box_records(spec, classes=(known or {}).get("classes"), log=log)
+        return records, {"classes": classes, "category_ids": category_ids}
+
+    def describe_training_data(self, dataset, records: list[Record]) -> list[str]:
+        """Positive queries per class, then what the queries are: by kind, boxes trained on, boxes left out."""
+        from ...training.balancing import class_counts, format_counts
+
+        counts = class_counts(dataset.groups(), self.classes)
+        lines = [f"positive queries per class ({len(self.classes)} classes):\n{format_counts(counts)}"]
+        missing = [name for name, count in counts.items() if count == 0]
+        if missing:
+            lines.append(f"warning: no training examples for {', '.join(missing)}")
+        groups = dataset.groups()
+        positives = sum(group is not None for group in groups)
+        all_class = len(records) if self.queries in ("all", "both") else 0  # one per image; the rest are negatives
+        boxes = sum(not box.crowd for record in records for box in record.boxes)
+        text = (f"detection queries: {positives} positive, {len(groups) - positives - all_class} negative (answer "
+                f"none), {all_class} all-class; {boxes} boxes")
+        dropped = sum(self.dropped_by_max_objects(record) for record in records)
+        if dropped:
+            text += f"; {dropped} boxes left out of answers by --max-objects {self.max_objects} (largest kept)"
+        return lines + [text]
+
     # --- prompts and answers -------------------------------------------------------------------------------
     def query_messages(self, asked: list[str]) -> list[dict]:
         prompt = self.prompt.replace("{query}", ", ".join(asked)).replace("{classes}", ", ".join(self.classes))
-        messages = []
-        if self.system_prompt:
-            messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]})
-        return messages
+        return ([system_turn(self.system_prompt)] if self.system_prompt else []) + [user_turn(prompt)]
 
     def messages(self, record: Record | None = None) -> list[dict]:
         return self.query_messages(self.classes)
@@ -115,6 +146,38 @@ class DetectTask(Task):
     def to_pixels(self, grid_box, width: int, height: int) -> list[float]:
         return [round(v, 2) for v in from_grid(grid_box, width, height, GRID)]
 
+    # --- training hooks ------------------------------------------------------------------------------------
+    def probe_targets(self, records: list[Record]):
+        """Which classes each image holds (images x classes, 0/1): what a per-class query must decide first."""
+        import numpy as np
+
+        present = np.array([[any(box.label == name and not box.crowd for box in record.boxes) for name in self.classes]
+                            for record in records], dtype=int)
+        return present if (present.min(0) != present.max(0)).any() else None
+
+    # --- inference -----------------------------------------------------------------------------------------
+    def results(self, predictor, images: list) -> list[dict]:
+        from .queries import detect_boxes
+
+        return detect_boxes(predictor, images)
+
+    def draw_predictions(self, results: list[dict], folder: str | Path) -> Path:
+        """Each predicted image with its boxes (one colour per class, label and score) as `<folder>/<name>.png`."""
+        from ...data.images import load_image
+        from ...report.boxes import draw_boxes
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        used: set[str] = set()
+        for index, row in enumerate(results):
+            stem = Path(str(row["image"])).stem if isinstance(row["image"], str) else f"image_{index:05d}"
+            name = stem if stem not in used else f"{stem}_{index}"
+            used.add(name)
+            if isinstance(row["image"], str) and not row["image"].startswith("<"):
+                draw_boxes(load_image(row["image"]), row["boxes"], classes=self.classes,
+                           with_labels=True).save(folder / f"{name}.png")
+        return folder
+
     # --- evaluation ----------------------------------------------------------------------------------------
     def references(self, record: Record) -> dict:
         return box_references(record)
@@ -127,7 +190,7 @@ class DetectTask(Task):
                 "problems": row.get("problems", {})}
 
     def score(self, predictions: dict[str, dict], references: dict[str, dict]) -> dict:
-        from ..metrics.detection import detection_metrics
+        from ...metrics.detection import detection_metrics
 
         return detection_metrics(predictions, references, self.classes, self.category_ids)
 
@@ -139,10 +202,35 @@ class DetectTask(Task):
         return [f"pred (red): {summary(prediction['boxes'])}", f"true (green): {summary(reference['boxes'])}"]
 
     def draw_sample(self, image, prediction: dict, reference: dict):
-        from ..report.boxes import draw_boxes
+        from ...report.boxes import draw_boxes
 
         image = draw_boxes(image, reference["boxes"], colour=(40, 200, 60))
         return draw_boxes(image, prediction["boxes"], colour=(230, 40, 40), with_labels=True)
+
+    def read_predictions_file(self, path: Path):
+        """A COCO results file ([{image_id, category_id, bbox: [x,y,w,h], score}]) -> ({image_id: {"boxes"}},
+        the row of an image it lists no box for); None when the file is not one."""
+        if path.suffix.lower() != ".json":
+            return None
+        payload = json.loads(path.read_text())
+        if not isinstance(payload, list) or not all(isinstance(r, dict) and {"image_id", "category_id", "bbox"} <= set(r)
+                                                    for r in payload):
+            return None
+        classes_by_id = {ident: name for name, ident in self.category_ids.items()}
+        grouped: dict[str, dict] = {}
+        for index, row in enumerate(payload):
+            if row["category_id"] not in classes_by_id:
+                raise DataError(f"{path} [{index}]: category_id {row['category_id']} is not a class of the data "
+                                f"(ids: {', '.join(str(k) for k in sorted(classes_by_id))})")
+            x, y, w, h = (float(v) for v in row["bbox"])
+            grouped.setdefault(str(row["image_id"]), {"image": str(row["image_id"]), "boxes": []})["boxes"].append(
+                {"label": classes_by_id[row["category_id"]], "box": [x, y, x + w, y + h],
+                 "score": row.get("score", 1.0)})
+        return grouped, {"boxes": []}
+
+    def write_report(self, output: Path, metrics: dict, header: dict, extras: dict) -> None:
+        (output / "detections.json").write_text(json.dumps(extras.get("detections")))
+        (output / "results.json").write_text(json.dumps({"task": self.metadata(), **header, **metrics}, indent=2))
 
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,

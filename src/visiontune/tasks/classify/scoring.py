@@ -18,9 +18,9 @@ import re
 
 import torch
 
-from ..models.vlm import end_token_ids
-from ..tasks.answer_parser import ANSWER_MARKER
-from ..training.collator import VLMCollator, answer_suffix
+from ...models.prompt_encoding import VLMCollator, answer_suffix
+from ...models.vlm import end_token_ids
+from .answer_parser import ANSWER_MARKER
 
 ROWS_PER_PASS = 64  # (image, class) rows per forward pass; bounds the repeated cache's and logits' memory
 

@@ -5,14 +5,50 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from ..data.records import DataError, Record
-from ..data.sources.idx import ArrayImage, is_idx_folder, load_idx_folder
-from .registry import DATASETS, ZOO_DATA_PREFIX
+from ..records import DataError, Record
+from .idx import ArrayImage, is_idx_folder, load_idx_folder
+
+
+@dataclass(frozen=True)
+class ZooDataset:
+    name: str
+    kind: str  # "idx" | "sklearn-digits" | "packaged-arrays"
+    folder: str | None
+    classes: tuple[str, ...]
+    install: str
+    description: str
+    module: str | None = None  # packaged-arrays: the import name of the package that ships the files
+    files: tuple[str, ...] = ()  # packaged-arrays: images file, labels file (inside the module folder)
+
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+
+DATASETS = {
+    "fashion-mnist": ZooDataset(
+        name="fashion-mnist", kind="idx", folder="/usr/share/datasets/fashion-mnist", classes=FASHION_MNIST_CLASSES,
+        install="apt-get install dataset-fashion-mnist",
+        description="Fashion-MNIST: 60000 train / 10000 test 28x28 greyscale images, 10 classes"),
+    "digits": ZooDataset(
+        name="digits", kind="sklearn-digits", folder=None, classes=tuple(str(d) for d in range(10)),
+        install="pip install scikit-learn",
+        description="scikit-learn digits: 1797 8x8 images of 10 digits (every 5th image is the test split)"),
+    "animal-shapes": ZooDataset(
+        name="animal-shapes", kind="packaged-arrays", folder=None,
+        classes=("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
+        install="pip install --no-deps animal-mnist", module="animal_mnist",
+        files=("data/Animal_MNIST/animal_data_version_3.gz", "data/Animal_MNIST/animal_label_version_3.gz"),
+        description="Animal-MNIST silhouettes: 10000 28x28 greyscale images of 10 animals (every 5th image is "
+                    "the test split)"),
+}
+
+ZOO_DATA_PREFIX = "zoo:"  # --data zoo:fashion-mnist
 
 TEST_EVERY = 5  # datasets shipped without splits: every 5th image is the test split
 

@@ -1,4 +1,8 @@
-"""`visiontune.train`: data -> examples -> collator -> model -> HF Trainer -> saved run folder."""
+"""`visiontune train`: data -> task examples -> collator -> model -> HF Trainer -> saved run folder.
+
+Everything task-specific (its records, classes, balance default, probe start, in-training metric, the step
+after training) comes from the task (`tasks/base.py`); this file never looks at a task's name.
+"""
 
 from __future__ import annotations
 
@@ -11,79 +15,37 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import TrainConfig, build_config, to_dict
-from ..data.loading import (
-    TASKS_WITH_BOXES,
-    TASKS_WITH_LABELS,
-    DataSpec,
-    fingerprint,
-    load_box_records,
-    load_labelled_records,
-    load_records,
-)
+from ..data.loading import data_spec, fingerprint
 from ..data.validate import check_images
+from ..models.prompt_encoding import VLMCollator
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
-from ..tasks import get_task
-from ..tasks.base import task_options
-from .balancing import BALANCE_MODES, class_counts, format_counts, inverse_frequency_weights
-from .callbacks import ThroughputCallback
-from .collator import VLMCollator
-from .examples import ExampleDataset
-from .preflight import run_preflight
-from .run_record import write_run_record
-from .vlm_trainer import VLMTrainer
+from ..tasks import get_task, task_class, task_options
+from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
+from ..training.callbacks import ThroughputCallback
+from ..training.examples import ExampleDataset
+from ..training.preflight import run_preflight
+from ..training.run_record import write_run_record
+from ..training.vlm_trainer import VLMTrainer
 
 MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",
                "generation_config.json", "model.safetensors.index.json")
 
 
-def _data_spec(config: TrainConfig, path: str, split: str | None, max_samples: int | None) -> DataSpec:
-    return DataSpec(path=path, format=config.format, split=split, image_column=config.image_column,
-                    caption_column=config.caption_column, label_column=config.label_column,
-                    rationale_column=config.rationale_column, class_names=config.class_names,
-                    objects_column=config.objects_column, bbox_format=config.bbox_format,
-                    bbox_normalised=config.bbox_normalised, images_dir=config.images_dir, max_samples=max_samples, seed=config.seed, shuffle=config.shuffle,
-                    skip_bad_rows=config.skip_bad_rows)
-
-
-def _load_split(config: TrainConfig, path: str, split, max_samples, log, classes=None):
-    records = load_records(_data_spec(config, path, split, max_samples), config.task, log=log, classes=classes)
-    return check_images(records, skip_bad=config.skip_bad_images, log=log)
-
-
 def _build_task(config: TrainConfig, log):
-    """The task, and for classify / detect the training records (their labels give the classes)."""
-    options = task_options(config)
-    if config.task not in TASKS_WITH_LABELS + TASKS_WITH_BOXES:
-        return get_task(config.task, **options), None
-    if config.balance not in BALANCE_MODES:
-        raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
-    spec = _data_spec(config, config.data, config.split, config.max_samples)
-    if config.task in TASKS_WITH_BOXES:
-        records, options["classes"], options["category_ids"] = load_box_records(spec, log=log)
-        return get_task(config.task, **options), records
-    records, options["classes"] = load_labelled_records(spec, log=log)
-    task = get_task(config.task, **options)
-    if config.reasoning:
-        with_rationale = sum(bool(r.rationale) for r in records)
-        log(f"--reasoning: {with_rationale}/{len(records)} training rows have a rationale; the others' target is the "
-            f"class name alone" if with_rationale else "--reasoning: the data has no rationale column "
-            "(--rationale-column); targets are the class names alone")
-    return task, records
+    """The task and its training records: the data gives what the task needs of it (classes, category ids)."""
+    cls = task_class(config.task)
+    spec = data_spec(config.data, config, split=config.split, max_samples=config.max_samples)
+    records, from_data = cls.load_records(spec, log=log)
+    return get_task(config.task, **{**task_options(config), **from_data}), records
 
 
-def describe_queries(train_set: ExampleDataset, records, task) -> str:
-    """What the detection examples are: queries by kind, boxes trained on, boxes left out by --max-objects."""
-    groups = train_set.groups()
-    positives = sum(group is not None for group in groups)
-    all_class = len(records) if task.queries in ("all", "both") else 0  # one per image; the rest are negatives
-    boxes = sum(not box.crowd for record in records for box in record.boxes)
-    text = (f"detection queries: {positives} positive, {len(groups) - positives - all_class} negative (answer none), "
-            f"{all_class} all-class; {boxes} boxes")
-    dropped = sum(task.dropped_by_max_objects(record) for record in records)
-    if dropped:
-        text += f"; {dropped} boxes left out of answers by --max-objects {task.max_objects} (largest kept)"
-    return text
+def _load_eval_records(config: TrainConfig, task, log) -> tuple[list, int]:
+    if not config.eval_data:
+        return [], 0
+    spec = data_spec(config.eval_data, config, split=config.eval_split, max_samples=config.max_eval_samples)
+    records, _ = type(task).load_records(spec, known={"classes": getattr(task, "classes", None)}, log=log)
+    return check_images(records, skip_bad=config.skip_bad_images, log=log)
 
 
 def _training_arguments(config: TrainConfig, has_eval: bool, best_metric: str = "eval_loss") -> TrainingArguments:
@@ -145,36 +107,22 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     config = config or build_config(TrainConfig, overrides)
     if not config.data:
         raise ValueError("no training data: pass --data PATH (COCO JSON, JSONL/CSV, save_to_disk folder or hub id)")
+    if config.balance not in BALANCE_MODES:
+        raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
     set_seed(config.seed)
     output = Path(config.output)
-    task, labelled = _build_task(config, log)
-    classes = getattr(task, "classes", None)
-
-    if labelled is not None:
-        train_records, train_skipped = check_images(labelled, skip_bad=config.skip_bad_images, log=log)
-    else:
-        train_records, train_skipped = _load_split(config, config.data, config.split, config.max_samples, log)
-    eval_records, eval_skipped = ([], 0)
-    if config.eval_data:
-        eval_records, eval_skipped = _load_split(config, config.eval_data, config.eval_split,
-                                                 config.max_eval_samples, log, classes=classes)
+    task, records = _build_task(config, log)
+    train_records, train_skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
+    eval_records, eval_skipped = _load_eval_records(config, task, log)
     train_set, eval_set = ExampleDataset(train_records, task), ExampleDataset(eval_records, task)
-    is_classify = task.name == "classify"
-    balance = config.balance if config.balance != "auto" else ("sampler" if task.name == "detect" else "none")
+    balance = config.balance if config.balance != "auto" else task.default_balance
     sample_weights = None
-    if classes:
-        counts = class_counts(train_set.groups(), classes)
-        what = "training examples" if is_classify else "positive queries"
-        log(f"{what} per class ({len(classes)} classes):\n{format_counts(counts)}")
-        missing = [name for name, count in counts.items() if count == 0]
-        if missing:
-            log(f"warning: no training examples for {', '.join(missing)}")
-        if task.name == "detect":
-            log(describe_queries(train_set, train_records, task))
-        if balance == "sampler":
-            sample_weights = inverse_frequency_weights(train_set.groups())
-        elif balance == "loss":
-            train_set.weights = inverse_frequency_weights(train_set.groups())
+    if balance == "sampler":
+        sample_weights = inverse_frequency_weights(train_set.groups())
+    elif balance == "loss":
+        train_set.weights = inverse_frequency_weights(train_set.groups())
+    for line in task.describe_training_data(train_set, train_records):
+        log(line)
     log(f"data: {len(train_records)} training images -> {len(train_set)} examples"
         + (f"; {len(eval_records)} evaluation images -> {len(eval_set)} examples" if eval_records else ""))
     write_run_record(output, to_dict(config), {
@@ -191,21 +139,17 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     if torch.cuda.is_available() and config.method != "qlora":
         model.to("cuda")
     probe_start = None
-    if task.name in ("classify", "detect") and config.probe_start and not config.resume:  # resume loads its own
-        from .probe_start import start_summary_from_probe
+    if config.probe_start and not config.resume:  # a resumed run loads its own start from the checkpoint
+        from ..training.probe_start import start_summary_from_probe
 
-        probe_start = start_summary_from_probe(model, processor, classes, train_records, config.batch_size, log=log,
-                                               task_name=task.name)
+        probe_start = start_summary_from_probe(model, processor, getattr(task, "classes", None), train_records,
+                                               task.probe_targets(train_records), config.batch_size, log=log)
     collator = VLMCollator(processor, max_length=config.max_length)
     preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
 
-    best_metric = "eval_accuracy" if is_classify and eval_records else "eval_loss"
+    extra_eval = task.in_training_eval(eval_records, processor, config.batch_size) if eval_records else None
+    best_metric = task.best_metric if extra_eval is not None else "eval_loss"
     args = _training_arguments(config, has_eval=bool(eval_records), best_metric=best_metric)
-    extra_eval = None
-    if is_classify and eval_records:
-        from .class_eval import classification_eval
-
-        extra_eval = classification_eval(eval_records, task, processor, batch_size=config.batch_size)
     throughput = ThroughputCallback(output)
     callbacks = [throughput]
     if config.early_stopping:
@@ -228,21 +172,16 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     trainer.save_model(str(output))
     processor.save_pretrained(output)
     calibration = None
-    if is_classify and eval_records and config.calibrate:
-        from .class_eval import calibrate
-
-        trainer.model.eval()
-        calibration = calibrate(trainer.model, processor, task, eval_records, config.batch_size, log=log)
+    if eval_records and config.calibrate:
+        calibration = task.after_training(trainer.model, processor, eval_records, config.batch_size, log=log)
     metadata = {**task.metadata(), "base_model": config.model, "method": config.method, "train": config.train,
                 "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    if is_classify:  # for people and tools reading the run: classes, prompts as rendered, counts and the config
-        (output / "training_metadata.json").write_text(json.dumps({
-            **metadata, "system_prompt_rendered": task.render(task.system_prompt),
-            "prompt_rendered": task.render(task.prompt), "class_counts": class_counts(train_set.groups(), classes),
-            "balance": balance, "best_metric": best_metric, "calibration": calibration,
-            "config": to_dict(config)}, indent=2))
+    record = task.training_record(train_set, {"balance": balance, "best_metric": best_metric,
+                                              "calibration": calibration, "config": to_dict(config)})
+    if record is not None:  # for people and tools reading the run
+        (output / "training_metadata.json").write_text(json.dumps({**metadata, **record}, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,

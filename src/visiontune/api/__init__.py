@@ -1,0 +1,1 @@
+"""The verbs the CLI wraps, one module each: `train`, `predict`, `evaluate` (and `export.merge`)."""

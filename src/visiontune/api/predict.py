@@ -1,0 +1,36 @@
+"""`visiontune predict`: images (files, URLs, folders, PIL) -> the task's predictions (+ JSONL, + drawings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import PredictConfig, build_config
+from ..inference.predictor import Predictor
+from ..tasks import task_options
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
+def predict(config: PredictConfig | None = None, log=print, **overrides) -> list[dict]:
+    """Run a model or run folder on images/URLs/folders; one result row per image; JSONL when `output` is set."""
+    config = config or build_config(PredictConfig, overrides)
+    if not config.images:
+        raise ValueError("no images: pass --images FILE|URL|FOLDER [...]")
+    images = [config.images] if isinstance(config.images, (str, Path)) else config.images  # predict(images="x.jpg")
+    predictor = Predictor.from_pretrained(
+        config.model, task=config.task, task_options=task_options(config), dtype=config.dtype, log=log,
+        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode, top_k=config.top_k,
+        length_normalise=config.length_normalise, num_beams=config.num_beams, do_sample=config.do_sample,
+        temperature=config.temperature, top_p=config.top_p)
+    results = predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)
+    if config.output:
+        log(f"wrote {len(results)} predictions to {write_jsonl(results, config.output)}")
+    if config.draw:
+        log(f"drew {len(results)} images under {predictor.task.draw_predictions(results, config.draw)}")
+    return results

@@ -1,0 +1,3 @@
+from .task import CaptionTask
+
+__all__ = ["CaptionTask"]

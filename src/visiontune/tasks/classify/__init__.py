@@ -1,0 +1,3 @@
+from .task import ClassifyTask
+
+__all__ = ["ClassifyTask"]

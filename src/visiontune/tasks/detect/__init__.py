@@ -1,0 +1,3 @@
+from .task import DetectTask
+
+__all__ = ["DetectTask"]
