@@ -120,7 +120,7 @@ def load_labelled_records(spec: DataSpec, classes: list[str] | None = None, log=
         record.rationale = record.rationale.strip() if isinstance(record.rationale, str) else None
     if skipped:
         log(f"{spec.path}: skipped {skipped} rows whose label is missing or not a class (--skip-bad-rows)")
-    return _finish(records, spec), names
+    return finish_records(records, spec), names
 
 
 def _load_box_source(spec: DataSpec, log) -> tuple[list[Record], list[str] | None, dict[str, int]]:
@@ -177,7 +177,7 @@ def load_box_records(spec: DataSpec, classes: list[str] | None = None,
     if outside:
         log(f"{spec.path}: {outside} boxes of classes outside the {len(chosen)} used were left out")
     ids = {name: category_ids.get(name, index) for index, name in enumerate(chosen)}
-    return _finish(records, spec), chosen, ids
+    return finish_records(records, spec), chosen, ids
 
 
 def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[list[Record], int]:
@@ -201,10 +201,11 @@ def load_caption_records(spec: DataSpec, log=print) -> list[Record]:
     records, skipped = clean_caption_records(records, spec.skip_bad_rows)
     if skipped:
         log(f"{spec.path}: skipped {skipped} rows with no usable caption (--skip-bad-rows)")
-    return _finish(records, spec)
+    return finish_records(records, spec)
 
 
-def _finish(records: list[Record], spec: DataSpec) -> list[Record]:
+def finish_records(records: list[Record], spec: DataSpec) -> list[Record]:
+    """What every loader does last: refuse an empty set, then --shuffle and --max-samples."""
     if not records:
         raise DataError(f"{spec.path}: no usable examples")
     if spec.shuffle:

@@ -37,6 +37,12 @@ class Record:
     height: int | None = None
     base_dir: Path | None = None
     source_row: str = ""  # where it came from, for messages: "train.jsonl line 12"
+    conversation: list[dict] | None = None  # chat: the turns ({"role", "content": [parts]}), images as parts
+    more_images: list = field(default_factory=list)  # chat: the images after the first, in the order named
+
+    def load_images(self) -> list:
+        """Every image of the record, `image` first."""
+        return [self.load_image()] + [load_image(image, self.base_dir) for image in self.more_images]
 
     def load_image(self):
         if hasattr(self.image, "load_image"):

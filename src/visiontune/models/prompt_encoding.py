@@ -5,6 +5,11 @@ and batches pixels its own way; the answer (the assistant turn as the chat templ
 token included) is tokenized on its own and appended, exactly as the model will see it when it continues
 a prompt at inference. Labels are -100 everywhere but the answer. Rows are left-padded: all answers end
 at the last position, which is what batched generation needs and lets the loss skip prompt logits.
+
+A multi-turn conversation continues after the first answer: each later user turn is appended unlabelled and
+each later assistant turn labelled, every piece as the chat template renders it (so every assistant turn is
+trained on, never a user turn). Images belong to the prompt (the first user turn), which the processor
+encodes with all of them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,40 @@ def answer_suffix(processor, messages: list[dict], target: str) -> str:
     return full[len(prompt):]
 
 
+def conversation_segments(processor, messages: list[dict], target: str,
+                          continuation: list[dict] = ()) -> list[tuple[str, bool]]:
+    """The text after the generation prompt as (piece, trained) pairs: the first answer, then for each later
+    turn its rendered text; assistant turns are trained, user turns are not."""
+    conversation = list(messages) + [{"role": "assistant", "content": [{"type": "text", "text": target}]}]
+    segments = [(answer_suffix(processor, messages, target), True)]
+    done = processor.apply_chat_template(conversation)
+    for turn in continuation:
+        if turn["role"] == "assistant":
+            prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
+            if prompt != done:
+                segments.append((_after(prompt, done), False))
+            conversation.append(turn)
+            full = processor.apply_chat_template(conversation)
+            segments.append((_after(full, prompt), True))
+            done = full
+        else:
+            conversation.append(turn)
+    return segments
+
+
+def _after(text: str, prefix: str) -> str:
+    if not text.startswith(prefix):
+        raise ValueError("the chat template renders a conversation's earlier turns differently once later turns "
+                         "follow; cannot place the label mask (check the model's chat_template)")
+    return text[len(prefix):]
+
+
+def trained_text(processor, messages: list[dict], target: str, continuation: list[dict] = ()) -> str:
+    """Everything the label mask covers, as text (what the pre-flight check compares the mask with)."""
+    return "".join(piece for piece, trained in conversation_segments(processor, messages, target, continuation)
+                   if trained)
+
+
 def left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     length = max(row.shape[0] for row in rows)
     out = torch.full((len(rows), length), value, dtype=rows[0].dtype)
@@ -47,10 +86,12 @@ class VLMCollator:
         self.truncated_answers = 0
 
     def encode_prompts(self, images: list, messages: list[list[dict]]) -> dict:
-        """Processor output for the prompts alone, left-padded (what `generate` takes)."""
+        """Processor output for the prompts alone, left-padded (what `generate` takes). An item of `images` is
+        one image or the list of a prompt's images."""
         texts = [self.processor.apply_chat_template(m, add_generation_prompt=True) for m in messages]
         self.tokenizer.padding_side = "left"
-        return self.processor(text=texts, images=[[image] for image in images], return_tensors="pt", padding=True)
+        grouped = [list(image) if isinstance(image, (list, tuple)) else [image] for image in images]
+        return self.processor(text=texts, images=grouped, return_tensors="pt", padding=True)
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = self.encode_prompts([e["image"] for e in examples], [e["messages"] for e in examples])
@@ -63,8 +104,13 @@ class VLMCollator:
         rows, labels, extra = [], [], {k: [] for k in per_token}
         for index, example in enumerate(examples):
             prompt = input_ids[index][attention[index]]
-            answer = self.tokenizer(answer_suffix(self.processor, example["messages"], example["target"]),
-                                    add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+            pieces, trained = [], []
+            for text, is_trained in conversation_segments(self.processor, example["messages"], example["target"],
+                                                          example.get("continuation") or ()):
+                ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+                pieces.append(ids)
+                trained.append(ids if is_trained else torch.full_like(ids, IGNORE_INDEX))
+            answer, answer_labels = torch.cat(pieces), torch.cat(trained)
             if self.max_length is not None:
                 if prompt.shape[0] >= self.max_length:
                     raise PromptTooLongError(
@@ -74,9 +120,9 @@ class VLMCollator:
                 room = self.max_length - prompt.shape[0]
                 if answer.shape[0] > room:
                     self.truncated_answers += 1
-                    answer = answer[:room]
+                    answer, answer_labels = answer[:room], answer_labels[:room]
             rows.append(torch.cat([prompt, answer]))
-            labels.append(torch.cat([torch.full_like(prompt, IGNORE_INDEX), answer]))
+            labels.append(torch.cat([torch.full_like(prompt, IGNORE_INDEX), answer_labels]))
             for key in per_token:
                 values = batch[key][index][attention[index]]
                 extra[key].append(torch.cat([values, torch.zeros_like(answer)]))

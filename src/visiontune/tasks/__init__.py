@@ -8,7 +8,7 @@ from .base import Example, Task
 
 # name -> "module:class" (imported on first use, so `--task caption` never imports detection code)
 TASKS = {"caption": "caption.task:CaptionTask", "classify": "classify.task:ClassifyTask",
-         "detect": "detect.task:DetectTask"}
+         "detect": "detect.task:DetectTask", "chat": "chat.task:ChatTask"}
 
 # Where a task option comes from in a Train/Predict/EvalConfig when its flag has another name.
 CONFIG_NAMES = {"descriptions": "class_descriptions"}

@@ -25,8 +25,11 @@ class ExampleDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record, item = self.items[index]
-        example = {"image": record.load_image(), "messages": item.messages, "target": item.target,
-                   "where": record.source_row}
+        images = self.task.training_images(record)
+        example = {"image": images[0] if len(images) == 1 else images, "messages": item.messages,
+                   "target": item.target, "where": record.source_row}
+        if item.continuation:
+            example["continuation"] = item.continuation
         if self.weights is not None:
             example["weight"] = self.weights[index]
         return example

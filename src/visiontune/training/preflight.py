@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.prompt_encoding import IGNORE_INDEX, VLMCollator, answer_suffix
+from ..models.prompt_encoding import IGNORE_INDEX, VLMCollator, trained_text
 from .vlm_trainer import answer_token_loss
 
 
@@ -26,7 +26,8 @@ def run_preflight(model, collator: VLMCollator, dataset, batch_size: int, sample
         batch = collator([example])  # raises PromptTooLongError naming the example if image tokens would be cut
         labels = batch["labels"][0]
         answer_ids = labels[labels != IGNORE_INDEX]
-        expected = answer_suffix(collator.processor, example["messages"], example["target"])
+        expected = trained_text(collator.processor, example["messages"], example["target"],
+                                example.get("continuation") or ())
         decoded = collator.tokenizer.decode(answer_ids, skip_special_tokens=False)
         if decoded != expected:
             if expected.startswith(decoded) and collator.max_length is not None:

@@ -1,0 +1,3 @@
+from .task import ChatTask
+
+__all__ = ["ChatTask"]
