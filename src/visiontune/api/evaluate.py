@@ -11,11 +11,10 @@ from ..data.loading import data_spec
 from ..data.records import DataError
 from ..data.sources.table import read_rows
 from ..data.validate import check_images
-from ..inference.predictor import Predictor
 from ..models.vlm import read_run_metadata
 from ..report.grid import plot_sample_grid
 from ..tasks import task_class, task_from_metadata, task_options
-from .predict import write_jsonl
+from .predict import load_predictor, write_jsonl
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
@@ -91,7 +90,7 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     options.update(from_data)
     predictor = None
     if config.model:
-        predictor = Predictor.from_pretrained(
+        predictor = load_predictor(
             config.model, task=name, task_options=options, dtype=config.dtype, log=log,
             batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
             top_k=config.top_k, length_normalise=config.length_normalise, num_beams=config.num_beams)

@@ -7,7 +7,16 @@ from pathlib import Path
 
 from ..config import PredictConfig, build_config
 from ..inference.predictor import Predictor
-from ..tasks import task_options
+from ..models.vlm import load_for_inference
+from ..tasks import task_from_metadata, task_options
+
+
+def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=print,
+                   task_options: dict | None = None, **kwargs) -> Predictor:
+    """A model or run folder with its task; `task_options` (prompt, system_prompt, classes…) override what the
+    run folder's visiontune.json says."""
+    model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
+    return Predictor(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
@@ -23,7 +32,7 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
     if not config.images:
         raise ValueError("no images: pass --images FILE|URL|FOLDER [...]")
     images = [config.images] if isinstance(config.images, (str, Path)) else config.images  # predict(images="x.jpg")
-    predictor = Predictor.from_pretrained(
+    predictor = load_predictor(
         config.model, task=config.task, task_options=task_options(config), dtype=config.dtype, log=log,
         batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode, top_k=config.top_k,
         length_normalise=config.length_normalise, num_beams=config.num_beams, do_sample=config.do_sample,

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, describe_image, expand_image_inputs, load_image
 from ..models.prompt_encoding import VLMCollator
-from ..models.vlm import end_token_ids, load_for_inference
+from ..models.vlm import end_token_ids
 
 
 class Predictor:
@@ -35,15 +35,6 @@ class Predictor:
             self.generation.pop("top_p", None)
         self.collator = VLMCollator(processor, with_labels=False)
         self.cache: dict[str, Any] = {}  # what a task keeps between batches (e.g. tokenized class answers)
-
-    @classmethod
-    def from_pretrained(cls, path: str, task: str | None = None, dtype: str = "auto", log=print,
-                        task_options: dict | None = None, **kwargs) -> Predictor:
-        """`task_options` (prompt, system_prompt, classes…) override what the run folder's visiontune.json says."""
-        from ..tasks import task_from_metadata
-
-        model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
-        return cls(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 
     @torch.inference_mode()
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False) -> dict:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from ..data.records import Record
-from ..tasks.base import Task
 
 
 class ExampleDataset(Dataset):
     """One item per task example; a record with several reference captions (or detection queries) yields several."""
 
-    def __init__(self, records: list[Record], task: Task):
+    def __init__(self, records: list[Record], task):
+        """`task`: a `tasks.base.Task` (its examples and images)."""
         self.task = task
         self.items = [(record, example) for record in records for example in task.training_examples(record)]
         self.weights: list[float] | None = None  # per-item loss weights (--balance loss)
