@@ -71,7 +71,7 @@ def plain_top_k_eval(model_dir: Path, val_json: Path) -> dict:
 
 
 def onnx_comparison(model_dir: Path, val_json: Path, output: Path, max_samples: int) -> dict:
-    from visiontune.detector.cli import compare_exports_map
+    from visiontune.detector.commands import compare_exports_map
     from visiontune.detector.export import export_detector
 
     report = export_detector(model_dir, output / "detector.int8.onnx", "int8")
