@@ -25,3 +25,13 @@ def inverse_frequency_weights(groups: list[str | None]) -> list[float]:
 def format_counts(counts: dict[str, int]) -> str:
     width = max(len(name) for name in counts)
     return "\n".join(f"  {name:<{width}}  {count}" for name, count in counts.items())
+
+
+def class_count_lines(groups: list[str | None], classes: list[str], what: str) -> list[str]:
+    """Log lines: how many `what` (training examples, positive queries) each class has, and which have none."""
+    counts = class_counts(groups, classes)
+    lines = [f"{what} per class ({len(classes)} classes):\n{format_counts(counts)}"]
+    missing = [name for name, count in counts.items() if count == 0]
+    if missing:
+        lines.append(f"warning: no training examples for {', '.join(missing)}")
+    return lines

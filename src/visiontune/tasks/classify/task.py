@@ -54,13 +54,9 @@ class ClassifyTask(Task):
         return records, {"classes": classes}
 
     def describe_training_data(self, dataset, records: list[Record]) -> list[str]:
-        from ...training.balancing import class_counts, format_counts
+        from ...training.balancing import class_count_lines
 
-        counts = class_counts(dataset.groups(), self.classes)
-        lines = [f"training examples per class ({len(self.classes)} classes):\n{format_counts(counts)}"]
-        missing = [name for name, count in counts.items() if count == 0]
-        if missing:
-            lines.append(f"warning: no training examples for {', '.join(missing)}")
+        lines = class_count_lines(dataset.groups(), self.classes, "training examples")
         if self.reasoning:
             with_rationale = sum(bool(r.rationale) for r in records)
             lines.append(f"--reasoning: {with_rationale}/{len(records)} training rows have a rationale; the others' "

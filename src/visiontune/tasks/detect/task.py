@@ -78,13 +78,9 @@ class DetectTask(Task):
 
     def describe_training_data(self, dataset, records: list[Record]) -> list[str]:
         """Positive queries per class, then what the queries are: by kind, boxes trained on, boxes left out."""
-        from ...training.balancing import class_counts, format_counts
+        from ...training.balancing import class_count_lines
 
-        counts = class_counts(dataset.groups(), self.classes)
-        lines = [f"positive queries per class ({len(self.classes)} classes):\n{format_counts(counts)}"]
-        missing = [name for name, count in counts.items() if count == 0]
-        if missing:
-            lines.append(f"warning: no training examples for {', '.join(missing)}")
+        lines = class_count_lines(dataset.groups(), self.classes, "positive queries")
         groups = dataset.groups()
         positives = sum(group is not None for group in groups)
         all_class = len(records) if self.queries in ("all", "both") else 0  # one per image; the rest are negatives
