@@ -217,6 +217,20 @@ def test_cli_predict_eval_and_resume(trained, canvases, backbone, tmp_path):
                  "--resume"]) == 2  # nothing to resume: a clear error, not a traceback
 
 
+def test_checkpoints_are_written_whole_and_never_run_code(tmp_path, capsys):
+    from visiontune.detector.train import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"epoch": 1, "trained": {"w": torch.ones(2)}, "history": [{"loss": 0.5}]}, path)
+    assert load_checkpoint(path)["epoch"] == 1 and not (tmp_path / "checkpoint.pt.partial").exists()
+    path.write_bytes(path.read_bytes()[:40])  # cut short, as a kill mid-write without the rename would leave it
+    with pytest.raises(ValueError, match="checkpoint.pt: not a readable detector checkpoint"):
+        load_checkpoint(path)
+    torch.save({"epoch": 1, "hook": print}, path)  # a pickle that names a callable is refused, not run
+    with pytest.raises(ValueError, match="not a readable detector checkpoint"):
+        load_checkpoint(path)
+
+
 def test_duplicate_rate_counts_what_nms_would_remove():
     box = lambda label, xyxy, score: {"label": label, "box": xyxy, "score": score}
     predictions = [{"boxes": [box("a", [0, 0, 10, 10], 0.9), box("a", [0, 0, 10, 9.5], 0.8),  # duplicate

@@ -46,6 +46,23 @@ def _load(settings: DetectorTrainSettings, path: str, images_dir, split, classes
     return load_box_records(spec, classes, log=log)
 
 
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write to a temporary name, then rename: a run killed mid-write leaves the previous checkpoint whole."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The training state, unpickled with `weights_only=True` (tensors, numbers, strings and containers only:
+    opening someone else's run folder cannot run code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which one, and what to do
+        raise ValueError(f"{path}: not a readable detector checkpoint ({type(error).__name__}: {error}); delete it "
+                         f"and train without --resume, or resume from a complete run folder") from error
+
+
 def _schedule(optimizer, warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -140,7 +157,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     if settings.resume:
         if not checkpoint_path.is_file():
             raise FileNotFoundError(f"{checkpoint_path}: nothing to resume; train without --resume first")
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(checkpoint_path)
         detector.load_state_dict(state["trained"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -175,10 +192,10 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         with open(output / "train_log.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
-        torch.save({"trained": {k: v for k, v in detector.state_dict().items() if k in trained_names},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None, "history": history, "best": best,
-                    "epoch": epoch + 1, "loader_rng": loader_generator.get_state()}, checkpoint_path)
+        save_checkpoint({"trained": {k: v for k, v in detector.state_dict().items() if k in trained_names},
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "ema": ema.state_dict() if ema is not None else None, "history": history, "best": best,
+                         "epoch": epoch + 1, "loader_rng": loader_generator.get_state()}, checkpoint_path)
 
     summary = {"classes": classes, "parameters": counts, "best": best, "history": history,
                "settings": asdict(settings)}
