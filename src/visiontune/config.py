@@ -57,6 +57,9 @@ class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
     system_prompt: str | None = field(default=None, metadata={"help": "system instruction; {classes}/{descriptions} filled"})
     balance: str = field(default="auto", metadata={"help": "class imbalance: none|sampler|loss; auto = sampler "
                                                           "for detect (positive queries), none otherwise"})
+    feature_cache: bool = field(default=True, metadata={
+        "help": "compute a frozen vision encoder's features once per image and reuse them (where exact: the "
+                "family supports it, the encoder is frozen and has no dropout); --no-feature-cache to recompute"})
     probe_start: bool = field(default=True, metadata={
         "help": "classify and detect, composed VLMs: start the image summary token from linear probes of the "
                 "training images (the class, or which classes are present; LP-FT); --no-probe-start to train "

@@ -24,6 +24,7 @@ from ..tasks import get_task, task_class, task_options
 from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
 from ..training.callbacks import ThroughputCallback
 from ..training.examples import ExampleDataset
+from ..training.feature_cache import FeatureCache
 from ..training.preflight import run_preflight
 from ..training.run_record import write_run_record
 from ..training.vlm_trainer import VLMTrainer
@@ -144,7 +145,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
 
         probe_start = start_summary_from_probe(model, processor, getattr(task, "classes", None), train_records,
                                                task.probe_targets(train_records), config.batch_size, log=log)
-    collator = VLMCollator(processor, max_length=config.max_length)
+    cache = FeatureCache.for_model(model, folder=output / "feature-cache", log=log) if config.feature_cache else None
+    collator = VLMCollator(processor, max_length=config.max_length, image_keys=cache is not None)
     preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
 
     extra_eval = task.in_training_eval(eval_records, processor, config.batch_size) if eval_records else None
@@ -158,7 +160,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                          data_collator=collator, callbacks=callbacks, throughput=throughput,
-                         sample_weights=sample_weights, extra_eval=extra_eval,
+                         sample_weights=sample_weights, extra_eval=extra_eval, feature_cache=cache,
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
     train_output = trainer.train(resume_from_checkpoint=True if config.resume else None)
@@ -185,7 +187,9 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,
-                   probe_start=probe_start)
+                   probe_start=probe_start, feature_cache=cache.summary() if cache is not None else None)
+    if cache is not None:
+        log(cache.describe())
     if eval_records:
         final_eval = trainer.evaluate()
         summary.update({k: v for k, v in final_eval.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1",

@@ -77,8 +77,11 @@ def left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
 
 
 class VLMCollator:
-    def __init__(self, processor, max_length: int | None = None, with_labels: bool = True):
+    def __init__(self, processor, max_length: int | None = None, with_labels: bool = True,
+                 image_keys: bool = False):
+        """`image_keys`: add one hash per pixel unit (`image_keys`), for the frozen-vision feature cache."""
         self.processor = processor
+        self.image_keys = image_keys
         self.tokenizer = processor.tokenizer
         self.max_length = max_length
         self.with_labels = with_labels
@@ -95,8 +98,13 @@ class VLMCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = self.encode_prompts([e["image"] for e in examples], [e["messages"] for e in examples])
+        keys = {}
+        if self.image_keys and "pixel_values" in batch:
+            from .vision_cache import IMAGE_KEYS, pixel_unit_keys
+
+            keys[IMAGE_KEYS] = pixel_unit_keys(batch["pixel_values"])
         if not self.with_labels:
-            return dict(batch)
+            return {**dict(batch), **keys}
         input_ids, attention = batch["input_ids"], batch["attention_mask"].bool()
         # Any other (batch, length) tensor from the processor (token_type_ids, mm_token_type_ids) follows the ids.
         per_token = [k for k, v in batch.items() if torch.is_tensor(v) and v.shape == input_ids.shape
@@ -134,4 +142,4 @@ class VLMCollator:
             out[key] = left_pad(extra[key], 0)
         if "weight" in examples[0]:  # --balance loss
             out["example_weight"] = torch.tensor([e["weight"] for e in examples], dtype=torch.float32)
-        return out
+        return {**out, **keys}

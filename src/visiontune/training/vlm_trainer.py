@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from ..models.prompt_encoding import IGNORE_INDEX
+from ..models.vision_cache import IMAGE_KEYS
 
 
 def answer_token_loss(model, inputs: dict, num_items_in_batch=None):
     inputs = dict(inputs)
+    inputs.pop(IMAGE_KEYS, None)  # the feature cache's keys, when no cache replaced the pixels
     labels = inputs.pop("labels")
     weights = inputs.pop("example_weight", None)
     has_label = labels != IGNORE_INDEX
@@ -40,11 +42,13 @@ class VLMTrainer(Trainer):
     """`sample_weights`: draw training examples with these weights (--balance sampler).
     `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
     `metric_for_best_model` can be e.g. eval_accuracy). `role_learning_rates`: {role: learning rate} for
-    parts that train at another rate than the rest (e.g. a fresh projector beside LoRA)."""
+    parts that train at another rate than the rest (e.g. a fresh projector beside LoRA). `feature_cache`: a
+    `FeatureCache` that replaces the frozen vision part's work on images it has seen (training and evaluation)."""
 
     def __init__(self, *args, throughput=None, sample_weights=None, extra_eval=None, role_learning_rates=None,
-                 **kwargs):
+                 feature_cache=None, **kwargs):
         self.role_learning_rates = dict(role_learning_rates or {})
+        self.feature_cache = feature_cache
         super().__init__(*args, **kwargs)
         self.throughput = throughput  # a ThroughputCallback that counts what is trained on
         self.sample_weights, self.extra_eval = sample_weights, extra_eval
@@ -55,6 +59,8 @@ class VLMTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.throughput is not None:
             self.throughput.count_batch(inputs)
+        if self.feature_cache is not None and IMAGE_KEYS in inputs:
+            inputs = self.feature_cache.apply(model, dict(inputs))
         loss, outputs = answer_token_loss(model, inputs, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global

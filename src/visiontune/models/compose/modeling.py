@@ -130,21 +130,26 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
         first = hidden[:, 0] if hidden.shape[1] > patches.shape[1] else mean
         return patches, torch.cat([first, mean], dim=-1)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(images, image_seq_len, LM width): the summary token (if configured), then the patch tokens."""
-        patches, summary = self.encode_images(pixel_values)
-        return self.projector(pixel_shuffle(patches, self.config.pixel_shuffle),
-                              summary if self.config.summary_token else None)
+    def get_image_features(self, pixel_values: torch.Tensor | None = None, vision_patches: torch.Tensor | None = None,
+                           vision_summary: torch.Tensor | None = None) -> torch.Tensor:
+        """(images, image_seq_len, LM width): the summary token (if configured), then the patch tokens. From
+        pixels, or from the encoder's outputs computed before (`encode_images`; the frozen-vision cache)."""
+        if vision_patches is None:
+            vision_patches, vision_summary = self.encode_images(pixel_values)
+        return self.projector(pixel_shuffle(vision_patches, self.config.pixel_shuffle),
+                              vision_summary if self.config.summary_token else None)
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, vision_patches=None,
+                vision_summary=None, **kwargs):
+        """`vision_patches` / `vision_summary`: `encode_images`' outputs, in place of `pixel_values`."""
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         # Decoding steps carry no image tokens: the vision encoder only runs on the prompt.
-        if pixel_values is not None and input_ids is not None:
+        if (pixel_values is not None or vision_patches is not None) and input_ids is not None:
             placeholders = input_ids == self.config.image_token_id
             if placeholders.any():
-                features = self.get_image_features(pixel_values).to(inputs_embeds.dtype)
+                features = self.get_image_features(pixel_values, vision_patches, vision_summary).to(inputs_embeds.dtype)
                 if placeholders.sum() != features.shape[0] * features.shape[1]:
                     raise ValueError(f"{int(placeholders.sum())} image tokens in the text but {features.shape[0]} "
                                      f"images x {features.shape[1]} tokens; build inputs with this model's processor")

@@ -1,0 +1,102 @@
+"""What each VLM family's frozen vision part outputs per image, and how its model takes that output back in
+place of pixels: the adapter the frozen-vision feature cache (`training/feature_cache.py`) runs on.
+
+An adapter is exact only when nothing it replaces trains or varies: the vision encoder (and the connector,
+when the cached output is taken after it) must be frozen and free of active dropout. `vision_adapter` says
+why not when it is not, and training then runs uncached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .families import family_for
+
+IMAGE_KEYS = "image_keys"  # the batch entry with one key per pixel unit (see `pixel_unit_keys`)
+
+
+@dataclass(frozen=True)
+class VisionAdapter:
+    pixel_inputs: tuple[str, ...]  # the batch entries it replaces (their dim 0 is one unit: an image or a row)
+    encode: Callable  # (base model, {pixel input: tensor}) -> one {name: tensor} per unit along dim 0
+    to_kwargs: Callable  # (list of per-unit {name: tensor}) -> keyword arguments of the model's forward
+
+
+def pixel_unit_keys(pixel_values: torch.Tensor) -> list[str]:
+    """One hash per unit along dim 0 of the pixels; all-zero padding tiles (Idefics3 rows) do not count."""
+    keys = []
+    for unit in pixel_values:
+        if unit.dim() >= 4:  # (tiles, channels, height, width): drop padding tiles
+            unit = unit[unit.flatten(1).ne(0).any(1)]
+        keys.append(hashlib.blake2b(unit.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest())
+    return keys
+
+
+def _base(model):
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(model, "module", model)
+
+
+def _submodule(model, path: str):
+    for part in path.split("."):
+        model = getattr(model, part, None)
+        if model is None:
+            return None
+    return model
+
+
+def _why_not_exact(modules: list[nn.Module]) -> str | None:
+    for module in modules:
+        if any(p.requires_grad for p in module.parameters()):
+            return "it trains"
+        if any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()):
+            return "it has dropout"
+    return None
+
+
+def _composed_encode(base, pixels: dict) -> list[dict]:
+    patches, summary = base.encode_images(pixels["pixel_values"])
+    return [{"vision_patches": p, "vision_summary": s} for p, s in zip(patches, summary)]
+
+
+def _composed_kwargs(entries: list[dict]) -> dict:
+    return {"vision_patches": torch.stack([e["vision_patches"] for e in entries]),
+            "vision_summary": torch.stack([e["vision_summary"] for e in entries])}
+
+
+ADAPTERS = {"composed": (("vision",), VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs))}
+
+
+def vision_adapter(model) -> tuple[VisionAdapter | None, str]:
+    """(the model family's adapter, "") when caching is exact for this model as it is set up to train, else
+    (None, why not)."""
+    base = _base(model)
+    family = family_for(getattr(base.config, "model_type", ""))
+    if family is None or family.name not in ADAPTERS:
+        return None, f"the {family.name if family else 'unknown'} family cannot take precomputed vision features yet"
+    parts, adapter = ADAPTERS[family.name]
+    paths = [path for part in parts for path in getattr(family, part)]
+    modules = [module for module in (_submodule(base, path) for path in paths) if module is not None]
+    problem = _why_not_exact(modules)
+    if problem:
+        return None, f"the {' and '.join(parts)} part {problem}, so its outputs change during training"
+    return adapter, ""
+
+
+def vision_fingerprint(model) -> str:
+    """A hash of the frozen vision weights: features of another encoder (or other weights) never match."""
+    base = _base(model)
+    family = family_for(getattr(base.config, "model_type", ""))
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(str(getattr(base.config, "model_type", "")).encode())
+    for path in family.vision if family else ():
+        module = _submodule(base, path)
+        for name, tensor in sorted((module.state_dict() if module is not None else {}).items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,94 @@
+"""The frozen-vision feature cache: a frozen vision encoder's output for an image is computed once and reused,
+across epochs and evaluation passes.
+
+Each image unit in a batch (an image, or a row of tiles: dim 0 of the pixel inputs) is keyed by a hash of its
+preprocessed pixels (computed by the collator, in the data-loader workers) and of the vision weights, so a
+changed image, image size, preprocessing or encoder never reuses stale features. Entries live in memory up
+to `memory_bytes`, then as safetensors files under `folder` (the run's `feature-cache/`, or
+$VISIONTUNE_CACHE). Exact only where `models/vision_cache.vision_adapter` says so; elsewhere training runs
+uncached and the log says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..models.vision_cache import IMAGE_KEYS, VisionAdapter, vision_adapter, vision_fingerprint
+
+DEFAULT_MEMORY_BYTES = 2 * 2**30
+
+
+class FeatureCache:
+    def __init__(self, adapter: VisionAdapter, fingerprint: str, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                 folder: str | Path | None = None):
+        self.adapter, self.fingerprint = adapter, fingerprint
+        self.memory_bytes, self.folder = memory_bytes, Path(folder) / fingerprint if folder else None
+        self.entries: dict[str, dict[str, torch.Tensor]] = {}
+        self.bytes_in_memory, self.on_disk, self.hits, self.computed = 0, set(), 0, 0
+
+    @classmethod
+    def for_model(cls, model, folder=None, memory_bytes: int = DEFAULT_MEMORY_BYTES, log=print) -> FeatureCache | None:
+        adapter, reason = vision_adapter(model)
+        if adapter is None:
+            log(f"feature cache off: {reason}")
+            return None
+        return cls(adapter, vision_fingerprint(model), memory_bytes, folder)
+
+    def _store(self, key: str, entry: dict[str, torch.Tensor]) -> None:
+        entry = {name: tensor.detach().to("cpu").contiguous() for name, tensor in entry.items()}
+        size = sum(t.numel() * t.element_size() for t in entry.values())
+        if self.bytes_in_memory + size <= self.memory_bytes or self.folder is None:
+            self.entries[key] = entry
+            self.bytes_in_memory += size
+            return
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f"{key}.partial"
+        save_file(entry, str(partial))
+        partial.replace(self.folder / f"{key}.safetensors")  # never a half-written entry under its real name
+        self.on_disk.add(key)
+
+    def _load(self, key: str) -> dict[str, torch.Tensor] | None:
+        if key in self.entries:
+            return self.entries[key]
+        path = self.folder / f"{key}.safetensors" if self.folder else None
+        if path is not None and (key in self.on_disk or path.is_file()):
+            from safetensors.torch import load_file
+
+            self.on_disk.add(key)
+            return load_file(str(path))
+        return None
+
+    @torch.no_grad()
+    def apply(self, model, inputs: dict) -> dict:
+        """The batch with its pixel inputs replaced by the cached vision outputs (computing what is missing)."""
+        keys = inputs.pop(IMAGE_KEYS)
+        found = {index: self._load(key) for index, key in enumerate(keys)}
+        missing = [index for index, entry in found.items() if entry is None]
+        if missing:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            chosen = torch.tensor(missing, device=inputs[self.adapter.pixel_inputs[0]].device)
+            pixels = {name: inputs[name].index_select(0, chosen) for name in self.adapter.pixel_inputs if name in inputs}
+            for index, entry in zip(missing, self.adapter.encode(getattr(base, "module", base), pixels)):
+                self._store(keys[index], entry)
+                found[index] = entry
+            self.computed += len(missing)
+        self.hits += len(keys) - len(missing)
+        for name in self.adapter.pixel_inputs:
+            inputs.pop(name, None)
+        device = next(model.parameters()).device
+        kwargs = self.adapter.to_kwargs([found[index] for index in range(len(keys))])
+        inputs.update({name: tensor.to(device) for name, tensor in kwargs.items()})
+        return inputs
+
+    def describe(self) -> str:
+        total = self.hits + self.computed
+        return (f"feature cache: {len(self.entries) + len(self.on_disk)} images ({self.bytes_in_memory / 2**20:.1f} MiB "
+                f"in memory, {len(self.on_disk)} on disk); {self.hits} of {total} vision forwards reused")
+
+    def summary(self) -> dict:
+        return {"images": len(self.entries) + len(self.on_disk), "memory_bytes": self.bytes_in_memory,
+                "on_disk": len(self.on_disk), "reused": self.hits, "computed": self.computed}

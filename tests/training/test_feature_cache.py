@@ -1,0 +1,106 @@
+"""The frozen-vision feature cache: exact (same losses and gradients as recomputing), keyed so that nothing
+stale is reused, and off (with the reason) where it would not be exact."""
+
+from __future__ import annotations
+
+import torch
+
+from visiontune.api.train import train
+from visiontune.data.loading import DataSpec, load_caption_records
+from visiontune.models.prompt_encoding import VLMCollator
+from visiontune.models.tiny import build_tiny_model
+from visiontune.models.vision_cache import IMAGE_KEYS, vision_fingerprint
+from visiontune.models.vlm import TrainableSetup, load_processor, prepare_for_training
+from visiontune.tasks import get_task
+from visiontune.training.examples import ExampleDataset
+from visiontune.training.feature_cache import FeatureCache
+from visiontune.training.vlm_trainer import answer_token_loss
+
+QUIET = dict(log=lambda *_: None)
+
+
+def _batch(model_path, shapes, image_size=None):
+    processor = load_processor(model_path, image_size=image_size, **QUIET)
+    records = load_caption_records(DataSpec(str(shapes["jsonl"])))
+    dataset = ExampleDataset(records[:4], get_task("caption"))
+    return VLMCollator(processor, image_keys=True)([dataset[i] for i in range(len(dataset))])
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    torch.manual_seed(0)  # LoRA dropout draws the same masks
+    loss, _ = answer_token_loss(model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_cached_training_step_equals_the_uncached_one(tmp_path, shapes):
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    model = prepare_for_training(model_path, TrainableSetup(), torch.float32, **QUIET)  # LoRA + projector
+    model.train()
+    batch = _batch(model_path, shapes)
+    assert len(batch[IMAGE_KEYS]) == 4 and len(set(batch[IMAGE_KEYS])) == 4
+    messages = []
+    cache = FeatureCache.for_model(model, log=messages.append)
+    assert cache is not None and not messages
+    plain_loss, plain_grads = _loss_and_grads(model, {k: v for k, v in batch.items() if k != IMAGE_KEYS})
+    for round_ in range(2):  # computed, then reused
+        cached = cache.apply(model, dict(batch))
+        assert "pixel_values" not in cached and cached["vision_patches"].shape[0] == 4
+        loss, grads = _loss_and_grads(model, cached)
+        assert torch.allclose(loss, plain_loss, atol=1e-6), (round_, loss, plain_loss)
+        assert grads.keys() == plain_grads.keys() and any("projector" in n for n in grads)
+        for name, grad in grads.items():
+            assert torch.allclose(grad, plain_grads[name], atol=1e-6), name
+    assert cache.computed == 4 and cache.hits == 4
+
+
+def test_keys_change_with_the_pixels_and_the_encoder(tmp_path, shapes):
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    other_size = build_tiny_model("composed", tmp_path / "other", seed=1)
+    assert _batch(model_path, shapes)[IMAGE_KEYS] == _batch(model_path, shapes)[IMAGE_KEYS]
+    model = prepare_for_training(model_path, TrainableSetup(), torch.float32, **QUIET)
+    other = prepare_for_training(other_size, TrainableSetup(), torch.float32, **QUIET)
+    assert vision_fingerprint(model) != vision_fingerprint(other)  # other weights: another cache folder
+    pixels = _batch(model_path, shapes)["pixel_values"]
+    from visiontune.models.vision_cache import pixel_unit_keys
+
+    changed = pixels.clone()
+    changed[0, 0, 0, 0] += 1e-3  # a changed image or preprocessing is another key
+    assert pixel_unit_keys(changed)[0] != pixel_unit_keys(pixels)[0] and pixel_unit_keys(changed)[1:] == pixel_unit_keys(pixels)[1:]
+
+
+def test_entries_spill_to_disk_whole_and_load_back(tmp_path, shapes):
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    model = prepare_for_training(model_path, TrainableSetup(), torch.float32, **QUIET)
+    batch = _batch(model_path, shapes)
+    in_memory = FeatureCache.for_model(model, **QUIET)
+    spilled = FeatureCache.for_model(model, folder=tmp_path / "cache", memory_bytes=0, **QUIET)
+    first = in_memory.apply(model, dict(batch))
+    second = spilled.apply(model, dict(batch))
+    assert spilled.summary()["on_disk"] == 4 and not list((tmp_path / "cache").rglob("*.partial"))
+    again = FeatureCache.for_model(model, folder=tmp_path / "cache", memory_bytes=0, **QUIET)  # a new process
+    third = again.apply(model, dict(batch))
+    assert again.computed == 0 and again.hits == 4
+    for name in ("vision_patches", "vision_summary"):
+        assert torch.equal(first[name], second[name]) and torch.equal(first[name], third[name])
+
+
+def test_off_where_not_exact_and_says_why(tmp_path, tiny_models):
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    messages = []
+    vision_trains = prepare_for_training(model_path, TrainableSetup(method="full", train="all"), torch.float32, **QUIET)
+    assert FeatureCache.for_model(vision_trains, log=messages.append) is None and "trains" in messages[-1]
+    smolvlm = prepare_for_training(str(tiny_models["llava"]), TrainableSetup(), torch.float32, **QUIET)
+    assert FeatureCache.for_model(smolvlm, log=messages.append) is None and "cannot take" in messages[-1]
+
+
+def test_training_with_and_without_the_cache_ends_at_the_same_loss(tmp_path, shapes):
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    common = dict(model=str(model_path), data=str(shapes["jsonl"]), epochs=3, batch_size=4, learning_rate=1e-3,
+                  num_workers=0, report_to="none", logging_steps=1, preflight=False, **QUIET)
+    cached = train(output=str(tmp_path / "cached"), **common)
+    plain = train(output=str(tmp_path / "plain"), feature_cache=False, **common)
+    assert cached["feature_cache"]["computed"] == 8 and cached["feature_cache"]["reused"] == 16
+    assert plain["feature_cache"] is None
+    assert abs(cached["final_train_loss"] - plain["final_train_loss"]) < 1e-4, (cached, plain)
