@@ -104,3 +104,25 @@ def test_training_with_and_without_the_cache_ends_at_the_same_loss(tmp_path, sha
     assert cached["feature_cache"]["computed"] == 8 and cached["feature_cache"]["reused"] == 16
     assert plain["feature_cache"] is None
     assert abs(cached["final_train_loss"] - plain["final_train_loss"]) < 1e-4, (cached, plain)
+
+
+def test_smolvlm_cached_step_equals_the_uncached_one(tiny_models, shapes):
+    """SmolVLM / Idefics3 takes features after its connector: exact when LoRA trains the language model only
+    (the default), with image tiles (rows padded with empty tiles) in the batch."""
+    model_path = str(tiny_models["smolvlm"])
+    model = prepare_for_training(model_path, TrainableSetup(), torch.float32, **QUIET)
+    model.train()
+    batch = _batch(model_path, shapes, image_size=None)
+    cache = FeatureCache.for_model(model, **QUIET)
+    assert cache is not None
+    plain_loss, plain_grads = _loss_and_grads(model, {k: v for k, v in batch.items() if k != IMAGE_KEYS})
+    for _ in range(2):
+        loss, grads = _loss_and_grads(model, cache.apply(model, dict(batch)))
+        assert torch.allclose(loss, plain_loss, atol=1e-6)
+        for name, grad in grads.items():
+            assert torch.allclose(grad, plain_grads[name], atol=1e-6), name
+    assert cache.computed == 4 and cache.hits == 4
+    connector_trains = prepare_for_training(model_path, TrainableSetup(train="connector+language"), torch.float32,
+                                            **QUIET)
+    messages = []
+    assert FeatureCache.for_model(connector_trains, log=messages.append) is None and "connector" in messages[-1]

@@ -69,7 +69,47 @@ def _composed_kwargs(entries: list[dict]) -> dict:
             "vision_summary": torch.stack([e["vision_summary"] for e in entries])}
 
 
-ADAPTERS = {"composed": (("vision",), VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs))}
+def _real_tiles(pixel_values: torch.Tensor) -> list[int]:
+    """Tiles per row that are not all-zero padding (as Idefics3 itself tells them apart)."""
+    return pixel_values.flatten(2).ne(0).any(-1).sum(1).tolist()
+
+
+def _idefics3_encode(base, pixels: dict) -> list[dict]:
+    """The connector's output per row, (tiles x tokens, LM width): what the model scatters into the text."""
+    out = base.model.get_image_features(pixels["pixel_values"], pixels.get("pixel_attention_mask"))
+    pooled = getattr(out, "pooler_output", None)
+    if isinstance(pooled, (list, tuple)):  # transformers >= 5.20: one tensor per row already
+        rows = [row.reshape(-1, row.shape[-1]) for row in pooled]
+    else:  # earlier 5.x: (real tiles of the batch, tokens, width)
+        tensor = out if torch.is_tensor(out) else out.last_hidden_state
+        rows = [chunk.reshape(-1, chunk.shape[-1]) for chunk in tensor.split(_real_tiles(pixels["pixel_values"]))]
+    return [{"image_features": row} for row in rows]
+
+
+def _idefics3_kwargs_for(model) -> Callable:
+    """transformers renamed the argument that takes them (image_hidden_states -> mm_encoder_outputs)."""
+    import inspect
+
+    names = inspect.signature(_base(model).forward).parameters
+
+    def to_kwargs(entries: list[dict]) -> dict:
+        features = torch.cat([e["image_features"] for e in entries])
+        if "mm_encoder_outputs" in names:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features])}}
+        return {"image_hidden_states": features}
+
+    return to_kwargs
+
+
+ADAPTERS = {
+    # Composed VLMs: the encoder's outputs, before the projector (which usually trains).
+    "composed": (("vision",), lambda model: VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs)),
+    # SmolVLM / Idefics3: the model takes features after its connector, so both must be frozen.
+    "idefics3": (("vision", "connector"), lambda model: VisionAdapter(
+        ("pixel_values", "pixel_attention_mask"), _idefics3_encode, _idefics3_kwargs_for(model))),
+}
 
 
 def vision_adapter(model) -> tuple[VisionAdapter | None, str]:
@@ -79,13 +119,13 @@ def vision_adapter(model) -> tuple[VisionAdapter | None, str]:
     family = family_for(getattr(base.config, "model_type", ""))
     if family is None or family.name not in ADAPTERS:
         return None, f"the {family.name if family else 'unknown'} family cannot take precomputed vision features yet"
-    parts, adapter = ADAPTERS[family.name]
+    parts, make_adapter = ADAPTERS[family.name]
     paths = [path for part in parts for path in getattr(family, part)]
     modules = [module for module in (_submodule(base, path) for path in paths) if module is not None]
     problem = _why_not_exact(modules)
     if problem:
         return None, f"the {' and '.join(parts)} part {problem}, so its outputs change during training"
-    return adapter, ""
+    return make_adapter(base), ""
 
 
 def vision_fingerprint(model) -> str:

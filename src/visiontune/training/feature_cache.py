@@ -80,8 +80,8 @@ class FeatureCache:
         for name in self.adapter.pixel_inputs:
             inputs.pop(name, None)
         device = next(model.parameters()).device
-        kwargs = self.adapter.to_kwargs([found[index] for index in range(len(keys))])
-        inputs.update({name: tensor.to(device) for name, tensor in kwargs.items()})
+        entries = [{name: tensor.to(device) for name, tensor in found[index].items()} for index in range(len(keys))]
+        inputs.update(self.adapter.to_kwargs(entries))
         return inputs
 
     def describe(self) -> str:
