@@ -23,6 +23,7 @@ from ..report.curves import plot_training_curves
 from ..tasks import get_task, task_class, task_options
 from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
 from ..training.callbacks import ThroughputCallback
+from ..training.checkpoints import last_complete_checkpoint
 from ..training.examples import ExampleDataset
 from ..training.feature_cache import FeatureCache
 from ..training.preflight import run_preflight
@@ -163,7 +164,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
                          sample_weights=sample_weights, extra_eval=extra_eval, feature_cache=cache,
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
-    train_output = trainer.train(resume_from_checkpoint=True if config.resume else None)
+    resume_from = str(last_complete_checkpoint(output, log=log)) if config.resume else None
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
 
     # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
     if eval_records:
