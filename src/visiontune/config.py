@@ -96,6 +96,8 @@ class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
     num_workers: int = 2
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard|wandb|none"})
     preflight: bool = field(default=True, metadata={"help": "run the pre-flight check before step one"})
+    measure_mfu: bool = field(default=True, metadata={
+        "help": "count the first step's FLOPs and measure this device's matmul peak (~1 s) for summary.json's MFU"})
 
 
 @dataclass

@@ -26,6 +26,7 @@ from ..training.callbacks import ThroughputCallback
 from ..training.checkpoints import last_complete_checkpoint
 from ..training.examples import ExampleDataset
 from ..training.feature_cache import FeatureCache
+from ..training.mfu import StepFlops, matmul_peak, mfu_summary
 from ..training.preflight import run_preflight
 from ..training.run_record import write_run_record
 from ..training.vlm_trainer import VLMTrainer
@@ -154,6 +155,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     best_metric = task.best_metric if extra_eval is not None else "eval_loss"
     args = _training_arguments(config, has_eval=bool(eval_records), best_metric=best_metric)
     throughput = ThroughputCallback(output)
+    step_flops = StepFlops() if config.measure_mfu else None
     callbacks = [throughput]
     if config.early_stopping:
         if not eval_records:
@@ -162,8 +164,10 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                          data_collator=collator, callbacks=callbacks, throughput=throughput,
                          sample_weights=sample_weights, extra_eval=extra_eval, feature_cache=cache,
+                         step_flops=step_flops,
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
+    peak = matmul_peak(next(model.parameters()).device) if config.measure_mfu else None
     resume_from = str(last_complete_checkpoint(output, log=log)) if config.resume else None
     train_output = trainer.train(resume_from_checkpoint=resume_from)
 
@@ -189,7 +193,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,
-                   probe_start=probe_start, feature_cache=cache.summary() if cache is not None else None)
+                   probe_start=probe_start, feature_cache=cache.summary() if cache is not None else None,
+                   **mfu_summary(step_flops.flops_per_token if step_flops else None, summary["tokens_per_second"], peak))
     if cache is not None:
         log(cache.describe())
     if eval_records:
@@ -199,5 +204,6 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_training_curves(trainer.state.log_history, output / "training_curves.png")
     log(f"saved {output} — {summary['samples_per_second']} samples/s, {summary['tokens_per_second']} tokens/s, "
-        f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})")
+        f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})"
+        + (f", MFU {summary['mfu']:.1%} of a measured {summary['matmul_peak_dtype']} matmul peak" if "mfu" in summary else ""))
     return summary

@@ -1,0 +1,57 @@
+"""Model FLOPs utilisation: the FLOPs a training step does, counted by `torch.utils.flop_counter` on the first
+step (forward + backward, per token trained on), times the run's tokens per second, over the matmul peak
+measured on the same device in the same run (fp32 sgemm on a CPU, bf16 on a GPU). Throughput alone does not
+say how far from the hardware a run is; this does."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = None, seconds: float = 1.0) -> dict:
+    """The best FLOP/s of square matmuls on this device (n = 1024 on a CPU, 8192 on a GPU)."""
+    device = torch.device(device)
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while True:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 4 * 2 * n ** 3 / (time.perf_counter() - start))
+        if time.perf_counter() > deadline:
+            break
+    return {"flops_per_second": best, "dtype": str(dtype).replace("torch.", ""), "size": n}
+
+
+class StepFlops:
+    """Counts the FLOPs of one training step (the first it is given) and its tokens."""
+
+    def __init__(self):
+        self.flops_per_token: float | None = None
+
+    def count(self, run_step, tokens: int):
+        """`run_step()` runs forward + backward; returns its result."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            result = run_step()
+        self.flops_per_token = counter.get_total_flops() / max(tokens, 1)
+        return result
+
+
+def mfu_summary(flops_per_token: float | None, tokens_per_second: float, peak: dict | None) -> dict:
+    if flops_per_token is None or peak is None:
+        return {}
+    achieved = flops_per_token * tokens_per_second
+    return {"flops_per_token": round(flops_per_token), "achieved_flops_per_second": round(achieved),
+            "matmul_peak_flops_per_second": round(peak["flops_per_second"]), "matmul_peak_dtype": peak["dtype"],
+            "mfu": round(achieved / peak["flops_per_second"], 4)}

@@ -1,0 +1,30 @@
+"""Every run reports its FLOPs per token, achieved FLOP/s and MFU against a matmul peak measured in the run."""
+
+from __future__ import annotations
+
+import torch
+
+from visiontune.api.train import train
+from visiontune.training.mfu import matmul_peak
+
+QUIET = dict(log=lambda *_: None)
+
+
+def test_matmul_peak_is_measured_on_this_device():
+    peak = matmul_peak("cpu", seconds=0.2)
+    assert peak["dtype"] == "float32" and 1e8 < peak["flops_per_second"] < 1e14
+
+
+def test_summary_reports_flops_and_mfu(tiny_models, shapes, tmp_path):
+    summary = train(model=str(tiny_models["smolvlm"]), data=str(shapes["jsonl"]), output=str(tmp_path / "run"),
+                    max_steps=2, batch_size=4, num_workers=0, report_to="none", preflight=False, **QUIET)
+    from transformers import AutoModelForImageTextToText
+
+    parameters = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(
+        str(tiny_models["smolvlm"]), dtype=torch.float32).parameters())
+    # forward (2 FLOPs per weight per token) + backward through the activations (2 more); a LoRA run computes
+    # no gradients for the frozen weights, so well under full training's 6 per weight
+    assert 1.0 * parameters < summary["flops_per_token"] < 8 * parameters, (summary["flops_per_token"], parameters)
+    achieved = summary["flops_per_token"] * summary["tokens_per_second"]
+    assert abs(summary["achieved_flops_per_second"] / achieved - 1) < 0.01
+    assert 0 < summary["mfu"] < 1.5 and summary["matmul_peak_dtype"] == "float32"
