@@ -15,7 +15,7 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
 - detect:     detection as text on canvases of 4 classes (train: training-split items; test: test-split items):
               visiontune's recipe (every box, negative queries, class balance) against the known recipe (largest
               box per class, no negatives, no balance) with the same steps; COCO AP/AP50/APs, hallucination rate
-              on absent classes, parse failures.
+              on absent classes, parse failures; and the dedicated detector on the same canvases (upper reference).
 - kept:       after detection fine-tuning with LoRA and in full, the caption metrics on the held-out caption
               canvases, beside the aligned model before it.
 
