@@ -17,6 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config import TrainConfig, build_config, to_dict
 from ..data.loading import data_spec, fingerprint
 from ..data.validate import check_images
+from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
@@ -25,7 +26,6 @@ from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
 from ..training.callbacks import ThroughputCallback
 from ..training.checkpoints import last_complete_checkpoint
 from ..training.examples import ExampleDataset
-from ..training.feature_cache import FeatureCache
 from ..training.mfu import StepFlops, matmul_peak, mfu_summary
 from ..training.preflight import run_preflight
 from ..training.run_record import write_run_record

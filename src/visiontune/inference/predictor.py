@@ -13,8 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, describe_image, expand_image_inputs, load_image
+from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
+from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
 from ..models.vlm import end_token_ids
+
+FEATURE_MEMORY_BYTES = 512 * 2**20  # the most recent images' vision features kept while predicting
 
 
 class Predictor:
@@ -35,6 +39,9 @@ class Predictor:
             self.generation.pop("top_p", None)
         self.collator = VLMCollator(processor, with_labels=False)
         self.cache: dict[str, Any] = {}  # what a task keeps between batches (e.g. tokenized class answers)
+        # One vision forward per image, whatever the number of prompts about it (per-class detection queries)
+        self.features = FeatureCache.for_model(model, log=lambda *_: None, for_generation=True,
+                                               memory_bytes=FEATURE_MEMORY_BYTES)
 
     @torch.inference_mode()
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False) -> dict:
@@ -44,6 +51,8 @@ class Predictor:
         batch = self.collator.encode_prompts(images, messages)
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if self.features is not None and "pixel_values" in batch:
+            batch = self.features.apply(self.model, {**batch, IMAGE_KEYS: pixel_unit_keys(batch["pixel_values"])})
         output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, return_dict_in_generate=True,
                                      output_scores=with_scores, **self.generation)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]

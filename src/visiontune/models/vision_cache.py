@@ -25,6 +25,7 @@ class VisionAdapter:
     pixel_inputs: tuple[str, ...]  # the batch entries it replaces (their dim 0 is one unit: an image or a row)
     encode: Callable  # (base model, {pixel input: tensor}) -> one {name: tensor} per unit along dim 0
     to_kwargs: Callable  # (list of per-unit {name: tensor}) -> keyword arguments of the model's forward
+    in_generation: bool = False  # generate() passes them through to the prompt's forward
 
 
 def pixel_unit_keys(pixel_values: torch.Tensor) -> list[str]:
@@ -50,11 +51,13 @@ def _submodule(model, path: str):
     return model
 
 
-def _why_not_exact(modules: list[nn.Module]) -> str | None:
+def _why_not_exact(modules: list[nn.Module], inference: bool) -> str | None:
+    """Training: the part must be frozen and free of dropout. Inference: nothing trains, and dropout only
+    matters in train mode."""
     for module in modules:
-        if any(p.requires_grad for p in module.parameters()):
+        if not inference and any(p.requires_grad for p in module.parameters()):
             return "it trains"
-        if any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()):
+        if any(isinstance(m, nn.Dropout) and m.p > 0 and (m.training or not inference) for m in module.modules()):
             return "it has dropout"
     return None
 
@@ -105,16 +108,17 @@ def _idefics3_kwargs_for(model) -> Callable:
 
 ADAPTERS = {
     # Composed VLMs: the encoder's outputs, before the projector (which usually trains).
-    "composed": (("vision",), lambda model: VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs)),
+    "composed": (("vision",), lambda model: VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs,
+                                                                 in_generation=True)),
     # SmolVLM / Idefics3: the model takes features after its connector, so both must be frozen.
     "idefics3": (("vision", "connector"), lambda model: VisionAdapter(
         ("pixel_values", "pixel_attention_mask"), _idefics3_encode, _idefics3_kwargs_for(model))),
 }
 
 
-def vision_adapter(model) -> tuple[VisionAdapter | None, str]:
-    """(the model family's adapter, "") when caching is exact for this model as it is set up to train, else
-    (None, why not)."""
+def vision_adapter(model, inference: bool = False) -> tuple[VisionAdapter | None, str]:
+    """(the model family's adapter, "") when caching is exact for this model as it is set up to train (or, with
+    `inference`, to predict), else (None, why not)."""
     base = _base(model)
     family = family_for(getattr(base.config, "model_type", ""))
     if family is None or family.name not in ADAPTERS:
@@ -122,7 +126,7 @@ def vision_adapter(model) -> tuple[VisionAdapter | None, str]:
     parts, make_adapter = ADAPTERS[family.name]
     paths = [path for part in parts for path in getattr(family, part)]
     modules = [module for module in (_submodule(base, path) for path in paths) if module is not None]
-    problem = _why_not_exact(modules)
+    problem = _why_not_exact(modules, inference)
     if problem:
         return None, f"the {' and '.join(parts)} part {problem}, so its outputs change during training"
     return make_adapter(base), ""

@@ -139,6 +139,14 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
         return self.projector(pixel_shuffle(vision_patches, self.config.pixel_shuffle),
                               vision_summary if self.config.summary_token else None)
 
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        """Precomputed vision features, like pixels, belong to the prompt's forward only."""
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            inputs.pop("vision_patches", None)
+            inputs.pop("vision_summary", None)
+        return inputs
+
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, vision_patches=None,
                 vision_summary=None, **kwargs):

@@ -7,13 +7,13 @@ import torch
 
 from visiontune.api.train import train
 from visiontune.data.loading import DataSpec, load_caption_records
+from visiontune.models.feature_cache import FeatureCache
 from visiontune.models.prompt_encoding import VLMCollator
 from visiontune.models.tiny import build_tiny_model
 from visiontune.models.vision_cache import IMAGE_KEYS, vision_fingerprint
 from visiontune.models.vlm import TrainableSetup, load_processor, prepare_for_training
 from visiontune.tasks import get_task
 from visiontune.training.examples import ExampleDataset
-from visiontune.training.feature_cache import FeatureCache
 from visiontune.training.vlm_trainer import answer_token_loss
 
 QUIET = dict(log=lambda *_: None)
@@ -126,3 +126,34 @@ def test_smolvlm_cached_step_equals_the_uncached_one(tiny_models, shapes):
                                             **QUIET)
     messages = []
     assert FeatureCache.for_model(connector_trains, log=messages.append) is None and "connector" in messages[-1]
+
+
+def test_per_class_detection_runs_the_vision_encoder_once_per_image(tmp_path):
+    """Every query about one image (one per class, and the negatives) shares one vision forward, in every epoch."""
+    from visiontune.data.builtin.shapes import write_shape_detection
+
+    instances = write_shape_detection(tmp_path / "canvases", count=6, seed=3, size=48, objects=(1, 3))
+    summary = train(task="detect", model=str(build_tiny_model("composed", tmp_path / "model")), data=str(instances),
+                    output=str(tmp_path / "run"), epochs=2, batch_size=4, num_workers=0, report_to="none",
+                    preflight=False, **QUIET)
+    cache = summary["feature_cache"]
+    assert cache["computed"] == 6, cache  # 6 images, whatever the number of queries and epochs
+    assert cache["reused"] + cache["computed"] == summary["samples"] > 12
+
+
+def test_predictions_are_identical_with_and_without_the_cache_and_images_encode_once(tmp_path, shapes):
+    from PIL import Image
+
+    from visiontune.inference.predictor import Predictor
+    from visiontune.models.vlm import load_for_inference
+
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    model, processor, _ = load_for_inference(str(model_path), **QUIET)
+    task = get_task("detect", classes=["circle", "square", "triangle"])
+    images = [Image.open(path).convert("RGB") for path in sorted(shapes["images"].glob("*.png"))[:3]]
+    cached = Predictor(model, processor, task, batch_size=4, max_new_tokens=12)
+    plain = Predictor(model, processor, task, batch_size=4, max_new_tokens=12)
+    plain.features = None
+    assert cached.features is not None
+    assert cached.results(images) == plain.results(images)
+    assert cached.features.computed == 3  # 3 images x 3 class queries: 3 vision forwards

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.vision_cache import IMAGE_KEYS, VisionAdapter, vision_adapter, vision_fingerprint
+from .vision_cache import IMAGE_KEYS, VisionAdapter, vision_adapter, vision_fingerprint
 
 DEFAULT_MEMORY_BYTES = 2 * 2**30
 
@@ -29,8 +29,13 @@ class FeatureCache:
         self.bytes_in_memory, self.on_disk, self.hits, self.computed = 0, set(), 0, 0
 
     @classmethod
-    def for_model(cls, model, folder=None, memory_bytes: int = DEFAULT_MEMORY_BYTES, log=print) -> FeatureCache | None:
-        adapter, reason = vision_adapter(model)
+    def for_model(cls, model, folder=None, memory_bytes: int = DEFAULT_MEMORY_BYTES, log=print,
+                  for_generation: bool = False) -> FeatureCache | None:
+        """A cache for this model, or None (logged) where caching would not be exact. `for_generation`: for
+        `generate` calls (inference), where only some families take precomputed features."""
+        adapter, reason = vision_adapter(model, inference=for_generation)
+        if adapter is not None and for_generation and not adapter.in_generation:
+            adapter, reason = None, "this family's generate() does not take precomputed vision features"
         if adapter is None:
             log(f"feature cache off: {reason}")
             return None
@@ -39,6 +44,10 @@ class FeatureCache:
     def _store(self, key: str, entry: dict[str, torch.Tensor]) -> None:
         entry = {name: tensor.detach().to("cpu").contiguous() for name, tensor in entry.items()}
         size = sum(t.numel() * t.element_size() for t in entry.values())
+        if self.folder is None:  # memory only: the oldest entries make room
+            while self.entries and self.bytes_in_memory + size > self.memory_bytes:
+                old = self.entries.pop(next(iter(self.entries)))
+                self.bytes_in_memory -= sum(t.numel() * t.element_size() for t in old.values())
         if self.bytes_in_memory + size <= self.memory_bytes or self.folder is None:
             self.entries[key] = entry
             self.bytes_in_memory += size
@@ -66,17 +75,19 @@ class FeatureCache:
     def apply(self, model, inputs: dict) -> dict:
         """The batch with its pixel inputs replaced by the cached vision outputs (computing what is missing)."""
         keys = inputs.pop(IMAGE_KEYS)
-        found = {index: self._load(key) for index, key in enumerate(keys)}
-        missing = [index for index, entry in found.items() if entry is None]
+        known = {key: self._load(key) for key in dict.fromkeys(keys)}
+        # one forward per distinct image: per-class detection queries repeat an image within a batch
+        missing = [keys.index(key) for key, entry in known.items() if entry is None]
         if missing:
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             chosen = torch.tensor(missing, device=inputs[self.adapter.pixel_inputs[0]].device)
             pixels = {name: inputs[name].index_select(0, chosen) for name in self.adapter.pixel_inputs if name in inputs}
             for index, entry in zip(missing, self.adapter.encode(getattr(base, "module", base), pixels)):
                 self._store(keys[index], entry)
-                found[index] = entry
+                known[keys[index]] = entry
             self.computed += len(missing)
         self.hits += len(keys) - len(missing)
+        found = {index: known[key] for index, key in enumerate(keys)}
         for name in self.adapter.pixel_inputs:
             inputs.pop(name, None)
         device = next(model.parameters()).device
