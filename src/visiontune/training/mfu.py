@@ -10,7 +10,7 @@ import time
 import torch
 
 
-def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = None, seconds: float = 1.0) -> dict:
+def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = None, seconds: float = 0.5) -> dict:
     """The best FLOP/s of square matmuls on this device (n = 1024 on a CPU, 8192 on a GPU)."""
     device = torch.device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
