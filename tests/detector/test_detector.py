@@ -5,8 +5,11 @@ equal to PyTorch, runs int8 with its mAP reported, and predicts from ONNX with n
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +289,24 @@ def test_augmentations_keep_boxes_on_their_objects():
             assert inside.mean() > 0.9  # the box still covers the white object
         if not len(out_boxes):
             assert pixels.sum() < 0.5 * 20 * 40 + 1  # dropped only when most of the object was cropped away
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None or not torch.distributed.is_available(), reason="needs torchrun")
+def test_torchrun_two_processes_equal_one_with_the_same_global_batch(backbone, canvases, tmp_path):
+    """8 canvases: one step per epoch either way (8 x 1 process, 4 x 2), the loss normalised by the global
+    number of objects, so the weights (EMA included) end the same."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    common = ["-m", "visiontune", "detector", "train", "--data", canvases, "--backbone", backbone, "--image-size",
+              "128", "--neck-channels", "32", "--epochs", "3", "--workers", "0", "--no-augment"]
+    one = subprocess.run([sys.executable, *common, "--batch-size", "8", "--output", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, check=False)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([shutil.which("torchrun"), "--standalone", "--nproc_per_node", "2", *common, "--batch-size",
+                          "4", "--output", str(tmp_path / "two")], env=env, capture_output=True, text=True, check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    single, distributed = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    for key in single:
+        torch.testing.assert_close(distributed[key], single[key], rtol=0, atol=1e-5)
+    assert json.loads((tmp_path / "two" / "train_summary.json").read_text())["processes"] == 2

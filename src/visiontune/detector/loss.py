@@ -53,7 +53,8 @@ def assign(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, tar
 def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Tensor, targets: list[dict],
                    image_size: tuple[int, int], weights: LossWeights = LossWeights(),
                    match_weights: MatchWeights = MatchWeights(),
-                   matches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+                   matches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   num_objects: float | None = None) -> dict[str, torch.Tensor]:
     """logits (B, N, K), boxes (B, N, 4) normalised cxcywh; targets[i] = {"labels": (T,), "boxes": (T, 4)}.
     `matches` (per image: positions, objects) replaces the default assignment (`assign`)."""
     logits, boxes = logits.float(), boxes.float()
@@ -63,7 +64,9 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
     position_index = torch.cat([rows for rows, _ in matches]).to(logits.device)
     matched_labels = torch.cat([t["labels"][cols] for t, (_, cols) in zip(targets, matches)]).to(logits.device)
     matched_targets = torch.cat([t["boxes"][cols] for t, (_, cols) in zip(targets, matches)]).to(logits.device).float()
-    count = max(len(position_index), 1)
+    # Under DDP the count is the mean over processes of the global number, so that averaging the processes'
+    # gradients gives the single-process loss (DETR's num_boxes).
+    count = max(num_objects if num_objects is not None else len(position_index), 1)
 
     predicted = boxes[batch_index, position_index]
     giou, iou = generalized_iou(cxcywh_to_xyxy(predicted), cxcywh_to_xyxy(matched_targets))
@@ -81,6 +84,8 @@ def detection_loss(logits: torch.Tensor, boxes: torch.Tensor, centres: torch.Ten
 
 
 def detector_loss(outputs: dict, targets: list[dict], image_size: tuple[int, int],
-                  weights: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
-    """The loss of `Detector.forward`'s outputs."""
-    return detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights)
+                  weights: LossWeights = LossWeights(), num_objects: float | None = None) -> dict[str, torch.Tensor]:
+    """The loss of `Detector.forward`'s outputs; `num_objects`: what the terms are divided by (default: this
+    batch's objects)."""
+    return detection_loss(outputs["logits"], outputs["boxes"], outputs["centres"], targets, image_size, weights,
+                          num_objects=num_objects)

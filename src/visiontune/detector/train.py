@@ -35,6 +35,22 @@ from .model import Detector
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): under torchrun / accelerate launch (WORLD_SIZE > 1) the process group is
+    started here (NCCL on GPUs, gloo on CPUs) and each process takes its own GPU."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return torch.distributed.get_rank(), world, device
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,18 +88,30 @@ def _schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _objects_per_process(targets: list[dict], device: torch.device) -> float | None:
+    """Under DDP: the batch's objects over all processes, divided by their number (None: one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    count = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+    torch.distributed.all_reduce(count)
+    return float(count) / torch.distributed.get_world_size()
+
+
 def train_one_epoch(detector: Detector, loader, optimizer, scheduler, ema: TrainedWeightsEMA | None,
                     device: torch.device, use_bf16: bool, max_grad_norm: float,
-                    loss_weights: LossWeights = LossWeights()) -> dict:
-    """One pass over `loader`; returns the steps taken, images seen, seconds and the mean of each loss term."""
+                    loss_weights: LossWeights = LossWeights(), forward=None) -> dict:
+    """One pass over `loader`; returns the steps taken, images seen, seconds and the mean of each loss term.
+    `forward`: the module to run (a DistributedDataParallel wrapper of `detector` under torchrun)."""
+    forward = forward or detector
     trainable = [p for p in detector.parameters() if p.requires_grad]
     started, totals, seen, steps = time.perf_counter(), {}, 0, 0
     for pixels, targets in loader:
         pixels = pixels.to(device, non_blocking=True)
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs = detector(pixels)
-        losses = detector_loss(outputs, targets, detector.config.image_size, loss_weights)
+            outputs = forward(pixels)
+        losses = detector_loss(outputs, targets, detector.config.image_size, loss_weights,
+                               num_objects=_objects_per_process(targets, device))
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
@@ -138,15 +166,22 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
         f"(pyramid+neck+head{' + LoRA' if counts['lora'] else ''}); {len(classes)} classes, {len(records)} images, "
         f"input {detector.config.image_size[1]}x{detector.config.image_size[0]}")
 
-    device = resolve_device(settings.device)
+    rank, world, device = _distributed(resolve_device(settings.device))
+    if rank:  # one process speaks and writes; the others train
+        log = lambda *_: None
     use_bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
     detector.to(device).train()
+    forward = detector
+    if world > 1:  # --batch-size is per process; gradients are averaged, the loss normalised globally
+        forward = torch.nn.parallel.DistributedDataParallel(detector, device_ids=[device] if device.type == "cuda" else None)
     dataset = DetectionDataset(records, classes, detector.config.image_size,
                                AugmentSettings() if settings.augment else None, seed=settings.seed)
     loader_generator = torch.Generator().manual_seed(settings.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=settings.workers, generator=loader_generator,
-                                         drop_last=len(dataset) > settings.batch_size, pin_memory=device.type == "cuda")
+    sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, seed=settings.seed) if world > 1 else None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=sampler is None,
+                                         sampler=sampler, collate_fn=collate, num_workers=settings.workers,
+                                         generator=loader_generator, drop_last=len(dataset) > settings.batch_size,
+                                         pin_memory=device.type == "cuda")
     optimizer = _optimizer(detector, settings)
     total_steps = settings.epochs * len(loader)
     scheduler = _schedule(optimizer, min(settings.warmup_steps, max(1, total_steps // 10)), total_steps)
@@ -171,7 +206,12 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     step = start_epoch * len(loader)
     for epoch in range(start_epoch, settings.epochs):
         dataset.epoch = epoch
-        done = train_one_epoch(detector, loader, optimizer, scheduler, ema, device, use_bf16, settings.max_grad_norm)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        done = train_one_epoch(detector, loader, optimizer, scheduler, ema, device, use_bf16, settings.max_grad_norm,
+                               forward=forward)
+        if rank:
+            continue
         step += done["steps"]
         row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
                "images_per_second": done["images"] / done["seconds"],
@@ -198,7 +238,9 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
                          "epoch": epoch + 1, "loader_rng": loader_generator.get_state()}, checkpoint_path)
 
     summary = {"classes": classes, "parameters": counts, "best": best, "history": history,
-               "settings": asdict(settings)}
+               "settings": asdict(settings), "processes": world}
+    if rank:
+        return summary
     (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if eval_records:
         if best_scored is None:  # resumed, and the best model was saved by the earlier run: score it again
