@@ -87,6 +87,37 @@ def run_baseline(model_path: str, data: str, steps: int, batch_size: int, image_
     return {"samples_per_second": metrics["train_samples_per_second"], "seconds": metrics["train_runtime"]}
 
 
+def run_trl(model_path: str, data: str, steps: int, batch_size: int, image_size: int | None, task_name: str,
+            count: int, epochs: float) -> dict:
+    """TRL's SFTTrainer at its documented VLM settings: conversational `messages` + `images` rows, LoRA r=2,
+    gradient checkpointing, bf16 on a GPU. Needs trl (and datasets) installed."""
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import SFTConfig, SFTTrainer
+
+    import visiontune.models  # noqa: F401 (registers composed VLMs with the Auto classes)
+
+    processor = AutoProcessor.from_pretrained(model_path)
+    if image_size:
+        processor.image_processor.size = {"longest_edge": image_size}
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype, attn_implementation="sdpa")
+    _, items = _examples(data, task_name, count)
+    rows = [{"messages": example.messages + [{"role": "assistant", "content": [{"type": "text", "text": example.target}]}],
+             "images": [record.load_image()]} for record, example in items]
+    dataset = datasets.Dataset.from_list(rows)
+    args = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch_size, max_steps=steps,
+                     num_train_epochs=epochs, gradient_checkpointing=True, bf16=dtype == torch.bfloat16,
+                     learning_rate=1e-4, report_to=[], save_strategy="no", logging_steps=10**6, max_length=None,
+                     use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                         peft_config=LoraConfig(r=2, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear"))
+    metrics = trainer.train().metrics
+    return {"samples_per_second": metrics["train_samples_per_second"], "seconds": metrics["train_runtime"]}
+
+
 def run_visiontune(model_path: str, data: str, steps: int, batch_size: int, image_size: int | None, task_name: str,
                    count: int, epochs: float, feature_cache: bool = True) -> dict:
     from visiontune.api.train import train
@@ -109,6 +140,7 @@ def peak_memory() -> dict:
 
 
 SIDES = ("baseline", "visiontune-uncached", "visiontune")
+OPTIONAL_SIDES = ("trl",)  # measured with --trl; a failure is reported, not fatal
 
 
 def main() -> None:
@@ -122,29 +154,42 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="SmolVLM longest edge (e.g. 1536)")
     parser.add_argument("--baseline-batch", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--side", choices=SIDES)
+    parser.add_argument("--side", choices=SIDES + OPTIONAL_SIDES)
+    parser.add_argument("--trl", action="store_true", help="also TRL's SFTTrainer (batch --trl-batch)")
+    parser.add_argument("--trl-batch", type=int, default=4)
+    parser.add_argument("--json", help="write every side's result here")
     args = parser.parse_args()
     if args.side:
-        common = (args.model, args.data, args.steps, args.baseline_batch if args.side == "baseline" else args.batch,
-                  args.image_size, args.task, args.count, args.epochs)
-        result = run_baseline(*common) if args.side == "baseline" else \
-            run_visiontune(*common, feature_cache=args.side == "visiontune")
-        print("RESULT " + json.dumps({"side": args.side, "batch": common[3], **result, **peak_memory()}))
+        batch = {"baseline": args.baseline_batch, "trl": args.trl_batch}.get(args.side, args.batch)
+        common = (args.model, args.data, args.steps, batch, args.image_size, args.task, args.count, args.epochs)
+        if args.side in ("baseline", "trl"):
+            result = (run_baseline if args.side == "baseline" else run_trl)(*common)
+        else:
+            result = run_visiontune(*common, feature_cache=args.side == "visiontune")
+        print("RESULT " + json.dumps({"side": args.side, "batch": batch, **result, **peak_memory()}))
         return
     data = args.data or str(make_data(Path(tempfile.mkdtemp()), count=args.count))
     results = {}
-    for side in SIDES:
+    for side in SIDES + (OPTIONAL_SIDES if args.trl else ()):
         command = [sys.executable, __file__, "--side", side, "--model", args.model, "--data", data, "--task", args.task,
                    "--count", str(args.count), "--steps", str(args.steps), "--epochs", str(args.epochs),
-                   "--baseline-batch", str(args.baseline_batch), "--batch", str(args.batch)]
+                   "--baseline-batch", str(args.baseline_batch), "--batch", str(args.batch),
+                   "--trl-batch", str(args.trl_batch)]
         if args.image_size:
             command += ["--image-size", str(args.image_size)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
+            if side in OPTIONAL_SIDES:
+                results[side] = {"side": side, "error": done.stderr.strip().splitlines()[-1:] or ["no output"]}
+                print(json.dumps(results[side]))
+                continue
             raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
         results[side] = json.loads(line[7:])
         print(json.dumps(results[side]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
     speed = {side: results[side]["samples_per_second"] for side in SIDES}
     print(f"samples/s: visiontune {speed['visiontune']:.2f} = {speed['visiontune'] / speed['baseline']:.2f}x the "
           f"baseline and {speed['visiontune'] / speed['visiontune-uncached']:.2f}x visiontune without the feature "

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--output", required=True)
     merge.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| accepted")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model of a real family (for tests and CI)")
-    tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava")
+    tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava | composed | smolvlm-256m-architecture "
+                                                     "(full size, random weights: for speed benchmarks)")
     tiny.add_argument("--output", required=True)
     tiny.add_argument("--seed", type=int, default=0)
     compose = commands.add_parser("compose", help="a new VLM from a pretrained vision encoder + a causal LM + a projector")

@@ -17,7 +17,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 from .tiny_tokenizer import build_tiny_tokenizer
 
-TINY_FAMILIES = ("smolvlm", "qwen2-vl", "llava", "composed")
+TINY_FAMILIES = ("smolvlm", "qwen2-vl", "llava", "composed", "smolvlm-256m-architecture")
 
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
@@ -58,26 +58,41 @@ def _fast_tokenizer(special_tokens: list[str], **roles: str) -> PreTrainedTokeni
     return PreTrainedTokenizerFast(tokenizer_object=backend, **roles)
 
 
-def _build_smolvlm(seed: int):
+# SmolVLM-256M-Instruct's architecture (SigLIP-B/16 at 512 px, pixel shuffle 4, SmolLM2-135M), for speed and
+# memory benchmarks on machines without the Hub: same shapes and FLOPs, random weights, a toy tokenizer.
+SMOLVLM_256M = dict(
+    tile=512, scale_factor=4, image_seq_len=64, longest_edge=1536,
+    vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16),
+    text=dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+              num_key_value_heads=3, vocab_size=49280, max_position_embeddings=8192, initializer_range=0.02,
+              rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
+)
+
+
+def _build_smolvlm(seed: int, sizes: dict | None = None):
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     row_col = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>"]
     tokenizer = _fast_tokenizer(specials + row_col, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
                                 pad_token="<|endoftext|>")
-    tile = 64  # one tile of 64 px, 16 px patches, pixel shuffle 2 -> 4 image tokens per tile
+    # tiny: one tile of 64 px, 16 px patches, pixel shuffle 2 -> 4 image tokens per tile
+    sizes = sizes or dict(tile=64, scale_factor=2, image_seq_len=4, longest_edge=128,
+                          vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      patch_size=16),
+                          text=dict(vocab_size=len(tokenizer), max_position_embeddings=2048, **_TEXT))
+    tile = sizes["tile"]
     config = Idefics3Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=tile, patch_size=16),
-        text_config=dict(model_type="llama", vocab_size=len(tokenizer), max_position_embeddings=2048,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **_TEXT),
-        scale_factor=2,
+        vision_config=dict(image_size=tile, **sizes["vision"]),
+        text_config=dict(model_type="llama", pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **sizes["text"]),
+        scale_factor=sizes["scale_factor"],
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
-    image_processor = Idefics3ImageProcessor(size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile},
-                                             do_image_splitting=True)
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+    image_processor = Idefics3ImageProcessor(size={"longest_edge": sizes["longest_edge"]},
+                                             max_image_size={"longest_edge": tile}, do_image_splitting=True)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=sizes["image_seq_len"],
                                   chat_template=SMOLVLM_CHAT_TEMPLATE)
     torch.manual_seed(seed)
     return Idefics3ForConditionalGeneration(config), processor
@@ -171,7 +186,8 @@ def build_tiny_composed(output_dir: str | Path, seed: int = 0, projector: str = 
                    projector=projector, pixel_shuffle=2, image_size=image_size, seed=seed, log=lambda *_: None)
 
 
-_BUILDERS = {"smolvlm": _build_smolvlm, "qwen2-vl": _build_qwen2_vl, "llava": _build_llava}
+_BUILDERS = {"smolvlm": _build_smolvlm, "qwen2-vl": _build_qwen2_vl, "llava": _build_llava,
+             "smolvlm-256m-architecture": lambda seed: _build_smolvlm(seed, SMOLVLM_256M)}
 
 
 def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0) -> Path:
