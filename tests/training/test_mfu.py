@@ -28,3 +28,11 @@ def test_summary_reports_flops_and_mfu(tiny_models, shapes, tmp_path):
     achieved = summary["flops_per_token"] * summary["tokens_per_second"]
     assert abs(summary["achieved_flops_per_second"] / achieved - 1) < 0.01
     assert 0 < summary["mfu"] < 1.5 and summary["matmul_peak_dtype"] == "float32"
+
+
+def test_measuring_the_peak_leaves_the_random_state_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    matmul_peak("cpu", seconds=0.05)
+    assert torch.equal(torch.rand(4), expected)

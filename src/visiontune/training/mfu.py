@@ -15,7 +15,9 @@ def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = 
     device = torch.device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     n = 8192 if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    generator = torch.Generator(device).manual_seed(0)  # its own: measuring must not move training's random state
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     best, deadline = 0.0, time.perf_counter() + seconds
     while True:
         if device.type == "cuda":
