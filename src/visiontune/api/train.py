@@ -26,7 +26,7 @@ from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
 from ..training.callbacks import ThroughputCallback
 from ..training.checkpoints import last_complete_checkpoint
 from ..training.examples import ExampleDataset
-from ..training.mfu import StepFlops, matmul_peak, mfu_summary
+from ..training.mfu import flops_per_token, matmul_peak, mfu_summary
 from ..training.preflight import run_preflight
 from ..training.run_record import write_run_record
 from ..training.vlm_trainer import VLMTrainer
@@ -105,6 +105,25 @@ def _copy_model_files(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
+def _flops_per_token(trainer, collator, dataset, config: TrainConfig) -> float:
+    """One training batch's forward + backward FLOPs per token, counted after training (`training/mfu.py`)."""
+    from ..models.vision_cache import IMAGE_KEYS
+    from ..training.vlm_trainer import answer_token_loss
+
+    model = trainer.model
+    device = next(model.parameters()).device
+    batch = collator([dataset[index] for index in range(min(config.batch_size, len(dataset)))])
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if trainer.feature_cache is not None and IMAGE_KEYS in batch:
+        batch = trainer.feature_cache.apply(model, batch)
+    was_training = model.training
+    model.train()
+    try:
+        return flops_per_token(model, batch, answer_token_loss)
+    finally:
+        model.train(was_training)
+
+
 def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     """Fine-tune a VLM on a task. Returns the run summary (also written to `<output>/summary.json`)."""
     config = config or build_config(TrainConfig, overrides)
@@ -155,7 +174,6 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     best_metric = task.best_metric if extra_eval is not None else "eval_loss"
     args = _training_arguments(config, has_eval=bool(eval_records), best_metric=best_metric)
     throughput = ThroughputCallback(output)
-    step_flops = StepFlops() if config.measure_mfu else None
     callbacks = [throughput]
     if config.early_stopping:
         if not eval_records:
@@ -164,7 +182,6 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                          data_collator=collator, callbacks=callbacks, throughput=throughput,
                          sample_weights=sample_weights, extra_eval=extra_eval, feature_cache=cache,
-                         step_flops=step_flops,
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
     peak = matmul_peak(next(model.parameters()).device) if config.measure_mfu else None
@@ -194,7 +211,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,
                    probe_start=probe_start, feature_cache=cache.summary() if cache is not None else None,
-                   **mfu_summary(step_flops.flops_per_token if step_flops else None, summary["tokens_per_second"], peak))
+                   **mfu_summary(_flops_per_token(trainer, collator, train_set, config) if peak else None,
+                                 summary["tokens_per_second"], peak))
     if cache is not None:
         log(cache.describe())
     if eval_records:

@@ -1,7 +1,8 @@
-"""Model FLOPs utilisation: the FLOPs a training step does, counted by `torch.utils.flop_counter` on the first
-step (forward + backward, per token trained on), times the run's tokens per second, over the matmul peak
-measured on the same device in the same run (fp32 sgemm on a CPU, bf16 on a GPU). Throughput alone does not
-say how far from the hardware a run is; this does."""
+"""Model FLOPs utilisation: the FLOPs a training step does, counted by `torch.utils.flop_counter` on one batch
+after training (forward + backward as training runs it, feature cache included; per token), times the run's
+tokens per second, over the matmul peak measured on the same device in the same run (fp32 sgemm on a CPU,
+bf16 on a GPU). Counting after training, with its own random generator for the peak, leaves the run itself
+untouched. Throughput alone does not say how far from the hardware a run is; this does."""
 
 from __future__ import annotations
 
@@ -33,21 +34,16 @@ def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = 
     return {"flops_per_second": best, "dtype": str(dtype).replace("torch.", ""), "size": n}
 
 
-class StepFlops:
-    """Counts the FLOPs of one training step (the first it is given) and its tokens."""
+def flops_per_token(model, batch: dict, loss_fn) -> float:
+    """Forward + backward FLOPs of `loss_fn(model, batch)` per non-padding token; gradients are cleared after."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def __init__(self):
-        self.flops_per_token: float | None = None
-
-    def count(self, run_step, tokens: int):
-        """`run_step()` runs forward + backward; returns its result."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter:
-            result = run_step()
-        self.flops_per_token = counter.get_total_flops() / max(tokens, 1)
-        return result
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _ = loss_fn(model, batch)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / max(int(batch["attention_mask"].sum()), 1)
 
 
 def mfu_summary(flops_per_token: float | None, tokens_per_second: float, peak: dict | None) -> dict:

@@ -43,28 +43,18 @@ class VLMTrainer(Trainer):
     `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
     `metric_for_best_model` can be e.g. eval_accuracy). `role_learning_rates`: {role: learning rate} for
     parts that train at another rate than the rest (e.g. a fresh projector beside LoRA). `feature_cache`: a
-    `FeatureCache` that replaces the frozen vision part's work on images it has seen (training and evaluation).
-    `step_flops`: a `StepFlops` that counts the first training step's FLOPs."""
+    `FeatureCache` that replaces the frozen vision part's work on images it has seen (training and evaluation)."""
 
     def __init__(self, *args, throughput=None, sample_weights=None, extra_eval=None, role_learning_rates=None,
-                 feature_cache=None, step_flops=None, **kwargs):
+                 feature_cache=None, **kwargs):
         self.role_learning_rates = dict(role_learning_rates or {})
         self.feature_cache = feature_cache
-        self.step_flops = step_flops
         super().__init__(*args, **kwargs)
         self.throughput = throughput  # a ThroughputCallback that counts what is trained on
         self.sample_weights, self.extra_eval = sample_weights, extra_eval
         # Our loss is already normalised by the batch's answer-token count, so Trainer must not rescale it
         # for gradient accumulation.
         self.model_accepts_loss_kwargs = True
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        """The first step runs under a FLOP counter (for the run's MFU, `training/mfu.py`)."""
-        if self.step_flops is not None and self.step_flops.flops_per_token is None:
-            tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else 0
-            return self.step_flops.count(lambda: super(VLMTrainer, self).training_step(model, inputs, num_items_in_batch),
-                                         tokens)
-        return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and self.throughput is not None:
