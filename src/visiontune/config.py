@@ -97,7 +97,8 @@ class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard|wandb|none"})
     preflight: bool = field(default=True, metadata={"help": "run the pre-flight check before step one"})
     measure_mfu: bool = field(default=True, metadata={
-        "help": "count the first step's FLOPs and measure this device's matmul peak (~1 s) for summary.json's MFU"})
+        "help": "count a batch's FLOPs after training and measure this device's matmul peak (~1 s) for "
+                "summary.json's MFU"})
 
 
 @dataclass
