@@ -39,7 +39,9 @@ class FeatureCache:
         if adapter is None:
             log(f"feature cache off: {reason}")
             return None
-        return cls(adapter, vision_fingerprint(model), memory_bytes, folder)
+        # A prediction cache lives in memory with its one model: no need to hash the weights for its keys.
+        fingerprint = "" if for_generation and folder is None else vision_fingerprint(model)
+        return cls(adapter, fingerprint, memory_bytes, folder)
 
     def _store(self, key: str, entry: dict[str, torch.Tensor]) -> None:
         entry = {name: tensor.detach().to("cpu").contiguous() for name, tensor in entry.items()}
