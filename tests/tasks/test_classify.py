@@ -98,23 +98,19 @@ def _independent_log_likelihood(model, processor, task, image, target, eos_ids):
 
 @pytest.mark.parametrize("family,reasoning", [("smolvlm", False), ("smolvlm", True), ("llava", False)])
 def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, family, reasoning):
+    """The answer trie in one pass equals scoring each answer in its own plain forward pass."""
     from visiontune.data.images import load_image
     from visiontune.models.vlm import load_for_inference
     from visiontune.tasks.classify import scoring as class_scores
 
     model, processor, _ = load_for_inference(tiny_models[family], log=lambda *_: None)
-    # names that share first tokens exercise the shared-prefix path; a chunk of 2 exercises chunking
+    # names that share first tokens share trie nodes
     classes = ["circle", "circles", "circle big", "square", "triangle"]
     task = get_task("classify", classes=classes, reasoning=reasoning)
     scorer = class_scores.ClassScorer(model, processor, task)
     image = load_image(next((shape_classes / "circle").glob("*.png")))
     rationale = "it is round and red" if reasoning else None
-    original = class_scores.ROWS_PER_PASS
-    class_scores.ROWS_PER_PASS = 2
-    try:
-        scores = scorer.log_likelihoods(image, rationale)
-    finally:
-        class_scores.ROWS_PER_PASS = original
+    scores = scorer.log_likelihoods(image, rationale)
     expected = [_independent_log_likelihood(model, processor, task, image, task.target_text(name, rationale),
                                             scorer.eos) for name in classes]
     assert scores.tolist() == pytest.approx(expected, abs=2e-4)
@@ -138,13 +134,63 @@ def test_batched_scoring_equals_one_image_at_a_time(tiny_models, shape_classes):
     lengths = {len(scorer.collator.encode_prompts([im], [task.messages()])["input_ids"][0]) for im in images}
     assert len(lengths) > 1  # the batch really is padded
     one_by_one = torch.stack([scorer.log_likelihoods(im) for im in images])
-    original = class_scores.ROWS_PER_PASS
-    class_scores.ROWS_PER_PASS = 5  # 3 images x 1 class per pass: several passes
+    original = class_scores.POSITIONS_PER_PASS
+    class_scores.POSITIONS_PER_PASS = 5  # one image per pass: several passes
     try:
         batched = scorer.batch_log_likelihoods(images)
     finally:
-        class_scores.ROWS_PER_PASS = original
+        class_scores.POSITIONS_PER_PASS = original
     assert torch.allclose(batched, one_by_one, atol=2e-4), (batched, one_by_one)
+
+
+def test_answer_trie_follows_qwen2_vl_multimodal_positions():
+    """Qwen2-VL's M-RoPE positions run ahead of the token count after an image, differently per left-padded
+    row; the trie's nodes must continue them. Built by hand: its processor needs torchvision."""
+    import types
+
+    from PIL import Image
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
+
+    from visiontune.tasks.classify.scoring import ClassScorer
+
+    torch.manual_seed(0)
+    image_token, start, end, pad = 95, 96, 97, 0
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=100, pad_token_id=pad, eos_token_id=2, bos_token_id=None,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    config = Qwen2VLConfig(vision_config=dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=64,
+                                              patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+                           text_config=text, image_token_id=image_token, video_token_id=98,
+                           vision_start_token_id=start, vision_end_token_id=end)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)) for size in [(56, 56, 3), (84, 112, 3)]]
+    pixels = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)(images=images, return_tensors="pt")
+    grid = pixels["image_grid_thw"]
+    counts = (grid.prod(-1) // 4).tolist()  # image tokens per image (2x2 merge)
+    prompts = [[5, 6, start] + [image_token] * n + [end, 7, 8, 9] for n in counts]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    batch = {"input_ids": ids, "attention_mask": (torch.arange(width) >= width - torch.tensor([[len(p)] for p in prompts])).long(),
+             "mm_token_type_ids": (ids == image_token).long(), **pixels}
+    answers = [[10, 11, 2], [10, 12, 13, 2], [20, 2], [10, 11, 14, 2]]
+    scorer = ClassScorer.__new__(ClassScorer)  # only the model and the prompts' encoding are needed
+    scorer.model, scorer.length_normalise = model, False
+    scorer.collator = types.SimpleNamespace(encode_prompts=lambda *_: dict(batch))
+    scorer.task = types.SimpleNamespace(messages=list)
+    with torch.inference_mode():
+        scores = scorer._score_batch(images, answers)
+        expected = torch.zeros_like(scores)
+        first_pixels = counts[0] * 4
+        for row, prompt in enumerate(prompts):
+            rows_pixels = pixels["pixel_values"][:first_pixels] if row == 0 else pixels["pixel_values"][first_pixels:]
+            for column, answer in enumerate(answers):
+                full = torch.tensor([prompt + answer])
+                logits = model(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=rows_pixels,
+                               mm_token_type_ids=(full == image_token).long(), image_grid_thw=grid[row:row + 1]).logits
+                logp = torch.log_softmax(logits[0].float(), -1)
+                expected[row, column] = sum(logp[len(prompt) - 1 + k, t] for k, t in enumerate(answer))
+    assert torch.allclose(scores, expected, atol=1e-4), (scores, expected)
 
 
 def test_temperature_scaling_calibrates_an_overconfident_model():

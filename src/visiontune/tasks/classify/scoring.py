@@ -1,10 +1,9 @@
 """Score mode for classification: the model's probability of each class name as its answer.
 
-For a batch of images: each prompt (image included) runs once, left-padded, together with the answer
-tokens every class shares (e.g. a reasoning the model generated, or a common first sub-word), keeping the
-key/value cache. The cache is then repeated for a chunk of classes and every (image, class) pair's
-remaining answer tokens run in one batch. A generated reasoning differs per image, so those score one
-image at a time.
+For a batch of images: each prompt (image included) runs once, left-padded, keeping the key/value cache;
+then every node of the classes' answer-token trie (`answer_trie.py`: shared prefixes once) runs in one
+pass over that cache, each node seeing the prompt and its own ancestors only. A generated reasoning
+differs per image, so those score one image at a time.
 A class's log-likelihood is the sum of log p(token) over its answer as the chat template renders it, up to
 and including the end-of-turn token (so "cat" and "cat food" are told apart). Softmax over classes gives
 the probabilities (divided first by the run's fitted temperature, see `calibration.py`);
@@ -13,7 +12,6 @@ the probabilities (divided first by the run's fitted temperature, see `calibrati
 
 from __future__ import annotations
 
-import copy
 import re
 
 import torch
@@ -21,8 +19,9 @@ import torch
 from ...models.prompt_encoding import VLMCollator, answer_suffix
 from ...models.vlm import end_token_ids
 from .answer_parser import ANSWER_MARKER
+from .answer_trie import AnswerTrie
 
-ROWS_PER_PASS = 64  # (image, class) rows per forward pass; bounds the repeated cache's and logits' memory
+POSITIONS_PER_PASS = 2048  # (image, trie node) logits rows per forward pass: ~400 MB of fp32 at a 49k vocabulary
 
 
 def reasoning_of(text: str) -> str:
@@ -69,51 +68,49 @@ class ClassScorer:
         return self._score_batch(images, self.answer_tokens(None))
 
     def _score_batch(self, images: list, answers: list[list[int]]) -> torch.Tensor:
-        shared = 0  # tokens all answers start with; each class keeps at least one token of its own
-        while all(len(a) > shared + 1 for a in answers) and len({a[shared] for a in answers}) == 1:
-            shared += 1
+        trie = AnswerTrie(answers)
+        per_pass = max(1, POSITIONS_PER_PASS // (len(trie.tokens) + 1))  # bounds the logits' memory
+        scores = torch.cat([self._score_images(images[start:start + per_pass], trie)
+                            for start in range(0, len(images), per_pass)])
+        if self.length_normalise:
+            scores = scores / torch.tensor([len(a) for a in answers], dtype=scores.dtype)
+        return scores
+
+    def _score_images(self, images: list, trie: AnswerTrie) -> torch.Tensor:
+        """(images, classes) summed answer log-probabilities: the prompts, then every trie node in one pass."""
         device = next(self.model.parameters()).device
         batch = self.collator.encode_prompts(images, [self.task.messages() for _ in images])  # left-padded
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        prefix = torch.tensor([answers[0][:shared]] * len(images), dtype=batch["input_ids"].dtype, device=device)
-        batch["input_ids"] = torch.cat([batch["input_ids"], prefix], dim=1)
-        batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(prefix)], dim=1)
-        first = self.model(**batch, use_cache=True, logits_to_keep=shared + 1)
-        first_logp = torch.log_softmax(first.logits.float(), dim=-1)  # (images, shared + 1, vocab)
-        shared_logp = first_logp.new_zeros(len(images))
-        for i in range(shared):
-            shared_logp = shared_logp + first_logp[:, i, answers[0][i]]
-        per_pass = max(1, ROWS_PER_PASS // len(images))  # classes per forward pass; bounds cache and logits memory
-        totals = [self._tails_logp(first.past_key_values, first_logp[:, shared], batch["attention_mask"],
-                                   [a[shared:] for a in answers[start:start + per_pass]])
-                  for start in range(0, len(answers), per_pass)]
-        scores = shared_logp[:, None] + torch.cat(totals, dim=1)
-        if self.length_normalise:
-            scores = scores / torch.tensor([len(a) for a in answers], dtype=scores.dtype, device=scores.device)
-        return scores.cpu()
+        prompt = self.model(**batch, use_cache=True, logits_to_keep=1)
+        rows, context = batch["input_ids"].shape
+        logits = [prompt.logits[:, -1:]]  # predicts every answer's first token
+        if trie.tokens:
+            nodes = len(trie.tokens)
+            ids = torch.tensor(trie.tokens, device=device).expand(rows, nodes)
+            depths = torch.tensor(trie.depths, device=device)
+            positions = self._first_answer_position(batch["attention_mask"]) + depths[None, :]
+            visible = torch.cat([batch["attention_mask"].bool()[:, None, :].expand(rows, nodes, context),
+                                 trie.ancestry(device)[None].expand(rows, nodes, nodes)], dim=2)
+            mask = torch.zeros(visible.shape, dtype=self.model.get_input_embeddings().weight.dtype, device=device)
+            mask = mask.masked_fill(~visible, torch.finfo(mask.dtype).min)[:, None]  # additive (rows, 1, q, kv)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             past_key_values=prompt.past_key_values, use_cache=False)
+            logits.append(out.logits)
+        logits = torch.cat(logits, dim=1).float()  # (rows, 1 + nodes, vocab)
+        where, tokens, valid = trie.paths(device)  # (classes, longest answer)
+        picked = logits[:, where, tokens] - torch.logsumexp(logits, dim=-1)[:, where]
+        return (picked * valid).sum(dim=-1).cpu()
 
-    def _tails_logp(self, cache, next_logp, context_mask, tails: list[list[int]]) -> torch.Tensor:
-        """Summed log-probs of each tail after each image's context: (images, len(tails))."""
-        images, classes, width = next_logp.shape[0], len(tails), max(len(t) for t in tails)
-        device = next_logp.device
-        ids = torch.full((classes, width), self.collator.pad_id, dtype=torch.long, device=device)
-        tail_mask = torch.zeros((classes, width), dtype=torch.long, device=device)
-        for row, tail in enumerate(tails):
-            ids[row, : len(tail)] = torch.tensor(tail, device=device)
-            tail_mask[row, : len(tail)] = 1
-        totals = next_logp[:, ids[:, 0]]  # (images, classes)
-        if width > 1:
-            # rows ordered image-major: (image 0, class 0), (image 0, class 1), …
-            repeated = copy.deepcopy(cache)
-            repeated.batch_repeat_interleave(classes)
-            mask = torch.cat([context_mask.repeat_interleave(classes, dim=0), tail_mask.repeat(images, 1)], dim=1)
-            out = self.model(input_ids=ids.repeat(images, 1), attention_mask=mask, past_key_values=repeated,
-                             use_cache=True)
-            logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-            token_logp = logp.gather(-1, ids.repeat(images, 1)[:, 1:, None])[..., 0]
-            valid = tail_mask.repeat(images, 1)[:, 1:].bool()
-            totals = totals + (token_logp * valid).sum(dim=1).view(images, classes)
-        return totals
+    def _first_answer_position(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(rows, 1): the position of the token after each prompt. A plain forward numbers the left-padded prompt
+        0..length-1, pads included; models with multimodal rotary positions (Qwen2-VL's M-RoPE) number the
+        real tokens and keep how far their positions run ahead of that count (`rope_deltas`)."""
+        deltas = next((m.rope_deltas for m in self.model.modules()
+                       if getattr(m, "rope_deltas", None) is not None), None)
+        rows, length = attention_mask.shape
+        if deltas is None:
+            return torch.full((rows, 1), length, dtype=torch.long, device=attention_mask.device)
+        return attention_mask.sum(dim=1, keepdim=True) + deltas.to(attention_mask.device).view(-1, 1)
 
     def result(self, image, text: str | None = None, top_k: int = 5, scores: torch.Tensor | None = None) -> dict:
         """Label, confidence, top-k and the full probability table for one image (`scores`: precomputed)."""
