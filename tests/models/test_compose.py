@@ -75,6 +75,49 @@ def test_save_load_generate_round_trip_through_auto_classes(composed, tmp_path):
         processor(text=[_prompt(processor) * 2], images=[[images[0]]])
 
 
+_PLAIN_TRANSFORMERS = r"""
+import builtins, sys, torch
+real_import = builtins.__import__
+def no_visiontune(name, *args, **kwargs):
+    if name.startswith("visiontune"):
+        raise ImportError("visiontune is blocked in this process")
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = no_visiontune
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
+                                     add_generation_prompt=True)
+batch = processor(text=[text], images=[[Image.new("RGB", (40, 24), "red")]], return_tensors="pt")
+with torch.no_grad():
+    torch.save({"logits": model(**batch).logits, "tokens": model.generate(**batch, max_new_tokens=5, do_sample=False),
+                "batch": dict(batch)}, sys.argv[2])
+"""
+
+
+def test_saved_composed_model_loads_with_only_transformers(composed, tmp_path):
+    """Its code files and auto_map travel with it: trust_remote_code in a Python that cannot import visiontune."""
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForImageTextToText
+
+    import visiontune.models  # noqa: F401
+
+    assert {"configuration.py", "modeling.py", "processing.py"} <= {p.name for p in composed.iterdir()}
+    assert json.loads((composed / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == \
+        "modeling.ComposedVLMForConditionalGeneration"
+    done = subprocess.run([sys.executable, "-c", _PLAIN_TRANSFORMERS, str(composed), str(tmp_path / "out.pt")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain = torch.load(tmp_path / "out.pt")
+    model = AutoModelForImageTextToText.from_pretrained(composed).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(**plain["batch"]).logits, plain["logits"], atol=1e-6)
+        assert torch.equal(model.generate(**plain["batch"], max_new_tokens=5, do_sample=False), plain["tokens"])
+
+
 def test_projector_only_training_changes_only_the_projector(composed, shapes, tmp_path):
     from safetensors.torch import load_file
 

@@ -2,8 +2,8 @@
 
 Verification: (1) the merged model's logits equal the adapter model's on a sample batch, within a
 printed tolerance; (2) the saved folder loads with plain `AutoModelForImageTextToText.from_pretrained`
-in a fresh Python process that never imports visiontune (composed VLMs: only `visiontune.models`, which
-registers their classes), and gives the same logits.
+in a fresh Python process that never imports visiontune (composed VLMs through the code files saved beside
+their weights, `trust_remote_code=True`), and gives the same logits.
 """
 
 from __future__ import annotations
@@ -17,25 +17,19 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..models.compose.configuration import ComposedVLMConfig
 from ..models.prompt_encoding import VLMCollator
 from ..models.vlm import base_model_of, is_adapter_folder, load_base_model, load_processor, read_run_metadata
 from ..tasks import task_from_metadata
 
 _RELOAD_SCRIPT = r"""
-import json, sys, torch
-from pathlib import Path
+import sys, torch
 from transformers import AutoModelForImageTextToText
-assert "visiontune" not in sys.modules
-needs_visiontune = json.loads((Path(sys.argv[1]) / "config.json").read_text()).get("model_type") == sys.argv[4]
-if needs_visiontune:  # a composed VLM's classes live in visiontune; importing its models package registers them
-    import visiontune.models
 batch = torch.load(sys.argv[2])
-model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], dtype=torch.float32, trust_remote_code=True).eval()
 with torch.inference_mode():
     logits = model(**batch).logits
 torch.save(logits, sys.argv[3])
-assert needs_visiontune or "visiontune" not in sys.modules
+assert not any(name.startswith("visiontune") for name in sys.modules)
 """
 
 
@@ -82,7 +76,7 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
             batch_file, logits_file = Path(scratch) / "batch.pt", Path(scratch) / "logits.pt"
             torch.save(batch, batch_file)
             done = subprocess.run([sys.executable, "-c", _RELOAD_SCRIPT, str(output_path), str(batch_file),
-                                   str(logits_file), ComposedVLMConfig.model_type],
+                                   str(logits_file)],
                                   capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"{output}: plain transformers could not load the merged model:\n{done.stderr[-2000:]}")
