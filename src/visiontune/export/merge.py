@@ -33,13 +33,18 @@ assert not any(name.startswith("visiontune") for name in sys.modules)
 """
 
 
-def sample_batch(processor, task) -> dict:
-    """A fixed two-image batch (gradient and checkerboard) with the task's prompt."""
+def sample_images() -> list:
+    """Two fixed images of different sizes: a gradient and a checkerboard."""
     gradient = Image.fromarray((torch.linspace(0, 255, 96).repeat(64, 1)).to(torch.uint8).numpy()).convert("RGB")
     checker = Image.fromarray(((torch.arange(64)[:, None] // 8 + torch.arange(80)[None] // 8) % 2 * 255)
                               .to(torch.uint8).numpy()).convert("RGB")
+    return [gradient, checker]
+
+
+def sample_batch(processor, task) -> dict:
+    """`sample_images` with the task's prompt."""
     collator = VLMCollator(processor, with_labels=False)
-    return dict(collator.encode_prompts([gradient, checker], [task.messages(), task.messages()]))
+    return dict(collator.encode_prompts(sample_images(), [task.messages(), task.messages()]))
 
 
 def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: bool = True, log=print) -> dict:

@@ -1,0 +1,162 @@
+"""`visiontune export --format onnx`: a model or run folder as three ONNX graphs + tokenizer, chat template and
+configs, checked against PyTorch, optionally quantized, with a report.
+
+Layout (what transformers.js and `visiontune.runtime` read): OUTPUT/{config.json, generation_config.json,
+tokenizer.json, tokenizer_config.json, chat_template.jinja, processor_config.json, preprocessor_config.json,
+visiontune.json} and OUTPUT/onnx/{vision_encoder,embed_tokens,decoder_model_merged}[_int8|_q4|_fp16].onnx with
+onnx/export.json (what the torch-free runtime needs to build prompts) and export_report.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
+from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
+from ..tasks import task_from_metadata
+from .merge import sample_batch, sample_images
+from .onnx_graphs import export_graphs, model_family, text_shape
+
+QUANTIZATIONS = ("int8", "q4", "fp16")
+TOLERANCE = 1e-3  # max |logit difference| of the fp32 graphs against PyTorch on the sample batch
+
+
+def _quantize(source: Path, target: Path, kind: str) -> None:
+    import onnx
+
+    if kind == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    elif kind == "q4":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), block_size=32, is_symmetric=True)
+        quantizer.process()
+        onnx.save(quantizer.model.model, str(target))
+    elif kind == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # inputs and outputs (pixels, embeddings, the cache) stay fp32, so every variant is fed the same way
+        onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+    else:
+        raise ValueError(f"--quantize {kind!r}: choose from {', '.join(QUANTIZATIONS)}")
+
+
+def _export_info(model, processor, family: str, batch: dict) -> dict:
+    tokenizer = processor.tokenizer
+    image_token = getattr(processor, "image_token", "<image>")
+    image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+    images = batch["pixel_values"].shape[0]
+    layers, heads, head_dim = text_shape(model)
+    return {"family": family, "image_token": image_token, "image_token_id": image_token_id,
+            "tokens_per_image": int((batch["input_ids"] == image_token_id).sum()) // images,
+            # composed VLMs flatten structured chat content into "<image>\n" + text before their LM's template
+            "flatten_image_parts": family == "composed",
+            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            "end_token_ids": sorted(end_token_ids(model, tokenizer)),
+            "template_tokens": {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token")
+                                if getattr(tokenizer, name, None) is not None},
+            "layers": layers, "kv_heads": heads, "head_dim": head_dim,
+            "image_processor": processor.image_processor.to_dict(), "variants": ["fp32"]}
+
+
+def _load_merged(path: str, batch_for, log) -> tuple:
+    """The model in fp32 with any LoRA adapter folded in, checked as `merge` checks it (equal logits)."""
+    model, processor, metadata = load_for_inference(path, dtype="float32", merge_adapter=False, log=log)
+    task = task_from_metadata(metadata)
+    batch = batch_for(processor, task)
+    if is_adapter_folder(path):
+        with torch.inference_mode():
+            before = model(**batch).logits
+        model = model.merge_and_unload()
+        with torch.inference_mode():
+            difference = float((model(**batch).logits - before).abs().max())
+        log(f"merged the LoRA adapter: max |logit difference| {difference:.2e}")
+        if difference > TOLERANCE:
+            raise RuntimeError(f"{path}: the merged model differs from the adapter model by {difference:.3e}")
+    return model.eval(), processor, metadata, task, batch
+
+
+def _logit_difference(runtime: OnnxVLM, model, batch: dict, images: list, messages: list) -> float:
+    with torch.inference_mode():
+        expected = model(**batch).logits[:, -1].float().numpy()
+    logits, _, _ = runtime.prompt_pass(runtime.encode_prompts(images, messages))
+    return float(abs(logits - expected).max())
+
+
+def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval_data: str | None = None,
+                eval_split: str | None = None, max_eval_samples: int = 200, log=print) -> dict:
+    if not Path(model).exists():
+        raise FileNotFoundError(f"{model}: no such model or run folder")
+    root = Path(output)
+    try:
+        (root / "onnx").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--output {output}: cannot write there ({error.strerror})") from error
+    torch_model, processor, metadata, task, batch = _load_merged(model, sample_batch, log)
+    family = model_family(torch_model)
+    log(f"exporting a {family} model to {root / 'onnx'}")
+    export_graphs(torch_model, family, batch["pixel_values"], root / "onnx")
+    processor.save_pretrained(root)
+    torch_model.config.save_pretrained(root)
+    torch_model.generation_config.save_pretrained(root)
+    (root / "preprocessor_config.json").write_text(json.dumps(processor.image_processor.to_dict(), indent=2))
+    (root / "visiontune.json").write_text(json.dumps({**metadata, "exported_from": model}, indent=2))
+    info = _export_info(torch_model, processor, family, batch)
+    for kind in quantize or []:
+        for name in GRAPHS:
+            _quantize(root / "onnx" / f"{name}.onnx", root / "onnx" / f"{name}{VARIANT_SUFFIXES[kind]}.onnx", kind)
+        info["variants"].append(kind)
+        log(f"wrote the {kind} variant")
+    (root / "onnx" / EXPORT_FILE).write_text(json.dumps(info, indent=2))
+
+    images, messages = sample_images(), [task.messages()] * 2
+    runtime = OnnxVLM(root)
+    ours = runtime.encode_prompts(images, messages)
+    if ours["input_ids"].shape != tuple(batch["input_ids"].shape) or (ours["input_ids"] != batch["input_ids"].numpy()).any():
+        raise RuntimeError("the runtime's prompt tokens differ from the processor's; this model's chat template or "
+                           "tokenizer is not supported by the torch-free runtime")
+    pixel_difference = float(abs(ours["pixel_values"] - batch["pixel_values"].numpy()).max())
+    report = {"model": model, "output": str(root), "family": family, "pixel_max_abs_difference": pixel_difference,
+              "variants": {}}
+    for variant in info["variants"]:
+        runtime = OnnxVLM(root, variant)
+        files = {name: (root / "onnx" / f"{name}{VARIANT_SUFFIXES[variant]}.onnx") for name in GRAPHS}
+        report["variants"][variant] = {
+            "max_abs_logit_difference": _logit_difference(runtime, torch_model, batch, images, messages),
+            "megabytes": round(sum(f.stat().st_size + _external_size(f) for f in files.values()) / 2**20, 2)}
+        log(f"{variant}: max |logit difference| vs PyTorch {report['variants'][variant]['max_abs_logit_difference']:.2e}"
+            f", {report['variants'][variant]['megabytes']} MB")
+    fp32 = report["variants"]["fp32"]["max_abs_logit_difference"]
+    if fp32 > TOLERANCE:
+        raise RuntimeError(f"{root}: the fp32 ONNX graphs differ from PyTorch by {fp32:.3e} > {TOLERANCE}")
+    if eval_data:
+        report["eval"] = _compare_metrics(model, root, info["variants"], eval_data, eval_split, max_eval_samples, log)
+    (root / "onnx" / "export_report.json").write_text(json.dumps(report, indent=2))
+    log(f"export report: {root / 'onnx' / 'export_report.json'}")
+    return report
+
+
+def _external_size(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return data.stat().st_size if data.exists() else 0
+
+
+def _compare_metrics(model: str, root: Path, variants: list[str], data: str, split: str | None, count: int,
+                     log) -> dict:
+    """The task metric of PyTorch and of each ONNX variant on the same evaluation data, side by side."""
+    from ..api.evaluate import evaluate
+    from ..config import EvalConfig
+
+    sides = {"pytorch": (model, "auto"), **{f"onnx-{v}": (str(root / "onnx"), v) for v in variants}}
+    results = {}
+    for side, (path, dtype) in sides.items():
+        metrics = evaluate(EvalConfig(model=path, data=data, split=split, max_samples=count, dtype=dtype),
+                           log=lambda *_: None)
+        results[side] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        log(f"{side}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[side].items() if isinstance(v, float)))
+    return results

@@ -1,0 +1,153 @@
+"""The three ONNX graphs of an image-text-to-text model, in the layout transformers.js and the torch-free runtime
+read: `vision_encoder` (pixels -> `image_features`, the rows that replace the image tokens' embeddings),
+`embed_tokens` (`input_ids` -> `inputs_embeds`) and `decoder_model_merged` (`inputs_embeds`, `attention_mask`,
+`position_ids`, `past_key_values.{i}.key/value` -> `logits`, `present.{i}.key/value`; an empty past on the
+first step).
+
+The decoder builds its own additive causal mask from the 2-D attention mask (past + new tokens), so the
+exported graph holds no shape-specialised mask code, and runs the model's own forward with `inputs_embeds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models.families import family_for
+
+OPSET = 17
+
+
+class EmbedTokensGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.embed = model.get_input_embeddings()
+
+    def forward(self, input_ids):
+        return self.embed(input_ids)
+
+
+class ComposedVisionGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.get_image_features(pixel_values)
+
+
+class LlavaVisionGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        config = self.model.config
+        out = self.model.model.get_image_features(pixel_values=pixel_values,
+                                                  vision_feature_layer=config.vision_feature_layer,
+                                                  vision_feature_select_strategy=config.vision_feature_select_strategy)
+        features = getattr(out, "pooler_output", out)
+        if isinstance(features, (list, tuple)):
+            features = torch.stack(list(features))
+        return features
+
+
+VISION_GRAPHS = {"composed": ComposedVisionGraph, "llava": LlavaVisionGraph}
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, model, layers: int):
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        from transformers import DynamicCache
+
+        new = inputs_embeds.shape[1]
+        total = attention_mask.shape[1]
+        # positions of the new tokens and of every key, counted from existing tensors (traced as dynamic shapes)
+        key_positions = torch.cumsum(torch.ones_like(attention_mask[0]), 0) - 1
+        query_positions = key_positions[total - new:]
+        allowed = (key_positions[None, :] <= query_positions[:, None])[None] & attention_mask[:, None, :].bool()
+        minimum = torch.finfo(inputs_embeds.dtype).min
+        mask = torch.where(allowed, torch.zeros((), dtype=inputs_embeds.dtype),
+                           torch.full((), minimum, dtype=inputs_embeds.dtype))[:, None]
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
+                             config=self.model.config.get_text_config())
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        present = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (out.logits, *present)
+
+
+def _rms_norm(module, x):  # the graphs are exported in fp32, so no casts
+    out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + (module.eps or torch.finfo(x.dtype).eps))
+    return out * module.weight if module.weight is not None else out
+
+
+@contextlib.contextmanager
+def decomposed_rms_norms(model):
+    """`nn.RMSNorm` as plain arithmetic while exporting: opset 17 has no RMS-norm operator."""
+    norms = [m for m in model.modules() if isinstance(m, nn.RMSNorm)]
+    for norm in norms:
+        norm.forward = types.MethodType(_rms_norm, norm)
+    try:
+        yield
+    finally:
+        for norm in norms:
+            del norm.forward
+
+
+def text_shape(model) -> tuple[int, int, int]:
+    """(layers, key/value heads, head size) of the language model."""
+    config = model.config.get_text_config()
+    heads = config.num_key_value_heads or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers, heads, head_dim
+
+
+def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path) -> dict[str, Path]:
+    """Write the three graphs under `folder` (fp32); returns their paths by name."""
+    if family not in VISION_GRAPHS:
+        raise ValueError(f"ONNX export supports the {', '.join(sorted(VISION_GRAPHS))} families; this model is "
+                         f"{family!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {name: folder / f"{name}.onnx" for name in ("vision_encoder", "embed_tokens", "decoder_model_merged")}
+    model = model.float().eval()
+    with torch.no_grad(), decomposed_rms_norms(model):
+        torch.onnx.export(VISION_GRAPHS[family](model), (sample_pixels,), str(paths["vision_encoder"]),
+                          input_names=["pixel_values"], output_names=["image_features"], opset_version=OPSET,
+                          dynamo=False, dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}})
+        ids = torch.tensor([[1, 2, 3]])
+        torch.onnx.export(EmbedTokensGraph(model), (ids,), str(paths["embed_tokens"]), input_names=["input_ids"],
+                          output_names=["inputs_embeds"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                        "inputs_embeds": {0: "batch", 1: "sequence"}})
+        layers, heads, head_dim = text_shape(model)
+        width = model.config.get_text_config().hidden_size
+        batch, new, past_length = 2, 3, 4
+        past = [torch.randn(batch, heads, past_length, head_dim) for _ in range(2 * layers)]
+        inputs = (torch.randn(batch, new, width), torch.ones(batch, past_length + new, dtype=torch.long),
+                  torch.arange(past_length, past_length + new)[None].repeat(batch, 1), *past)
+        past_names = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+        present_names = [f"present.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+        axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+                "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
+                **{name: {0: "batch", 2: "past"} for name in past_names},
+                **{name: {0: "batch", 2: "total"} for name in present_names}}
+        torch.onnx.export(DecoderGraph(model, layers), inputs, str(paths["decoder_model_merged"]),
+                          input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
+                          output_names=["logits", *present_names], opset_version=OPSET, dynamo=False,
+                          dynamic_axes=axes)
+    return paths
+
+
+def model_family(model) -> str:
+    family = family_for(getattr(model.config, "model_type", ""))
+    return family.name if family else getattr(model.config, "model_type", "unknown")

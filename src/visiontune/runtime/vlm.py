@@ -1,0 +1,182 @@
+"""`OnnxVLM`: an exported image-text-to-text model run with onnxruntime, numpy, tokenizers and Pillow (no torch).
+
+Reads the folder `visiontune export --format onnx` writes: `onnx/{vision_encoder,embed_tokens,
+decoder_model_merged}[_variant].onnx` and `onnx/export.json` beside the tokenizer, chat template and
+configs. Prompts are rendered with the model's chat template, image placeholders expanded to the model's
+image-token count, left-padded; image features replace the image tokens' embeddings; positions are
+`cumsum(attention mask) - 1`, as in transformers' generation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .chat import flatten_image_parts, render_chat
+from .images import ImagePreprocessor
+
+VARIANT_SUFFIXES = {"fp32": "", "int8": "_int8", "q4": "_q4", "fp16": "_fp16"}
+GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
+EXPORT_FILE = "export.json"
+
+
+def export_folder(path: str | Path) -> Path | None:
+    """The export's root (the folder holding `onnx/export.json`) for the root or its `onnx/` folder, else None."""
+    path = Path(path)
+    for root in (path, path.parent):
+        if (root / "onnx" / EXPORT_FILE).is_file():
+            return root
+    return None
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float32)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class OnnxVLM:
+    def __init__(self, path: str | Path, variant: str = "fp32", threads: int | None = None):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        root = export_folder(path)
+        if root is None:
+            raise FileNotFoundError(f"{path}: no onnx/{EXPORT_FILE}; make one with visiontune export --format onnx")
+        self.root, self.variant = root, variant
+        self.info = json.loads((root / "onnx" / EXPORT_FILE).read_text())
+        if variant not in self.info["variants"]:
+            raise ValueError(f"{root}: no {variant} variant; this export has {', '.join(self.info['variants'])}")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.sessions = {name: onnxruntime.InferenceSession(
+            str(root / "onnx" / f"{name}{VARIANT_SUFFIXES[variant]}.onnx"), options, providers=["CPUExecutionProvider"])
+            for name in GRAPHS}
+        self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        self.chat_template = (root / "chat_template.jinja").read_text()
+        self.preprocess = ImagePreprocessor(self.info["image_processor"])
+        self.end_ids = set(self.info["end_token_ids"])
+        self.pad_id = self.info["pad_token_id"]
+
+    # --- prompts ---------------------------------------------------------------------------------------------
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        if self.info["flatten_image_parts"]:
+            messages = [flatten_image_parts(m, self.info["image_token"]) for m in messages]
+        return render_chat(self.chat_template, messages, add_generation_prompt, **self.info["template_tokens"])
+
+    def answer_suffix(self, messages: list[dict], target: str) -> str:
+        """The text the chat template puts after the generation prompt for this answer."""
+        prompt = self.render(messages)
+        full = self.render(messages + [{"role": "assistant", "content": [{"type": "text", "text": target}]}], False)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template renders the prompt differently with and without the answer")
+        return full[len(prompt):]
+
+    def encode_text(self, text: str, special: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=special).ids
+
+    def encode_prompts(self, images: list, messages: list[list[dict]]) -> dict:
+        """Left-padded `input_ids` / `attention_mask` and the images' pixels (one image per prompt)."""
+        token = self.info["image_token"]
+        rows = [self.encode_text(self.render(m).replace(token, token * self.info["tokens_per_image"])) for m in messages]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": self.preprocess(images)}
+
+    # --- model calls ------------------------------------------------------------------------------------------
+    def embed(self, input_ids: np.ndarray, pixel_values: np.ndarray | None = None) -> np.ndarray:
+        embeds = self.sessions["embed_tokens"].run(None, {"input_ids": input_ids})[0]
+        if pixel_values is not None:
+            features = self.sessions["vision_encoder"].run(None, {"pixel_values": pixel_values})[0]
+            features = features.reshape(-1, features.shape[-1])
+            where = input_ids == self.info["image_token_id"]
+            if int(where.sum()) != features.shape[0]:
+                raise ValueError(f"{int(where.sum())} image tokens in the prompts but {features.shape[0]} image "
+                                 f"feature rows")
+            embeds[where] = features.astype(embeds.dtype)
+        return embeds
+
+    def empty_past(self, rows: int) -> list[np.ndarray]:
+        shape = (rows, self.info["kv_heads"], 0, self.info["head_dim"])
+        return [np.zeros(shape, dtype=np.float32) for _ in range(2 * self.info["layers"])]
+
+    def decode(self, embeds: np.ndarray, attention_mask: np.ndarray, positions: np.ndarray,
+               past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        feeds = {"inputs_embeds": embeds, "attention_mask": attention_mask, "position_ids": positions}
+        for i in range(self.info["layers"]):
+            feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = past[2 * i], past[2 * i + 1]
+        logits, *present = self.sessions["decoder_model_merged"].run(None, feeds)
+        return logits, present
+
+    def prompt_pass(self, batch: dict) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """(last position's logits, cache, each row's last position) after the prompts."""
+        mask = batch["attention_mask"]
+        positions = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
+        embeds = self.embed(batch["input_ids"], batch.get("pixel_values"))
+        logits, present = self.decode(embeds, mask, positions, self.empty_past(len(mask)))
+        return logits[:, -1], present, positions[:, -1]
+
+    def generate(self, images: list, messages: list[list[dict]], max_new_tokens: int) -> dict:
+        """Greedy replies: `texts` (stripped), `tokens` (up to and including the end token), `log_probs`."""
+        batch = self.encode_prompts(images, messages)
+        logits, past, last = self.prompt_pass(batch)
+        mask = batch["attention_mask"]
+        rows = len(mask)
+        tokens, log_probs = [[] for _ in range(rows)], [[] for _ in range(rows)]
+        done = np.zeros(rows, dtype=bool)
+        for _ in range(max_new_tokens):
+            logp = log_softmax(logits)
+            chosen = logp.argmax(axis=-1)
+            for row in np.flatnonzero(~done):
+                tokens[row].append(int(chosen[row]))
+                log_probs[row].append(float(logp[row, chosen[row]]))
+                done[row] = int(chosen[row]) in self.end_ids
+            if done.all():
+                break
+            chosen = np.where(done, self.pad_id, chosen)
+            mask = np.concatenate([mask, np.ones((rows, 1), dtype=mask.dtype)], axis=1)
+            last = last + 1
+            step, past = self.decode(self.embed(chosen[:, None].astype(np.int64)), mask, last[:, None], past)
+            logits = step[:, -1]
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
+        return {"texts": texts, "tokens": tokens, "log_probs": log_probs}
+
+    def answer_log_likelihoods(self, images: list, messages: list[list[dict]], answers: list[list[int]],
+                               rows_per_pass: int = 64) -> np.ndarray:
+        """(images, answers) summed log-probability of each answer's tokens after each prompt. The prompt runs
+        once; its cache is repeated for every answer, answers right-padded (causal attention: padding after a
+        token never changes that token's logits)."""
+        batch = self.encode_prompts(images, messages)
+        logits, past, last = self.prompt_pass(batch)
+        first = log_softmax(logits)
+        totals = first[:, [a[0] for a in answers]].astype(np.float64)
+        width = max(len(a) for a in answers) - 1
+        if width == 0:
+            return totals
+        tails = np.full((len(answers), width), self.pad_id, dtype=np.int64)
+        valid = np.zeros((len(answers), width), dtype=bool)  # position k predicts answer token k + 1
+        for row, answer in enumerate(answers):
+            tails[row, : len(answer) - 1], valid[row, : len(answer) - 1] = answer[:-1], True
+        targets = np.array([a[1:] + [0] * (width + 1 - len(a)) for a in answers], dtype=np.int64)
+        per_pass = max(1, rows_per_pass // len(answers))
+        mask = batch["attention_mask"]
+        for start in range(0, len(images), per_pass):
+            chunk = np.arange(start, min(start + per_pass, len(images)))
+            rows = len(chunk) * len(answers)
+            repeated = [np.repeat(p[chunk], len(answers), axis=0) for p in past]
+            attention = np.concatenate([np.repeat(mask[chunk], len(answers), axis=0),
+                                        np.ones((rows, width), dtype=mask.dtype)], axis=1)
+            positions = np.repeat(last[chunk], len(answers))[:, None] + 1 + np.arange(width)[None]
+            ids = np.tile(tails, (len(chunk), 1))
+            step, _ = self.decode(self.embed(ids), attention, positions, repeated)
+            logp = log_softmax(step)  # (rows, width, vocab)
+            picked = np.take_along_axis(logp, np.tile(targets, (len(chunk), 1))[..., None], axis=-1)[..., 0]
+            summed = (picked * np.tile(valid, (len(chunk), 1))).sum(axis=1).reshape(len(chunk), len(answers))
+            totals[chunk] += summed
+        return totals
