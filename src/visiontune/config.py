@@ -119,6 +119,10 @@ class InferenceTaskOptions:
     score_threshold: float | None = field(default=None, metadata={"help": "detect: drop boxes scored below this"})
 
 
+INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an ONNX export (--model DIR/onnx) "
+                        "the variant: auto (fp32)|int8|q4|fp16")
+
+
 @dataclass
 class PredictConfig(InferenceTaskOptions):
     model: str = ""
@@ -131,7 +135,7 @@ class PredictConfig(InferenceTaskOptions):
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    dtype: str = "auto"
+    dtype: str = field(default="auto", metadata={"help": INFERENCE_DTYPE_HELP})
     skip_bad_images: bool = False
     draw: str | None = field(default=None, metadata={"help": "detect: folder to write each image with its boxes drawn"})
 
@@ -146,7 +150,7 @@ class EvalConfig(DataOptions, InferenceTaskOptions):
     batch_size: int = 8
     max_new_tokens: int | None = field(default=None, metadata={"help": "default 64; detect 512"})
     num_beams: int = 1
-    dtype: str = "auto"
+    dtype: str = field(default="auto", metadata={"help": INFERENCE_DTYPE_HELP})
     grid_size: int = 12
 
 

@@ -115,7 +115,7 @@ def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, fami
                                             scorer.eos) for name in classes]
     assert scores.tolist() == pytest.approx(expected, abs=2e-4)
     assert scores.argsort().tolist() == np.argsort(expected).tolist()
-    result = scorer.result(image, f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None, top_k=3)
+    result = scorer.results([image], [f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None], top_k=3)[0]
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert result["top_k"][0]["label"] == result["label"] == classes[int(np.argmax(expected))]
 
@@ -175,11 +175,11 @@ def test_answer_trie_follows_qwen2_vl_multimodal_positions():
              "mm_token_type_ids": (ids == image_token).long(), **pixels}
     answers = [[10, 11, 2], [10, 12, 13, 2], [20, 2], [10, 11, 14, 2]]
     scorer = ClassScorer.__new__(ClassScorer)  # only the model and the prompts' encoding are needed
-    scorer.model, scorer.length_normalise = model, False
+    scorer.model = model
     scorer.collator = types.SimpleNamespace(encode_prompts=lambda *_: dict(batch))
     scorer.task = types.SimpleNamespace(messages=list)
     with torch.inference_mode():
-        scores = scorer._score_batch(images, answers)
+        scores = torch.tensor(scorer._score_batch(images, answers))
         expected = torch.zeros_like(scores)
         first_pixels = counts[0] * 4
         for row, prompt in enumerate(prompts):

@@ -6,15 +6,27 @@ import json
 from pathlib import Path
 
 from ..config import PredictConfig, build_config
-from ..inference.predictor import Predictor
-from ..models.vlm import load_for_inference
+from ..inference.base_predictor import BasePredictor
+from ..runtime.vlm import export_folder
 from ..tasks import task_from_metadata, task_options
 
 
 def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=print,
-                   task_options: dict | None = None, **kwargs) -> Predictor:
+                   task_options: dict | None = None, **kwargs) -> BasePredictor:
     """A model or run folder with its task; `task_options` (prompt, system_prompt, classes…) override what the
-    run folder's visiontune.json says."""
+    run folder's visiontune.json says. An ONNX export (its folder or `onnx/` inside it) runs on the torch-free
+    runtime; `dtype` then picks the variant (auto = fp32, int8, q4, fp16)."""
+    root = export_folder(path)
+    if root is not None:
+        from ..runtime.predictor import OnnxPredictor
+        from ..runtime.vlm import OnnxVLM
+
+        metadata = json.loads((root / "visiontune.json").read_text()) if (root / "visiontune.json").is_file() else {}
+        runtime = OnnxVLM(root, variant="fp32" if dtype == "auto" else dtype)
+        return OnnxPredictor(runtime, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
+    from ..inference.predictor import Predictor
+    from ..models.vlm import load_for_inference
+
     model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
     return Predictor(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 

@@ -134,8 +134,9 @@ class ClassifyTask(Task):
             from .scoring import ClassScorer
 
             if "class_scorer" not in predictor.cache:
-                predictor.cache["class_scorer"] = ClassScorer(predictor.model, predictor.processor, self,
-                                                              length_normalise=predictor.length_normalise)
+                make = getattr(predictor, "class_scorer", None)  # a backend without torch brings its own
+                predictor.cache["class_scorer"] = make(self) if make else ClassScorer(
+                    predictor.model, predictor.processor, self, length_normalise=predictor.length_normalise)
             texts = predictor.generate_texts(images) if self.reasoning else [None] * len(images)
             return predictor.cache["class_scorer"].results(images, texts, predictor.top_k)
         texts, log_probs = predictor.generate_texts(images, with_log_probs=True)
