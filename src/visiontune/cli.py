@@ -23,6 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--adapter", required=True)
     merge.add_argument("--output", required=True)
     merge.add_argument("--tolerance", type=float, default=1e-3, help="max |logit difference| accepted")
+    export = commands.add_parser("export", help="a model or run folder as ONNX graphs for the torch-free runtime and "
+                                                "transformers.js, checked against PyTorch")
+    export.add_argument("--model", required=True, help="a model folder or run folder (LoRA runs are merged first)")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--output", required=True)
+    export.add_argument("--quantize", nargs="*", default=[], choices=["int8", "q4", "fp16"],
+                        help="also write these variants (int8: dynamic int8 weights; q4: 4-bit MatMul weights)")
+    export.add_argument("--eval-data", help="also report the task metric of PyTorch and of every variant on this data")
+    export.add_argument("--eval-split", help="split of --eval-data")
+    export.add_argument("--max-eval-samples", type=int, default=200)
     tiny = commands.add_parser("tiny-model", help="write a tiny random model of a real family (for tests and CI)")
     tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava | composed | smolvlm-256m-architecture "
                                                      "(full size, random weights: for speed benchmarks)")
@@ -87,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             from .export.merge import merge
 
             merge(args.adapter, args.output, tolerance=args.tolerance)
+        elif args.command == "export":
+            from .export.onnx_export import export_onnx
+
+            export_onnx(args.model, args.output, quantize=args.quantize, eval_data=args.eval_data,
+                        eval_split=args.eval_split, max_eval_samples=args.max_eval_samples)
         elif args.command == "tiny-model":
             from .models.tiny import build_tiny_model
 

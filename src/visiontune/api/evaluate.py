@@ -13,6 +13,7 @@ from ..data.sources.table import read_rows
 from ..data.validate import check_images
 from ..models.vlm import read_run_metadata
 from ..report.grid import plot_sample_grid
+from ..runtime.vlm import export_folder
 from ..tasks import task_class, task_from_metadata, task_options
 from .predict import load_predictor, write_jsonl
 
@@ -80,7 +81,8 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
         raise ValueError("no evaluation data: pass --data PATH")
     if not config.model and not config.predictions:
         raise ValueError("pass --model (to generate, then score) or --predictions FILE (to score an existing file)")
-    metadata = read_run_metadata(config.model) if config.model and Path(config.model).is_dir() else {}
+    run = (export_folder(config.model) or config.model) if config.model else None  # an ONNX export: its root
+    metadata = read_run_metadata(run) if run and Path(run).is_dir() else {}
     name = config.task or metadata.get("task", "caption")
     options = task_options(config)
     # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.

@@ -166,12 +166,3 @@ def expand_image_inputs(inputs: list[Any]) -> list[Any]:
 
 # ImageNet's per-channel statistics: what DINOv2-style encoders were trained with.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def imagenet_bit_processor(**kwargs):
-    """A DINOv2-style image processor with ImageNet statistics that needs no torchvision."""
-    try:  # transformers 5.x names the torchvision-free processor *Pil
-        from transformers import BitImageProcessorPil as BitImageProcessor
-    except ImportError:
-        from transformers import BitImageProcessor
-    return BitImageProcessor(image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), **kwargs)

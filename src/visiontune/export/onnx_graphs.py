@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,19 +42,21 @@ class ComposedVisionGraph(nn.Module):
 
 
 class LlavaVisionGraph(nn.Module):
+    """The vision tower's selected hidden layer(s) through the projector, written out: transformers' own
+    `get_image_features` iterates over the images, which a trace would fix to the sample's image count."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, pixel_values):
-        config = self.model.config
-        out = self.model.model.get_image_features(pixel_values=pixel_values,
-                                                  vision_feature_layer=config.vision_feature_layer,
-                                                  vision_feature_select_strategy=config.vision_feature_select_strategy)
-        features = getattr(out, "pooler_output", out)
-        if isinstance(features, (list, tuple)):
-            features = torch.stack(list(features))
-        return features
+        config, inner = self.model.config, self.model.model
+        hidden = inner.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        layers = config.vision_feature_layer
+        selected = [hidden[i] for i in (layers if isinstance(layers, (list, tuple)) else [layers])]
+        if config.vision_feature_select_strategy == "default":  # drop the CLS token
+            selected = [h[:, 1:] for h in selected]
+        return inner.multi_modal_projector(torch.cat(selected, dim=-1))
 
 
 VISION_GRAPHS = {"composed": ComposedVisionGraph, "llava": LlavaVisionGraph}
@@ -120,7 +123,10 @@ def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / f"{name}.onnx" for name in ("vision_encoder", "embed_tokens", "decoder_model_merged")}
     model = model.float().eval()
-    with torch.no_grad(), decomposed_rms_norms(model):
+    with torch.no_grad(), decomposed_rms_norms(model), warnings.catch_warnings():
+        # the tracer warns about every Python-level branch in transformers' code; the checks after export
+        # (logits against PyTorch, generation in the tests) are what say the graphs are right
+        warnings.simplefilter("ignore")
         torch.onnx.export(VISION_GRAPHS[family](model), (sample_pixels,), str(paths["vision_encoder"]),
                           input_names=["pixel_values"], output_names=["image_features"], opset_version=OPSET,
                           dynamo=False, dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}})

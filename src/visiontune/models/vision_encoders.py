@@ -3,7 +3,8 @@ model (a vision-only checkpoint or the vision half of CLIP/SigLIP-style ones) an
 
 from __future__ import annotations
 
-from ..data.images import IMAGENET_MEAN, IMAGENET_STD, imagenet_bit_processor
+from ..data.image_processors import imagenet_bit_processor
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_vision_encoder(reference: str):

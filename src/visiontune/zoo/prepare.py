@@ -69,7 +69,7 @@ def resolve_model_reference(reference: str, log=print) -> str:
 
 
 def _prepare_dinov2(source: Path, output: Path) -> dict:
-    from ..data.images import imagenet_bit_processor
+    from ..data.image_processors import imagenet_bit_processor
     from .onnx_dinov2 import max_difference_from_onnx, recover_dinov2
 
     model = recover_dinov2(source)
