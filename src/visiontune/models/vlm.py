@@ -87,7 +87,7 @@ class TrainableSetup:
     train: str | None = None  # "+"-joined roles to train: vision, connector, language; "all"
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     gradient_checkpointing: bool = False
     notes: list[str] = field(default_factory=list)
 
