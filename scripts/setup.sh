@@ -19,6 +19,15 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
         echo "note: Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist (or pass its idx folder)" >&2
     fi
 fi
+# transformers.js under node runs the ONNX exports in a test: node and npm from Debian, the npm package by name
+# (--ignore-scripts: onnxruntime-node ships its CPU binaries; its install script only fetches GPU ones).
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null) || echo "note: could not install nodejs/npm" >&2
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/js/node_modules/@huggingface/transformers ]; then
+    npm install --silent --no-audit --no-fund --ignore-scripts --prefix tests/js \
+        || echo "note: npm could not install @huggingface/transformers; the transformers.js test will fail" >&2
+fi
 if ! command -v java >/dev/null 2>&1; then
     echo "note: no Java found; METEOR and the PTB tokenizer will be skipped (apt-get install default-jre-headless)" >&2
 fi

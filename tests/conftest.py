@@ -36,3 +36,14 @@ def shape_classes(tmp_path_factory):
     from visiontune.data.builtin.shapes import write_shape_classes
 
     return write_shape_classes(tmp_path_factory.mktemp("shape_classes") / "data", per_class=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_models, shapes, tmp_path_factory):
+    """A tiny SmolVLM LoRA run that has memorised the 8 shape captions."""
+    from visiontune.api.train import train
+
+    output = tmp_path_factory.mktemp("run") / "smolvlm-lora"
+    train(model=str(tiny_models["smolvlm"]), data=str(shapes["coco"]), output=str(output), method="lora",
+          learning_rate=3e-3, **OVERFIT, log=lambda *_: None)
+    return output

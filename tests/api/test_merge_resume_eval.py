@@ -9,17 +9,7 @@ from visiontune.api.train import train
 from visiontune.cli import main
 from visiontune.export.merge import merge
 
-from conftest import OVERFIT
-
 QUIET = {"log": lambda *_: None}
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_models, shapes, tmp_path_factory):
-    output = tmp_path_factory.mktemp("run") / "smolvlm-lora"
-    train(model=str(tiny_models["smolvlm"]), data=str(shapes["coco"]), output=str(output), method="lora",
-          learning_rate=3e-3, **OVERFIT, **QUIET)
-    return output
 
 
 def test_merge_equal_logits_and_plain_reload_generates_the_same(trained_run, shapes, tmp_path):

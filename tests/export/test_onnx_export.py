@@ -104,22 +104,28 @@ def test_runtime_runs_where_torch_cannot_be_imported(exported, tmp_path):
 
 
 def test_export_refuses_bad_input(tiny_models, tmp_path):
-    from visiontune.export.onnx_export import export_onnx
+    from transformers import Qwen2VLConfig
 
-    with pytest.raises(ValueError, match="ONNX export supports the composed, llava families"):
-        export_onnx(str(tiny_models["smolvlm"]), str(tmp_path / "out"), **QUIET)
+    from visiontune.export.onnx_export import export_onnx
+    from visiontune.runtime import OnnxVLM
+
+    Qwen2VLConfig().save_pretrained(tmp_path / "qwen")
+    with pytest.raises(ValueError, match="supports the composed, idefics3, llava families; this model is 'qwen2-vl'"):
+        export_onnx(str(tmp_path / "qwen"), str(tmp_path / "out"), **QUIET)
     with pytest.raises(FileNotFoundError, match="no such model or run folder"):
-        export_onnx(str(tmp_path / "missing"), str(tmp_path / "out2"), **QUIET)
+        export_onnx(str(tmp_path / "missing"), str(tmp_path / "out"), **QUIET)
     (tmp_path / "empty").mkdir()
-    with pytest.raises((OSError, ValueError)):  # a folder without weights
-        export_onnx(str(tmp_path / "empty"), str(tmp_path / "out3"), **QUIET)
+    with pytest.raises(FileNotFoundError, match="no config.json or adapter_config.json"):
+        export_onnx(str(tmp_path / "empty"), str(tmp_path / "out"), **QUIET)
+    (tmp_path / "no-weights").mkdir()
+    (tmp_path / "no-weights" / "config.json").write_text((tiny_models["llava"] / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        export_onnx(str(tmp_path / "no-weights"), str(tmp_path / "out"), **QUIET)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="cannot write there"):
         export_onnx(str(tiny_models["llava"]), str(blocker / "out"), **QUIET)
     with pytest.raises(FileNotFoundError, match="no onnx/export.json"):
-        from visiontune.runtime import OnnxVLM
-
         OnnxVLM(tmp_path)
 
 
@@ -140,3 +146,16 @@ def test_composed_onnx_matches_a_trained_classifier_in_eval(tmp_path, shape_clas
     assert report["eval"]["onnx-fp32"]["accuracy"] == report["eval"]["pytorch"]["accuracy"]
     direct = evaluate(model=str(tmp_path / "export" / "onnx"), data=str(shape_classes), **QUIET)
     assert direct["accuracy"] == report["eval"]["pytorch"]["accuracy"]
+
+
+def test_smolvlm_export_matches_pytorch_and_the_runtime_says_what_it_cannot_do(tiny_models, tmp_path):
+    """Idefics3's graphs take the processor's tiles (padding tiles and padded patches included in the trace);
+    its tiling is not in the torch-free runtime, which says so (transformers.js runs it: see
+    test_transformers_js.py)."""
+    from visiontune.export.onnx_export import export_onnx
+    from visiontune.runtime import OnnxVLM
+
+    report = export_onnx(str(tiny_models["smolvlm"]), str(tmp_path / "export"), **QUIET)
+    assert report["family"] == "idefics3" and report["variants"]["fp32"]["max_abs_logit_difference"] < 1e-4
+    with pytest.raises(ValueError, match="prepares images for composed, llava models, not idefics3"):
+        OnnxVLM(tmp_path / "export").encode_prompts(_images()[:1], [[{"role": "user", "content": "Hi"}]])

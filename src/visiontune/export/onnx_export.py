@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
-from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
+from ..runtime.vlm import EXPORT_FILE, GRAPHS, PREPROCESSED_FAMILIES, VARIANT_SUFFIXES, OnnxVLM
 from ..tasks import task_from_metadata
 from .merge import sample_batch, sample_images
 from .onnx_graphs import export_graphs, model_family, text_shape
 
 QUANTIZATIONS = ("int8", "q4", "fp16")
+
 TOLERANCE = 1e-3  # max |logit difference| of the fp32 graphs against PyTorch on the sample batch
 
 
@@ -81,17 +82,41 @@ def _load_merged(path: str, batch_for, log) -> tuple:
     return model.eval(), processor, metadata, task, batch
 
 
-def _logit_difference(runtime: OnnxVLM, model, batch: dict, images: list, messages: list) -> float:
+def _logit_difference(runtime: OnnxVLM, model, batch: dict) -> float:
+    """Largest |difference| of the last position's logits, the ONNX graphs fed the processor's own tensors."""
     with torch.inference_mode():
         expected = model(**batch).logits[:, -1].float().numpy()
-    logits, _, _ = runtime.prompt_pass(runtime.encode_prompts(images, messages))
+    arrays = {k: v.numpy() if k != "pixel_attention_mask" else v.bool().numpy() for k, v in batch.items()
+              if torch.is_tensor(v)}
+    logits, _, _ = runtime.prompt_pass(arrays)
     return float(abs(logits - expected).max())
+
+
+def _check_exportable(model: str) -> None:
+    """Refuse early, naming the problem: a missing folder, one without a model, a family without graphs."""
+    from ..models.families import family_for
+    from ..models.vlm import base_model_of
+    from .onnx_graphs import VISION_GRAPHS
+
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"{model}: no such model or run folder")
+    if not ((path / "config.json").is_file() or is_adapter_folder(path)):
+        raise FileNotFoundError(f"{model}: no config.json or adapter_config.json; pass a model folder or a "
+                                f"visiontune run folder")
+    config = json.loads((Path(base_model_of(path)) / "config.json").read_text())
+    family = family_for(config.get("model_type", ""))
+    name = family.name if family else config.get("model_type", "unknown")
+    if name not in VISION_GRAPHS:
+        raise ValueError(f"{model}: ONNX export supports the {', '.join(sorted(VISION_GRAPHS))} families; this "
+                         f"model is {name!r}")
+    if not (any(Path(base_model_of(path)).glob("*.safetensors")) or any(Path(base_model_of(path)).glob("*.bin"))):
+        raise FileNotFoundError(f"{model}: no weights (*.safetensors) in {base_model_of(path)}")
 
 
 def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval_data: str | None = None,
                 eval_split: str | None = None, max_eval_samples: int = 200, log=print) -> dict:
-    if not Path(model).exists():
-        raise FileNotFoundError(f"{model}: no such model or run folder")
+    _check_exportable(model)
     root = Path(output)
     try:
         (root / "onnx").mkdir(parents=True, exist_ok=True)
@@ -104,8 +129,11 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
     processor.save_pretrained(root)
     torch_model.config.save_pretrained(root)
     torch_model.generation_config.save_pretrained(root)
-    (root / "preprocessor_config.json").write_text(json.dumps(processor.image_processor.to_dict(), indent=2))
+    # transformers.js reads the image processor here, and `processor_class` picks its processor
+    (root / "preprocessor_config.json").write_text(json.dumps(
+        {**processor.image_processor.to_dict(), "processor_class": type(processor).__name__}, indent=2))
     (root / "visiontune.json").write_text(json.dumps({**metadata, "exported_from": model}, indent=2))
+    _template_in_tokenizer_config(root)
     info = _export_info(torch_model, processor, family, batch)
     for kind in quantize or []:
         for name in GRAPHS:
@@ -114,20 +142,20 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
         log(f"wrote the {kind} variant")
     (root / "onnx" / EXPORT_FILE).write_text(json.dumps(info, indent=2))
 
-    images, messages = sample_images(), [task.messages()] * 2
-    runtime = OnnxVLM(root)
-    ours = runtime.encode_prompts(images, messages)
-    if ours["input_ids"].shape != tuple(batch["input_ids"].shape) or (ours["input_ids"] != batch["input_ids"].numpy()).any():
-        raise RuntimeError("the runtime's prompt tokens differ from the processor's; this model's chat template or "
-                           "tokenizer is not supported by the torch-free runtime")
-    pixel_difference = float(abs(ours["pixel_values"] - batch["pixel_values"].numpy()).max())
+    pixel_difference = None
+    if family in PREPROCESSED_FAMILIES:  # the torch-free runtime's own preprocessing, against the processor's
+        ours = OnnxVLM(root).encode_prompts(sample_images(), [task.messages()] * 2)
+        if ours["input_ids"].shape != tuple(batch["input_ids"].shape) or (ours["input_ids"] != batch["input_ids"].numpy()).any():
+            raise RuntimeError("the runtime's prompt tokens differ from the processor's; this model's chat template "
+                               "or tokenizer is not supported by the torch-free runtime")
+        pixel_difference = float(abs(ours["pixel_values"] - batch["pixel_values"].numpy()).max())
     report = {"model": model, "output": str(root), "family": family, "pixel_max_abs_difference": pixel_difference,
               "variants": {}}
     for variant in info["variants"]:
         runtime = OnnxVLM(root, variant)
         files = {name: (root / "onnx" / f"{name}{VARIANT_SUFFIXES[variant]}.onnx") for name in GRAPHS}
         report["variants"][variant] = {
-            "max_abs_logit_difference": _logit_difference(runtime, torch_model, batch, images, messages),
+            "max_abs_logit_difference": _logit_difference(runtime, torch_model, batch),
             "megabytes": round(sum(f.stat().st_size + _external_size(f) for f in files.values()) / 2**20, 2)}
         log(f"{variant}: max |logit difference| vs PyTorch {report['variants'][variant]['max_abs_logit_difference']:.2e}"
             f", {report['variants'][variant]['megabytes']} MB")
@@ -139,6 +167,15 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
     (root / "onnx" / "export_report.json").write_text(json.dumps(report, indent=2))
     log(f"export report: {root / 'onnx' / 'export_report.json'}")
     return report
+
+
+def _template_in_tokenizer_config(root: Path) -> None:
+    """transformers.js reads the chat template from tokenizer_config.json, not chat_template.jinja."""
+    template, config = root / "chat_template.jinja", root / "tokenizer_config.json"
+    if template.is_file() and config.is_file():
+        settings = json.loads(config.read_text())
+        settings.setdefault("chat_template", template.read_text())
+        config.write_text(json.dumps(settings, indent=2, ensure_ascii=False))
 
 
 def _external_size(path: Path) -> int:

@@ -59,7 +59,60 @@ class LlavaVisionGraph(nn.Module):
         return inner.multi_modal_projector(torch.cat(selected, dim=-1))
 
 
-VISION_GRAPHS = {"composed": ComposedVisionGraph, "llava": LlavaVisionGraph}
+class Idefics3VisionGraph(nn.Module):
+    """SmolVLM / Idefics3: (rows, tiles, 3, H, W) pixels + (rows, tiles, H, W) pixel mask -> the connector's
+    output for every real tile (all-zero padding tiles dropped, as the model does), (tiles, tokens, width)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values, pixel_attention_mask):
+        inner = self.model.model
+        channels, height, width = pixel_values.shape[2:]
+        pixels = pixel_values.reshape(-1, channels, height, width)
+        masks = pixel_attention_mask.reshape(-1, height, width).long()  # a bool input, as transformers.js feeds it
+        real = (pixels != 0).flatten(1).any(1)
+        pixels, masks = pixels[real], masks[real]
+        patch = self.model.config.vision_config.patch_size
+        patch_mask = masks.reshape(-1, height // patch, patch, width // patch, patch).sum(dim=(2, 4)) > 0
+        hidden = inner.vision_model(pixel_values=pixels, patch_attention_mask=patch_mask).last_hidden_state
+        return inner.connector(hidden)
+
+
+def _idefics3_embeddings(module, pixel_values, patch_attention_mask):
+    """Idefics3VisionEmbeddings.forward with `bucketize` (no ONNX operator) as a count of the boundaries at or
+    below each coordinate, which is what `bucketize(right=True)` returns."""
+    batch = pixel_values.shape[0]
+    embeddings = module.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+    side = module.num_patches_per_side
+    boundaries = torch.arange(1 / side, 1.0, 1 / side, device=pixel_values.device)
+    rows_h = patch_attention_mask[:, :, 0].sum(dim=1)
+    rows_w = patch_attention_mask[:, 0, :].sum(dim=1)
+    h_indices = torch.cumsum(torch.ones_like(patch_attention_mask[0, :, 0], dtype=torch.float32), 0) - 1
+    w_indices = torch.cumsum(torch.ones_like(patch_attention_mask[0, 0, :], dtype=torch.float32), 0) - 1
+    fractional_h = torch.clamp(h_indices[None, :] * (1.0 / rows_h)[:, None], max=1.0 - 1e-6)
+    fractional_w = torch.clamp(w_indices[None, :] * (1.0 / rows_w)[:, None], max=1.0 - 1e-6)
+    bucket_h = (fractional_h[..., None] >= boundaries).sum(-1)
+    bucket_w = (fractional_w[..., None] >= boundaries).sum(-1)
+    positions = (bucket_h[:, :, None] * side + bucket_w[:, None, :]).reshape(batch, -1)
+    positions = torch.where(patch_attention_mask.reshape(batch, -1), positions, torch.zeros_like(positions))
+    return embeddings + module.position_embedding(positions)
+
+
+@contextlib.contextmanager
+def exportable_idefics3_embeddings(model):
+    modules = [m for m in model.modules() if type(m).__name__ == "Idefics3VisionEmbeddings"]
+    for module in modules:
+        module.forward = types.MethodType(_idefics3_embeddings, module)
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
+
+
+VISION_GRAPHS = {"composed": ComposedVisionGraph, "llava": LlavaVisionGraph, "idefics3": Idefics3VisionGraph}
 
 
 class DecoderGraph(nn.Module):
@@ -107,6 +160,22 @@ def decomposed_rms_norms(model):
             del norm.forward
 
 
+def _idefics3_sample(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows of tiles from the sample: one with an all-zero padding tile and one with a partly padded tile,
+    so the trace keeps the code that drops padding tiles and masks padded patches."""
+    tiles = pixel_values.reshape(-1, *pixel_values.shape[-3:])[:2].clone()
+    if tiles.shape[0] < 2:
+        tiles = torch.cat([tiles, tiles])
+    pixels = torch.zeros(2, 2, *tiles.shape[1:])
+    pixels[0, 0], pixels[1, 0], pixels[1, 1] = tiles[0], tiles[1], tiles[0]
+    mask = torch.ones(2, 2, *tiles.shape[-2:], dtype=torch.bool)
+    mask[0, 1] = False
+    height = tiles.shape[-2]
+    mask[1, 1, height // 2:] = False  # the lower half of this tile is padding
+    pixels[1, 1, :, height // 2:] = 0
+    return pixels, mask
+
+
 def text_shape(model) -> tuple[int, int, int]:
     """(layers, key/value heads, head size) of the language model."""
     config = model.config.get_text_config()
@@ -127,9 +196,17 @@ def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path)
         # the tracer warns about every Python-level branch in transformers' code; the checks after export
         # (logits against PyTorch, generation in the tests) are what say the graphs are right
         warnings.simplefilter("ignore")
-        torch.onnx.export(VISION_GRAPHS[family](model), (sample_pixels,), str(paths["vision_encoder"]),
-                          input_names=["pixel_values"], output_names=["image_features"], opset_version=OPSET,
-                          dynamo=False, dynamic_axes={"pixel_values": {0: "images"}, "image_features": {0: "images"}})
+        if family == "idefics3":
+            inputs, names = _idefics3_sample(sample_pixels), ["pixel_values", "pixel_attention_mask"]
+            axes = {"pixel_values": {0: "batch", 1: "tiles", 3: "height", 4: "width"},
+                    "pixel_attention_mask": {0: "batch", 1: "tiles", 2: "height", 3: "width"},
+                    "image_features": {0: "images"}}
+        else:
+            inputs, names = (sample_pixels,), ["pixel_values"]
+            axes = {"pixel_values": {0: "images"}, "image_features": {0: "images"}}
+        with exportable_idefics3_embeddings(model):
+            torch.onnx.export(VISION_GRAPHS[family](model), inputs, str(paths["vision_encoder"]), input_names=names,
+                              output_names=["image_features"], opset_version=OPSET, dynamo=False, dynamic_axes=axes)
         ids = torch.tensor([[1, 2, 3]])
         torch.onnx.export(EmbedTokensGraph(model), (ids,), str(paths["embed_tokens"]), input_names=["input_ids"],
                           output_names=["inputs_embeds"], opset_version=OPSET, dynamo=False,

@@ -20,6 +20,7 @@ from .images import ImagePreprocessor
 VARIANT_SUFFIXES = {"fp32": "", "int8": "_int8", "q4": "_q4", "fp16": "_fp16"}
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 EXPORT_FILE = "export.json"
+PREPROCESSED_FAMILIES = ("composed", "llava")  # fixed-size image processors (`images.py`)
 
 
 def export_folder(path: str | Path) -> Path | None:
@@ -80,6 +81,9 @@ class OnnxVLM:
 
     def encode_prompts(self, images: list, messages: list[list[dict]]) -> dict:
         """Left-padded `input_ids` / `attention_mask` and the images' pixels (one image per prompt)."""
+        if self.info["family"] not in PREPROCESSED_FAMILIES:
+            raise ValueError(f"{self.root}: the torch-free runtime prepares images for {', '.join(PREPROCESSED_FAMILIES)}"
+                             f" models, not {self.info['family']} (its tiling runs in transformers.js and PyTorch)")
         token = self.info["image_token"]
         rows = [self.encode_text(self.render(m).replace(token, token * self.info["tokens_per_image"])) for m in messages]
         width = max(len(r) for r in rows)
@@ -90,10 +94,13 @@ class OnnxVLM:
         return {"input_ids": ids, "attention_mask": mask, "pixel_values": self.preprocess(images)}
 
     # --- model calls ------------------------------------------------------------------------------------------
-    def embed(self, input_ids: np.ndarray, pixel_values: np.ndarray | None = None) -> np.ndarray:
+    def embed(self, input_ids: np.ndarray, vision_inputs: dict | None = None) -> np.ndarray:
+        """Token embeddings, with the vision encoder's rows in place of the image tokens when `vision_inputs`
+        (pixel_values, and pixel_attention_mask for Idefics3) are given."""
         embeds = self.sessions["embed_tokens"].run(None, {"input_ids": input_ids})[0]
-        if pixel_values is not None:
-            features = self.sessions["vision_encoder"].run(None, {"pixel_values": pixel_values})[0]
+        if vision_inputs:
+            session = self.sessions["vision_encoder"]
+            features = session.run(None, {i.name: vision_inputs[i.name] for i in session.get_inputs()})[0]
             features = features.reshape(-1, features.shape[-1])
             where = input_ids == self.info["image_token_id"]
             if int(where.sum()) != features.shape[0]:
@@ -118,7 +125,8 @@ class OnnxVLM:
         """(last position's logits, cache, each row's last position) after the prompts."""
         mask = batch["attention_mask"]
         positions = np.where(mask == 1, np.cumsum(mask, axis=1) - 1, 1)
-        embeds = self.embed(batch["input_ids"], batch.get("pixel_values"))
+        vision = {k: v for k, v in batch.items() if k in ("pixel_values", "pixel_attention_mask")}
+        embeds = self.embed(batch["input_ids"], vision)
         logits, present = self.decode(embeds, mask, positions, self.empty_past(len(mask)))
         return logits[:, -1], present, positions[:, -1]
 
