@@ -15,7 +15,7 @@ QUIET = dict(log=lambda *_: None)
 CLASSES = ["circle", "circles", "square", "triangle"]
 
 
-@pytest.fixture(scope="module", params=["composed", "llava"])
+@pytest.fixture(scope="module", params=["composed", "llava", "smolvlm"])
 def exported(request, tiny_models, tmp_path_factory):
     from visiontune.export.onnx_export import export_onnx
     from visiontune.models.tiny import build_tiny_model
@@ -56,8 +56,14 @@ def test_greedy_generation_gives_the_same_tokens_as_pytorch(exported):
     task = get_task("caption")
     messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
                 for text in ("Describe.", "What is in this picture, in a few words?", "Colours?")]
-    expected = Predictor(model, processor, task, max_new_tokens=12).generate(_images(), messages, with_scores=True)
-    got = OnnxVLM(root).generate(_images(), messages, max_new_tokens=12)
+    predictor = Predictor(model, processor, task, max_new_tokens=12)
+    runtime = OnnxVLM(root)
+    # the runtime's own preprocessing (SmolVLM: a different tiling per image size) equals the processor's
+    ours, theirs = runtime.encode_prompts(_images(), messages), predictor.collator.encode_prompts(_images(), messages)
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist()
+    assert np.abs(ours["pixel_values"] - theirs["pixel_values"].numpy()).max() < 1e-5
+    expected = predictor.generate(_images(), messages, with_scores=True)
+    got = runtime.generate(_images(), messages, max_new_tokens=12)
     assert got["tokens"] == expected["tokens"]
     assert got["texts"] == expected["texts"]
     assert np.allclose(np.concatenate(got["log_probs"]), np.concatenate(expected["log_probs"]), atol=1e-3)
@@ -148,14 +154,29 @@ def test_composed_onnx_matches_a_trained_classifier_in_eval(tmp_path, shape_clas
     assert direct["accuracy"] == report["eval"]["pytorch"]["accuracy"]
 
 
-def test_smolvlm_export_matches_pytorch_and_the_runtime_says_what_it_cannot_do(tiny_models, tmp_path):
-    """Idefics3's graphs take the processor's tiles (padding tiles and padded patches included in the trace);
-    its tiling is not in the torch-free runtime, which says so (transformers.js runs it: see
-    test_transformers_js.py)."""
+@pytest.mark.slow
+def test_composed_zoo_model_keeps_its_fashion_mnist_accuracy_in_onnx(tmp_path):
+    """DINOv2-S + SmolLM2-135M from the zoo, classify-trained briefly, exported with int8 and q4: on 200
+    Fashion-MNIST test images the fp32 export's accuracy equals PyTorch's within 0.5 points; the quantized
+    variants' change is reported (export_report.json)."""
+    from visiontune.api.train import train
+    from visiontune.data.sources.zoo_datasets import dataset_available
     from visiontune.export.onnx_export import export_onnx
-    from visiontune.runtime import OnnxVLM
+    from visiontune.models.compose.build import compose
 
-    report = export_onnx(str(tiny_models["smolvlm"]), str(tmp_path / "export"), **QUIET)
-    assert report["family"] == "idefics3" and report["variants"]["fp32"]["max_abs_logit_difference"] < 1e-4
-    with pytest.raises(ValueError, match="prepares images for composed, llava models, not idefics3"):
-        OnnxVLM(tmp_path / "export").encode_prompts(_images()[:1], [[{"role": "user", "content": "Hi"}]])
+    if not dataset_available("fashion-mnist"):
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    model = compose("dinov2-small", "smollm2-135m-instruct", tmp_path / "composed", image_size=112, **QUIET)
+    train(task="classify", model=str(model), data="zoo:fashion-mnist", split="train[:55000]", shuffle=True,
+          max_samples=240, output=str(tmp_path / "run"), train="projector+language", prompt="What is this item?",
+          system_prompt="Answer briefly.", learning_rate=1e-3, epochs=1, batch_size=8, warmup_ratio=0.05,
+          num_workers=0, report_to="none", **QUIET)
+    report = export_onnx(str(tmp_path / "run"), str(tmp_path / "export"), quantize=["int8", "q4"],
+                         eval_data="zoo:fashion-mnist", eval_split="test", max_eval_samples=200, **QUIET)
+    accuracy = {side: metrics["accuracy"] for side, metrics in report["eval"].items()}
+    print("accuracy on 200 test images:", accuracy, "sizes (MB):",
+          {variant: row["megabytes"] for variant, row in report["variants"].items()})
+    assert report["eval"]["onnx-fp32"]["samples"] == 200
+    assert abs(accuracy["onnx-fp32"] - accuracy["pytorch"]) <= 0.005, accuracy
+    assert accuracy["pytorch"] >= 0.35, accuracy  # it learned something (chance is 0.10)
+    assert report["variants"]["int8"]["megabytes"] < report["variants"]["fp32"]["megabytes"] / 3

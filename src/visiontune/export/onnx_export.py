@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
-from ..runtime.vlm import EXPORT_FILE, GRAPHS, PREPROCESSED_FAMILIES, VARIANT_SUFFIXES, OnnxVLM
+from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
 from ..tasks import task_from_metadata
 from .merge import sample_batch, sample_images
 from .onnx_graphs import export_graphs, model_family, text_shape
@@ -62,7 +62,10 @@ def _export_info(model, processor, family: str, batch: dict) -> dict:
             "template_tokens": {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token")
                                 if getattr(tokenizer, name, None) is not None},
             "layers": layers, "kv_heads": heads, "head_dim": head_dim,
-            "image_processor": processor.image_processor.to_dict(), "variants": ["fp32"]}
+            "image_processor": processor.image_processor.to_dict(), "variants": ["fp32"],
+            **({"idefics3_tokens": {"image_token": image_token, "image_seq_len": processor.image_seq_len,
+                                    "fake_image_token": processor.fake_image_token,
+                                    "global_image_tag": processor.global_image_tag}} if family == "idefics3" else {})}
 
 
 def _load_merged(path: str, batch_for, log) -> tuple:
@@ -142,13 +145,12 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
         log(f"wrote the {kind} variant")
     (root / "onnx" / EXPORT_FILE).write_text(json.dumps(info, indent=2))
 
-    pixel_difference = None
-    if family in PREPROCESSED_FAMILIES:  # the torch-free runtime's own preprocessing, against the processor's
-        ours = OnnxVLM(root).encode_prompts(sample_images(), [task.messages()] * 2)
-        if ours["input_ids"].shape != tuple(batch["input_ids"].shape) or (ours["input_ids"] != batch["input_ids"].numpy()).any():
-            raise RuntimeError("the runtime's prompt tokens differ from the processor's; this model's chat template "
-                               "or tokenizer is not supported by the torch-free runtime")
-        pixel_difference = float(abs(ours["pixel_values"] - batch["pixel_values"].numpy()).max())
+    # the torch-free runtime's own preprocessing, against the processor's
+    ours = OnnxVLM(root).encode_prompts(sample_images(), [task.messages()] * 2)
+    if ours["input_ids"].shape != tuple(batch["input_ids"].shape) or (ours["input_ids"] != batch["input_ids"].numpy()).any():
+        raise RuntimeError("the runtime's prompt tokens differ from the processor's; this model's chat template or "
+                           "tokenizer is not supported by the torch-free runtime")
+    pixel_difference = float(abs(ours["pixel_values"] - batch["pixel_values"].numpy()).max())
     report = {"model": model, "output": str(root), "family": family, "pixel_max_abs_difference": pixel_difference,
               "variants": {}}
     for variant in info["variants"]:

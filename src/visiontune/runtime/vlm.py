@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .chat import flatten_image_parts, render_chat
-from .images import ImagePreprocessor
+from .images import image_preparation
 
 VARIANT_SUFFIXES = {"fp32": "", "int8": "_int8", "q4": "_q4", "fp16": "_fp16"}
 GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
 EXPORT_FILE = "export.json"
-PREPROCESSED_FAMILIES = ("composed", "llava")  # fixed-size image processors (`images.py`)
 
 
 def export_folder(path: str | Path) -> Path | None:
@@ -58,7 +57,7 @@ class OnnxVLM:
             for name in GRAPHS}
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.chat_template = (root / "chat_template.jinja").read_text()
-        self.preprocess = ImagePreprocessor(self.info["image_processor"])
+        self.prepare_images = image_preparation(self.info)
         self.end_ids = set(self.info["end_token_ids"])
         self.pad_id = self.info["pad_token_id"]
 
@@ -80,18 +79,22 @@ class OnnxVLM:
         return self.tokenizer.encode(text, add_special_tokens=special).ids
 
     def encode_prompts(self, images: list, messages: list[list[dict]]) -> dict:
-        """Left-padded `input_ids` / `attention_mask` and the images' pixels (one image per prompt)."""
-        if self.info["family"] not in PREPROCESSED_FAMILIES:
-            raise ValueError(f"{self.root}: the torch-free runtime prepares images for {', '.join(PREPROCESSED_FAMILIES)}"
-                             f" models, not {self.info['family']} (its tiling runs in transformers.js and PyTorch)")
+        """Left-padded `input_ids` / `attention_mask` and the vision encoder's inputs (one image per prompt)."""
+        vision, placeholders = self.prepare_images(images)
         token = self.info["image_token"]
-        rows = [self.encode_text(self.render(m).replace(token, token * self.info["tokens_per_image"])) for m in messages]
+        rows = []
+        for conversation, placeholder in zip(messages, placeholders):
+            text = self.render(conversation)
+            if text.count(token) != 1:
+                raise ValueError(f"the prompt has {text.count(token)} {token} placeholders; the ONNX runtime takes "
+                                 f"one image per prompt")
+            rows.append(self.encode_text(text.replace(token, placeholder)))
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
             ids[i, width - len(row):], mask[i, width - len(row):] = row, 1
-        return {"input_ids": ids, "attention_mask": mask, "pixel_values": self.preprocess(images)}
+        return {"input_ids": ids, "attention_mask": mask, **vision}
 
     # --- model calls ------------------------------------------------------------------------------------------
     def embed(self, input_ids: np.ndarray, vision_inputs: dict | None = None) -> np.ndarray:
