@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .cli_options import add_dataclass_options, overrides
@@ -33,6 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--eval-data", help="also report the task metric of PyTorch and of every variant on this data")
     export.add_argument("--eval-split", help="split of --eval-data")
     export.add_argument("--max-eval-samples", type=int, default=200)
+    served = commands.add_parser("serve", help="an HTTP API (OpenAI-compatible) and a web page for a model or run")
+    served.add_argument("--model", required=True, help="a run or model folder, an ONNX export, or a dedicated "
+                                                        "detector (its folder or .onnx file)")
+    served.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--max-batch", type=int, default=8, help="requests run together at most")
+    served.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for company")
+    served.add_argument("--api-key", default=os.environ.get("VISIONTUNE_API_KEY"),
+                        help="required on /v1/* and /metrics (default: $VISIONTUNE_API_KEY; none: open)")
+    served.add_argument("--allow-urls", action="store_true", help="fetch http(s) image URLs (off by default)")
+    served.add_argument("--allow-private-urls", action="store_true",
+                        help="with --allow-urls, also loopback, private and link-local addresses")
+    served.add_argument("--max-body-mb", type=float, default=25.0, help="request body and image size limit")
+    served.add_argument("--max-pixels", type=int, default=40_000_000, help="decoded pixels per image at most")
+    served.add_argument("--device", default="auto", help="dedicated detector: auto | cpu | cuda")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model of a real family (for tests and CI)")
     tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava | composed | smolvlm-256m-architecture "
                                                      "(full size, random weights: for speed benchmarks)")
@@ -102,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
             export_onnx(args.model, args.output, quantize=args.quantize, eval_data=args.eval_data,
                         eval_split=args.eval_split, max_eval_samples=args.max_eval_samples)
+        elif args.command == "serve":
+            from .serve import serve
+
+            serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                  api_key=args.api_key, allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls,
+                  max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, device=args.device)
         elif args.command == "tiny-model":
             from .models.tiny import build_tiny_model
 

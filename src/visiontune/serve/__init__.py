@@ -1,0 +1,39 @@
+"""`visiontune serve`: an HTTP API (OpenAI-compatible chat completions + the task's own endpoint) and a web page
+for any trained model, with dynamic batching, hardened defaults and Prometheus metrics (see `app.py`)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .app import ServeOptions, create_app
+from .intake import IntakeLimits
+from .served_model import ServedModel
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8, max_wait_ms: float = 10.0,
+          api_key: str | None = None, allow_urls: bool = False, allow_private_urls: bool = False,
+          max_body_mb: float = 25.0, max_pixels: int = 40_000_000, device: str = "auto", log=print) -> None:
+    import uvicorn
+
+    if not _loopback(host) and not api_key:
+        log(f"warning: serving on {host} without --api-key: anyone who can reach this address can use the model")
+    served = ServedModel(model, batch_size=max_batch, device=device, log=log)
+    limits = IntakeLimits(max_image_bytes=int(max_body_mb * 2**20), max_pixels=max_pixels, allow_urls=allow_urls,
+                          allow_private_urls=allow_private_urls)
+    options = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, api_key=api_key,
+                           max_body_bytes=int(max_body_mb * 2**20), limits=limits)
+    log(f"serving {model} ({served.task}, {served.mode}) on http://{host}:{port}/  (API: /v1/chat/completions, "
+        f"/v1/predict; /health, /metrics)")
+    uvicorn.run(create_app(served, options), host=host, port=port, log_level="warning")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["IntakeLimits", "ServeOptions", "ServedModel", "create_app", "serve"]

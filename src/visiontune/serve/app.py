@@ -1,0 +1,287 @@
+"""The HTTP API and page of `visiontune serve`: FastAPI on one loaded model behind a dynamic batcher.
+
+    GET  /                      the web page (pick or drop an image; caption, class probabilities or boxes)
+    GET  /health                model, task, mode, classes
+    GET  /metrics               Prometheus text: requests, errors, latency histogram, batch sizes
+    GET  /v1/models             OpenAI-style model list
+    POST /v1/chat/completions   OpenAI-compatible; images as image_url parts (data URLs; http(s) if allowed)
+    POST /v1/predict            the rows `visiontune predict` writes: multipart file(s), or JSON
+                                {"image": base64 | data URL | URL} / {"images": [...]}
+
+Every bad request gets a 4xx JSON error naming the problem ({"error": {"message", "type"}}); nothing reads
+files on the server; the API key (when set) guards /v1/* and /metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .batcher import DynamicBatcher
+from .intake import IntakeLimits, RequestError, decode_image, image_from_reference
+from .served_model import ServedModel
+
+logger = logging.getLogger("visiontune.serve")
+DEFAULT_MAX_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
+    api_key: str | None = None
+    max_body_bytes: int = 25 * 2**20
+    max_images_per_request: int = 16
+    limits: IntakeLimits = field(default_factory=IntakeLimits)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 (declared length or counted as it arrives)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _send_error(send, 413, f"request body of {int(declared)} bytes is over the "
+                                                f"{self.limit} byte limit")
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise RequestError(413, f"request body is over the {self.limit} byte limit")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+async def _send_error(send, status: int, message: str) -> None:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _metrics():
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    registry = CollectorRegistry()
+    return registry, {
+        "requests": Counter("visiontune_requests", "HTTP requests", ["endpoint", "status"], registry=registry),
+        "errors": Counter("visiontune_errors", "requests answered with an error", ["endpoint", "status"],
+                          registry=registry),
+        "latency": Histogram("visiontune_request_seconds", "request latency", ["endpoint"], registry=registry,
+                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)),
+        "batch": Histogram("visiontune_batch_size", "requests per model batch", registry=registry,
+                           buckets=(1, 2, 4, 8, 16, 32, 64)),
+    }
+
+
+def _chat_conversation(body: dict, limits: IntakeLimits, max_images: int) -> tuple[list, list[dict]]:
+    """OpenAI messages -> (images, visiontune chat messages with {"type": "image"} parts where they were)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(400, "'messages' must be a non-empty list")
+    images, converted = [], []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise RequestError(400, f"messages[{index}]: needs a role of system, user or assistant")
+        content = message.get("content")
+        if isinstance(content, str):
+            parts = [{"type": "text", "text": content}]
+        elif isinstance(content, list):
+            parts = []
+            for number, part in enumerate(content):
+                where = f"messages[{index}].content[{number}]"
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    parts.append({"type": "text", "text": part["text"]})
+                elif kind == "image_url":
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    images.append(image_from_reference(url, limits, f"{where}.image_url"))
+                    parts.append({"type": "image"})
+                else:
+                    raise RequestError(400, f"{where}: unknown content part type {kind!r} (use text or image_url)")
+        else:
+            raise RequestError(400, f"messages[{index}].content must be a string or a list of parts")
+        converted.append({"role": message["role"], "content": parts})
+    if not images:
+        raise RequestError(400, "no image in the conversation: add an image_url part")
+    if len(images) > max_images:
+        raise RequestError(413, f"{len(images)} images is over the limit of {max_images} per request")
+    return images, converted
+
+
+def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastAPI:
+    options = options or ServeOptions()
+    registry, metrics = _metrics()
+
+    def run(key, items: list) -> list:
+        if key == "predict":
+            return model.results(items)
+        _, max_tokens = key
+        replies = model.chat([i[0] if len(i[0]) > 1 else i[0][0] for i in items], [i[1] for i in items], max_tokens)
+        return replies
+
+    batcher = DynamicBatcher(run, options.max_batch, options.max_wait_ms, on_batch=metrics["batch"].observe)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="visiontune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def error(status: int, message: str, kind: str = "invalid_request_error"):
+        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+    @app.exception_handler(RequestError)
+    async def request_error(_request, exc: RequestError):
+        return error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request, exc: RequestValidationError):
+        return error(400, f"malformed request: {exc.errors()[:3]}")
+
+    @app.exception_handler(Exception)
+    async def server_error(_request, exc: Exception):
+        logger.exception("unexpected error while serving a request")
+        return error(500, "internal error (see the server log)", "server_error")
+
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next):
+        started = time.perf_counter()
+        endpoint = request.url.path if request.url.path in {r.path for r in app.routes} else "other"
+        protected = endpoint.startswith("/v1/") or endpoint == "/metrics"
+        if protected and options.api_key and not _key_ok(request, options.api_key):
+            response = error(401, "missing or wrong API key (Authorization: Bearer KEY, or X-API-Key)",
+                             "authentication_error")
+        else:
+            try:
+                response = await call_next(request)
+            except RequestError as exc:  # raised while the body was being read (BodyLimit)
+                response = error(exc.status, exc.message)
+        status = str(response.status_code)
+        metrics["requests"].labels(endpoint, status).inc()
+        if response.status_code >= 400:
+            metrics["errors"].labels(endpoint, status).inc()
+        metrics["latency"].labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return (resources.files("visiontune.serve") / "static" / "index.html").read_text()
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", **model.describe()}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model.path, "object": "model", "owned_by": "visiontune"}]}
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        images, names = await _request_images(request, options)
+        rows = await asyncio_gather([batcher.submit("predict", image) for image in images])
+        return {"model": model.path, "task": model.task,
+                "results": [{"image": name, **row} for name, row in zip(names, rows)]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await _json_body(request)
+        if body.get("stream"):
+            raise RequestError(400, "stream=true is not supported; send stream=false")
+        if body.get("n", 1) != 1:
+            raise RequestError(400, "only n=1 is supported")
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 4096:
+            raise RequestError(400, "max_tokens must be an integer from 1 to 4096")
+        images, conversation = _chat_conversation(body, options.limits, options.max_images_per_request)
+        if not model.can_chat:
+            raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict")
+        reply = await batcher.submit(("chat", max_tokens), (images, conversation))
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model") or model.path,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply["text"]},
+                             "finish_reason": reply["finish_reason"]}],
+                "usage": None}
+
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    return app
+
+
+async def asyncio_gather(awaitables: list) -> list:
+    import asyncio
+
+    return list(await asyncio.gather(*awaitables))
+
+
+def _key_ok(request, key: str) -> bool:
+    given = request.headers.get("x-api-key") or ""
+    authorization = request.headers.get("authorization") or ""
+    if authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
+async def _json_body(request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RequestError(400, f"the body is not valid JSON ({error})") from error
+    if not isinstance(body, dict):
+        raise RequestError(400, "the JSON body must be an object")
+    return body
+
+
+async def _request_images(request, options: ServeOptions) -> tuple[list, list[str]]:
+    """(images, names) from a multipart upload (field `file`, repeatable) or JSON image / images."""
+    content_type = request.headers.get("content-type", "")
+    images, names = [], []
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        uploads = [value for key, value in form.multi_items() if key in ("file", "files", "image")]
+        if not uploads or any(isinstance(u, str) for u in uploads):
+            raise RequestError(400, "multipart requests carry the image as a file field named 'file'")
+        for upload in uploads[: options.max_images_per_request + 1]:
+            data = await upload.read()
+            images.append(decode_image(data, options.limits, upload.filename or "file"))
+            names.append(upload.filename or f"file[{len(names)}]")
+    else:
+        body = await _json_body(request)
+        references = body.get("images") if "images" in body else [body.get("image")]
+        if not isinstance(references, list) or not references or references == [None]:
+            raise RequestError(400, "send {'image': base64 | data URL} or {'images': [...]}, or a multipart file")
+        if len(references) > options.max_images_per_request:
+            raise RequestError(413, f"{len(references)} images is over the limit of "
+                                    f"{options.max_images_per_request} per request")
+        for index, reference in enumerate(references):
+            images.append(image_from_reference(reference, options.limits, f"images[{index}]"))
+            names.append(f"images[{index}]")
+    if len(images) > options.max_images_per_request:
+        raise RequestError(413, f"over the limit of {options.max_images_per_request} images per request")
+    return images, names

@@ -1,0 +1,72 @@
+"""The model behind the server, whatever the run: a VLM run or base model (caption, classify, detect, chat), a
+composed VLM, an ONNX export (torch-free runtime), or a dedicated detector (its folder or its .onnx file).
+
+`results(images)` gives exactly the rows `predict` gives (without the "image" key); `chat(images, messages,
+max_tokens)` answers OpenAI-style conversations (VLMs only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .intake import RequestError
+
+
+class ServedModel:
+    def __init__(self, path: str, batch_size: int = 8, device: str = "auto", log=print):
+        self.path = path
+        self.predictor = self.detector = None
+        if path.endswith(".onnx") or (Path(path) / "detector.json").is_file():
+            if path.endswith(".onnx"):
+                from ..detector import OnnxDetector
+
+                self.detector = OnnxDetector(path)
+                self.classes = self.detector.classes
+            else:
+                from ..detector import Detector
+
+                device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
+                self.detector = Detector.from_pretrained(path, device=device)
+                self.classes = self.detector.config.classes
+            self.task, self.mode = "detect", "dedicated detector"
+        else:
+            from ..api.predict import load_predictor
+
+            self.predictor = load_predictor(path, batch_size=batch_size, log=log)
+            self.task, self.mode = self.predictor.task.name, self.predictor.mode
+            self.classes = list(getattr(self.predictor.task, "classes", None) or [])
+
+    @property
+    def can_chat(self) -> bool:
+        return self.predictor is not None
+
+    def describe(self) -> dict:
+        return {"model": self.path, "task": self.task, "mode": self.mode, "classes": self.classes,
+                "chat": self.can_chat}
+
+    def results(self, images: list) -> list[dict]:
+        if self.detector is not None:
+            rows = self.detector.predict(images)
+            return [{"width": image.width, "height": image.height, **row} for image, row in zip(images, rows)]
+        return self.predictor.results(images)
+
+    def chat(self, images: list, messages: list[list[dict]], max_tokens: int) -> list[dict]:
+        """Greedy replies; each row: text, prompt/completion token counts, and why it stopped."""
+        if self.predictor is None:
+            raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict, not chat completions")
+        default, self.predictor.max_new_tokens = self.predictor.max_new_tokens, max_tokens
+        try:  # one worker thread calls the model, so the task's own setting comes back before anything else runs
+            generated = self.predictor.generate(images, messages, with_scores=True)
+        finally:
+            self.predictor.max_new_tokens = default
+        rows = []
+        for text, tokens in zip(generated["texts"], generated["tokens"]):
+            rows.append({"text": text, "completion_tokens": len(tokens),
+                         "finish_reason": "length" if len(tokens) >= max_tokens else "stop"})
+        return rows
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
