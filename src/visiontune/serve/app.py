@@ -167,6 +167,8 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
         logger.exception("unexpected error while serving a request")
         return error(500, "internal error (see the server log)", "server_error")
 
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes)  # inside the next one, so its 413s are counted
+
     @app.middleware("http")
     async def guard_and_measure(request: Request, call_next):
         started = time.perf_counter()
@@ -230,7 +232,6 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
                              "finish_reason": reply["finish_reason"]}],
                 "usage": None}
 
-    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
     return app
 
 

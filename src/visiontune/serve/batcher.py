@@ -58,13 +58,16 @@ class DynamicBatcher:
                     held.remove(same)
                     batch.append(same)
                     continue
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    pending = await asyncio.wait_for(self.queue.get(), remaining)
-                except TimeoutError:
-                    break
+                try:  # whatever is already waiting joins at once, even past the deadline
+                    pending = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    try:
+                        pending = await asyncio.wait_for(self.queue.get(), remaining)
+                    except TimeoutError:
+                        break
                 (batch if pending.key == first.key else held).append(pending)
             await self._run(first.key, batch)
 

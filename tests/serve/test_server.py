@@ -1,0 +1,302 @@
+"""`visiontune serve` as a user runs it: a real server in a subprocess on loopback, real clients (the openai package,
+httpx, headless Chromium), every answer compared with `predict` on the same images."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+QUIET = dict(log=lambda *_: None)
+KEY = "test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, *options: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", "--model", str(model),
+                                         "--port", str(self.port), *options],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.process.stdout.read()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("the server did not come up in 120 s")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _data_url(path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _openai_messages(task, image_path) -> list[dict]:
+    """The task's own chat messages, with the image part as an OpenAI image_url part."""
+    converted = []
+    for message in task.messages():
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{"type": "image_url", "image_url": {"url": _data_url(image_path)}} if part["type"] == "image"
+                       else part for part in content]
+        converted.append({"role": message["role"], "content": content})
+    return converted
+
+
+@pytest.fixture(scope="module")
+def caption_server(trained_run):
+    server = Server(trained_run, "--max-batch", "8", "--max-wait-ms", "20")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded_server(trained_run):
+    server = Server(trained_run, "--api-key", KEY, "--max-body-mb", "1", "--max-pixels", "1000000", "--allow-urls")
+    yield server
+    server.stop()
+
+
+def test_openai_client_chat_completions_equal_predict(caption_server, trained_run, shapes):
+    from openai import OpenAI
+
+    from visiontune.api.predict import predict
+    from visiontune.models.vlm import read_run_metadata
+    from visiontune.tasks import task_from_metadata
+
+    task = task_from_metadata(read_run_metadata(trained_run))
+    files = sorted(Path(shapes["images"]).glob("*.png"))[:3]
+    expected = predict(model=str(trained_run), images=[str(f) for f in files], **QUIET)
+    client = OpenAI(base_url=f"{caption_server.url}/v1", api_key="unused")
+    for file, row in zip(files, expected):
+        reply = client.chat.completions.create(model="visiontune", messages=_openai_messages(task, file),
+                                               max_tokens=task.max_new_tokens)
+        assert reply.choices[0].message.content == row["prediction"]
+        assert reply.choices[0].finish_reason == "stop"
+
+
+def test_predict_endpoint_equals_predict_for_uploads_and_base64(caption_server, trained_run, shapes):
+    from visiontune.api.predict import predict
+
+    files = sorted(Path(shapes["images"]).glob("*.png"))[:4]
+    expected = [{k: v for k, v in row.items() if k != "image"}
+                for row in predict(model=str(trained_run), images=[str(f) for f in files], **QUIET)]
+    uploaded = httpx.post(f"{caption_server.url}/v1/predict", timeout=60,
+                          files=[("file", (f.name, f.read_bytes(), "image/png")) for f in files]).json()
+    assert [{k: v for k, v in row.items() if k != "image"} for row in uploaded["results"]] == expected
+    assert [row["image"] for row in uploaded["results"]] == [f.name for f in files]
+    encoded = httpx.post(f"{caption_server.url}/v1/predict", timeout=60,
+                         json={"images": [base64.b64encode(f.read_bytes()).decode() for f in files]}).json()
+    assert [{k: v for k, v in row.items() if k != "image"} for row in encoded["results"]] == expected
+
+
+def test_classify_and_detector_endpoints_equal_predict(tiny_models, shape_classes, tmp_path):
+    """Score-mode classification (a base model with a classify run's metadata) and a dedicated detector."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from visiontune.api.predict import predict
+    from visiontune.detector import Detector
+
+    classifier = tmp_path / "classifier"
+    shutil.copytree(tiny_models["smolvlm"], classifier)
+    (classifier / "visiontune.json").write_text(json.dumps({"task": "classify",
+                                                            "classes": ["circle", "square", "triangle"]}))
+    files = sorted(Path(shape_classes).rglob("*.png"))[:4]
+    expected = predict(model=str(classifier), images=[str(f) for f in files], **QUIET)
+    server = Server(classifier)
+    try:
+        rows = httpx.post(f"{server.url}/v1/predict", timeout=60,
+                          files=[("file", (f.name, f.read_bytes(), "image/png")) for f in files]).json()["results"]
+    finally:
+        server.stop()
+    for row, reference in zip(rows, expected):
+        assert row["label"] == reference["label"]
+        assert row["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-4)
+
+    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                             patch_size=8, image_size=128)).save_pretrained(tmp_path / "vit")
+    detector = Detector.create(["circle", "square", "triangle"], backbone=str(tmp_path / "vit"),
+                               image_size=(128, 128), neck_channels=32, log=lambda *_: None)
+    detector.config.score_threshold = 0.0
+    detector.save_pretrained(tmp_path / "detector")
+    images = [Image.open(f).convert("RGB") for f in files]
+    reference_boxes = Detector.from_pretrained(tmp_path / "detector").predict(images)
+    server = Server(tmp_path / "detector")
+    try:
+        rows = httpx.post(f"{server.url}/v1/predict", timeout=60,
+                          files=[("file", (f.name, f.read_bytes(), "image/png")) for f in files]).json()["results"]
+        chat = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(files[0])}}]}]})
+    finally:
+        server.stop()
+    assert chat.status_code == 400 and "dedicated detector" in chat.json()["error"]["message"]
+    for row, reference in zip(rows, reference_boxes):
+        assert [b["label"] for b in row["boxes"]] == [b["label"] for b in reference["boxes"]]
+        assert [b["score"] for b in row["boxes"]] == pytest.approx([b["score"] for b in reference["boxes"]], abs=1e-5)
+
+
+def _bomb() -> bytes:
+    """A small PNG that decodes to 400 million pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(guarded_server, shapes):
+    url, auth = guarded_server.url, {"Authorization": f"Bearer {KEY}"}
+    good_file = min(Path(shapes["images"]).glob("*.png"))
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(jpeg, "JPEG")
+
+    def chat_with(image_url: str) -> httpx.Response:
+        return httpx.post(f"{url}/v1/chat/completions", headers=auth, timeout=30, json={
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
+                                                      {"type": "text", "text": "Describe."}]}]})
+
+    cases = {
+        "malformed JSON": (httpx.post(f"{url}/v1/predict", headers=auth, content=b"{not json"), 400),
+        "unknown part type": (httpx.post(f"{url}/v1/chat/completions", headers=auth, json={
+            "messages": [{"role": "user", "content": [{"type": "audio", "audio": "x"}]}]}), 400),
+        "not an image": (httpx.post(f"{url}/v1/predict", headers=auth,
+                                    files={"file": ("notes.png", b"hello, not an image", "image/png")}), 400),
+        "truncated JPEG": (httpx.post(f"{url}/v1/predict", headers=auth,
+                                      files={"file": ("cut.jpg", jpeg.getvalue()[:300], "image/jpeg")}), 400),
+        "decompression bomb": (httpx.post(f"{url}/v1/predict", headers=auth,
+                                          files={"file": ("bomb.png", _bomb(), "image/png")}), 413),
+        "oversized body": (httpx.post(f"{url}/v1/predict", headers=auth,
+                                      files={"file": ("big.png", b"\0" * (2 * 2**20), "image/png")}), 413),
+        "file:// URL": (chat_with("file:///etc/passwd"), 400),
+        "URL to 127.0.0.1": (chat_with(f"{url}/health"), 400),
+        "URL to 10.0.0.1": (chat_with("http://10.0.0.1/cat.png"), 400),
+        "wrong API key": (httpx.post(f"{url}/v1/predict", headers={"Authorization": "Bearer nope"},
+                                     files={"file": ("a.png", good_file.read_bytes(), "image/png")}), 401),
+        "no API key on metrics": (httpx.get(f"{url}/metrics"), 401),
+    }
+    for name, (response, status) in cases.items():
+        assert response.status_code == status, (name, response.status_code, response.text[:300])
+        assert response.json()["error"]["message"], name  # a JSON error naming the problem, never a stack trace
+        assert "Traceback" not in response.text, name
+    good = httpx.post(f"{url}/v1/predict", headers=auth, timeout=60,
+                      files={"file": ("a.png", good_file.read_bytes(), "image/png")})
+    assert good.status_code == 200 and good.json()["results"][0]["prediction"]
+    metrics = httpx.get(f"{url}/metrics", headers=auth).text
+    assert 'visiontune_errors_total{endpoint="/v1/predict",status="413"} 2.0' in metrics
+    assert "visiontune_request_seconds_bucket" in metrics and "visiontune_batch_size_count" in metrics
+
+
+def test_concurrent_clients_get_no_errors_and_memory_stays_flat(caption_server, shapes):
+    """32 clients at once (bounded: 1,000 requests in all); batches form; the server's memory does not grow."""
+    files = [f.read_bytes() for f in sorted(Path(shapes["images"]).glob("*.png"))]
+
+    async def client(http: httpx.AsyncClient, count: int, statuses: list) -> None:
+        for index in range(count):
+            response = await http.post(f"{caption_server.url}/v1/predict",
+                                       files={"file": ("x.png", files[index % len(files)], "image/png")})
+            statuses.append(response.status_code)
+
+    async def load(total: int) -> list:
+        statuses: list[int] = []
+        async with httpx.AsyncClient(timeout=120) as http:
+            await asyncio.gather(*(client(http, total // 32, statuses) for _ in range(32)))
+        return statuses
+
+    warm = asyncio.run(load(256))
+    before = caption_server.rss_bytes()
+    statuses = asyncio.run(load(1024))
+    after = caption_server.rss_bytes()
+    assert set(warm) == {200} and set(statuses) == {200}
+    assert after - before < 64 * 2**20, (before, after)
+    metrics = httpx.get(f"{caption_server.url}/metrics").text
+    batches = [line for line in metrics.splitlines() if line.startswith("visiontune_batch_size_sum")]
+    count = [line for line in metrics.splitlines() if line.startswith("visiontune_batch_size_count")]
+    assert float(batches[0].split()[-1]) / float(count[0].split()[-1]) > 1.5  # requests really were batched
+
+
+@pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
+                    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
+def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
+    """Upload an image on the page: the boxes are drawn and listed; a screenshot is kept as an artefact."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from transformers import Dinov2Config, Dinov2Model
+
+    from visiontune.detector import Detector
+
+    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                             patch_size=8, image_size=128)).save_pretrained(tmp_path / "vit")
+    detector = Detector.create(["circle", "square", "triangle"], backbone=str(tmp_path / "vit"),
+                               image_size=(128, 128), neck_channels=32, log=lambda *_: None)
+    detector.config.score_threshold = 0.0
+    detector.save_pretrained(tmp_path / "detector")
+    image = min(Path(shapes["images"]).glob("*.png"))
+    server = Server(tmp_path / "detector")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        expected = httpx.post(f"{server.url}/v1/predict", files={"file": (image.name, image.read_bytes(), "image/png")},
+                              timeout=60).json()["results"][0]["boxes"]
+        browser.get(server.url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(image))
+        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-done"))
+        heading = browser.find_element(By.CSS_SELECTOR, "#answer h2").text
+        rows = browser.find_elements(By.CSS_SELECTOR, "#answer tr")
+        coloured = browser.execute_script(
+            "const c = document.getElementById('canvas'); const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+            "for (let i = 0; i < d.length; i += 4) { if (d[i] === 0xe6 && d[i + 1] === 0x19 && d[i + 2] === 0x4b) n++; }"
+            "return n;")
+        screenshot = tmp_path / "serve-page.png"
+        browser.save_screenshot(str(screenshot))
+    finally:
+        browser.quit()
+        server.stop()
+    assert expected and heading == f"{len(expected)} box{'es' if len(expected) != 1 else ''}"
+    assert len(rows) == len(expected)
+    assert coloured > 0  # the first class's colour is on the canvas: boxes were drawn
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
