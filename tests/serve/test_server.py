@@ -175,6 +175,32 @@ def test_classify_and_detector_endpoints_equal_predict(tiny_models, shape_classe
         assert [b["score"] for b in row["boxes"]] == pytest.approx([b["score"] for b in reference["boxes"]], abs=1e-5)
 
 
+def test_composed_model_and_its_onnx_export_are_served_like_predict(tmp_path, shapes):
+    from visiontune.api.predict import predict
+    from visiontune.export.onnx_export import export_onnx
+    from visiontune.models.tiny import build_tiny_model
+
+    composed = build_tiny_model("composed", tmp_path / "composed")
+    export_onnx(str(composed), str(tmp_path / "export"), **QUIET)
+    files = sorted(Path(shapes["images"]).glob("*.png"))[:3]
+    for model in (composed, tmp_path / "export" / "onnx"):
+        # one image at a time, as the sequential requests below run (a random model's near-ties could flip)
+        expected = [predict(model=str(model), images=[str(f)], max_new_tokens=8, **QUIET)[0]["prediction"]
+                    for f in files]
+        server = Server(model)
+        try:
+            replies = [httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+                "max_tokens": 8, "messages": [{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": _data_url(f)}},
+                    {"type": "text", "text": "Describe this image in one sentence."}]}]}).json()
+                for f in files]
+            health = httpx.get(f"{server.url}/health").json()
+        finally:
+            server.stop()
+        assert health["task"] == "caption"
+        assert [r["choices"][0]["message"]["content"] for r in replies] == expected, model
+
+
 def _bomb() -> bytes:
     """A small PNG that decodes to 400 million pixels."""
     buffer = io.BytesIO()

@@ -216,7 +216,12 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     if cache is not None:
         log(cache.describe())
     if eval_records:
-        final_eval = trainer.evaluate()
+        # A post-training step that scored the evaluation set with these final weights hands its metrics over,
+        # so the final evaluation computes only the loss.
+        scored = (calibration or {}).get("eval_metrics")
+        extra_eval, trainer.extra_eval = trainer.extra_eval, (None if scored else trainer.extra_eval)
+        final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
+        trainer.extra_eval = extra_eval
         summary.update({k: v for k, v in final_eval.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1",
                                                                      "eval_ece")})
     (output / "summary.json").write_text(json.dumps(summary, indent=2))

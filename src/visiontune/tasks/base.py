@@ -94,7 +94,9 @@ class Task:
         return
 
     def after_training(self, model, processor, records: list[Record], batch_size: int, log=print) -> dict | None:
-        """A step after training on the evaluation records (e.g. calibration); what it did, for the summary."""
+        """A step after training on the evaluation records (e.g. calibration); what it did, for the summary. If
+        it scored the records with the final weights, its "eval_metrics" ({name: value}) stand in for the
+        in-training evaluation's task metrics in the final evaluation."""
         return None
 
     def training_record(self, dataset, config: dict) -> dict | None:

@@ -66,8 +66,11 @@ def calibrate(model, processor, task, records: list[Record], batch_size: int = 8
     before = _metrics(scores, truth, task)["ece"]
     targets = torch.tensor([task.classes.index(label) for label in truth])
     task.temperature = fit_temperature(scores, targets)
-    after = _metrics(scores, truth, task)["ece"]
+    final = _metrics(scores, truth, task)
+    after = final["ece"]
     log(f"calibration: temperature {task.temperature:.3f} fitted on {len(records)} evaluation images; "
         f"ECE {before:.4f} -> {after:.4f}")
+    # the final evaluation's task metrics: these weights already scored these records, no second pass needed
     return {"temperature": task.temperature, "ece_before": before, "ece_after": after,
-            "calibration_images": len(records)}
+            "calibration_images": len(records),
+            "eval_metrics": {key: final[key] for key in ("accuracy", "macro_f1", "ece")}}
