@@ -20,6 +20,7 @@ from PIL import Image
 
 QUIET = dict(log=lambda *_: None)
 KEY = "test-key-123"
+ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # kept after the run (gitignored)
 
 
 def _free_port() -> int:
@@ -316,7 +317,8 @@ def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
             ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
             "for (let i = 0; i < d.length; i += 4) { if (d[i] === 0xe6 && d[i + 1] === 0x19 && d[i + 2] === 0x4b) n++; }"
             "return n;")
-        screenshot = tmp_path / "serve-page.png"
+        ARTEFACTS.mkdir(exist_ok=True)
+        screenshot = ARTEFACTS / "serve-page.png"
         browser.save_screenshot(str(screenshot))
     finally:
         browser.quit()
