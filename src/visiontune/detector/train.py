@@ -239,6 +239,9 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
 
     summary = {"classes": classes, "parameters": counts, "best": best, "history": history,
                "settings": asdict(settings), "processes": world}
+    if world > 1:  # every process leaves the group together: one exiting while gloo still runs aborts it
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if rank:
         return summary
     (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
