@@ -80,6 +80,9 @@ class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
     max_steps: int = -1
     batch_size: int = 8
     grad_accum: int = 1
+    group_by_length: bool = field(default=False, metadata={
+        "help": "batch examples of similar answer length together (less padding when answers vary, e.g. "
+                "detection box lists); the order stays random across groups"})
     learning_rate: float | None = field(default=None, metadata={"help": "default 2e-4 for LoRA, 2e-5 for full"})
     connector_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the connector (projector) when it trains (default: --learning-rate)"})

@@ -182,6 +182,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
                          data_collator=collator, callbacks=callbacks, throughput=throughput,
                          sample_weights=sample_weights, extra_eval=extra_eval, feature_cache=cache,
+                         lengths=_grouping_lengths(config, train_set, processor, sample_weights, log),
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
     peak = matmul_peak(next(model.parameters()).device) if config.measure_mfu else None
@@ -230,3 +231,13 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})"
         + (f", MFU {summary['mfu']:.1%} of a measured {summary['matmul_peak_dtype']} matmul peak" if "mfu" in summary else ""))
     return summary
+
+
+def _grouping_lengths(config: TrainConfig, train_set, processor, sample_weights, log) -> list[int] | None:
+    """Answer lengths for --group-by-length, or None (off, or a weighted sampler / several processes draw)."""
+    if not config.group_by_length:
+        return None
+    if sample_weights is not None:
+        log("--group-by-length is off: --balance sampler draws the examples")
+        return None
+    return train_set.answer_lengths(processor.tokenizer)

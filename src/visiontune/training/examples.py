@@ -20,6 +20,11 @@ class ExampleDataset(Dataset):
         """What class balancing counts, per item (None: not balanced)."""
         return [example.group for _, example in self.items]
 
+    def answer_lengths(self, tokenizer) -> list[int]:
+        """Tokens in each item's answer: what varies between examples of a task (prompts and images mostly do
+        not), for batching similar lengths together."""
+        return [len(tokenizer(example.target, add_special_tokens=False)["input_ids"]) for _, example in self.items]
+
     def __len__(self) -> int:
         return len(self.items)
 

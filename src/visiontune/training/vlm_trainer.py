@@ -43,15 +43,18 @@ class VLMTrainer(Trainer):
     `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
     `metric_for_best_model` can be e.g. eval_accuracy). `role_learning_rates`: {role: learning rate} for
     parts that train at another rate than the rest (e.g. a fresh projector beside LoRA). `feature_cache`: a
-    `FeatureCache` that replaces the frozen vision part's work on images it has seen (training and evaluation)."""
+    `FeatureCache` that replaces the frozen vision part's work on images it has seen (training and evaluation).
+    `lengths`: per-example lengths; batches are drawn from groups of similar length (transformers'
+    `LengthGroupedSampler`: random megabatches, sorted inside), one process only."""
 
     def __init__(self, *args, throughput=None, sample_weights=None, extra_eval=None, role_learning_rates=None,
-                 feature_cache=None, **kwargs):
+                 feature_cache=None, lengths=None, **kwargs):
         self.role_learning_rates = dict(role_learning_rates or {})
         self.feature_cache = feature_cache
         super().__init__(*args, **kwargs)
         self.throughput = throughput  # a ThroughputCallback that counts what is trained on
         self.sample_weights, self.extra_eval = sample_weights, extra_eval
+        self.lengths = lengths  # per-example lengths: batches of similar lengths (--group-by-length)
         # Our loss is already normalised by the batch's answer-token count, so Trainer must not rescale it
         # for gradient accumulation.
         self.model_accepts_loss_kwargs = True
@@ -85,6 +88,13 @@ class VLMTrainer(Trainer):
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
+        if self.lengths is not None and self.sample_weights is None and self.args.world_size == 1:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
+                                                      else self.args.seed)
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=self.lengths, generator=generator)
         if self.sample_weights is None:
             return super()._get_train_sampler(train_dataset)
         generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
