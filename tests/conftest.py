@@ -47,3 +47,22 @@ def trained_run(tiny_models, shapes, tmp_path_factory):
     train(model=str(tiny_models["smolvlm"]), data=str(shapes["coco"]), output=str(output), method="lora",
           learning_rate=3e-3, **OVERFIT, log=lambda *_: None)
     return output
+
+
+@pytest.fixture(scope="session")
+def zoo_classify_run(tmp_path_factory):
+    """DINOv2-S + SmolLM2-135M from the zoo, composed at 112 px (no alignment stage), classify-trained on 240
+    Fashion-MNIST images for 1 epoch (the summary token started from a probe). Real weights: slow tests only."""
+    from visiontune.api.train import train
+    from visiontune.data.sources.zoo_datasets import dataset_available
+    from visiontune.models.compose.build import compose
+
+    if not dataset_available("fashion-mnist"):
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    root = tmp_path_factory.mktemp("zoo-classify")
+    model = compose("dinov2-small", "smollm2-135m-instruct", root / "composed", image_size=112, log=lambda *_: None)
+    train(task="classify", model=str(model), data="zoo:fashion-mnist", split="train[:55000]", shuffle=True,
+          max_samples=240, output=str(root / "run"), train="projector+language", prompt="What is this item?",
+          system_prompt="Answer briefly.", learning_rate=1e-3, epochs=1, batch_size=8, warmup_ratio=0.05,
+          num_workers=0, report_to="none", log=lambda *_: None)
+    return root / "run"

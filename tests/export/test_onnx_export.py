@@ -155,23 +155,13 @@ def test_composed_onnx_matches_a_trained_classifier_in_eval(tmp_path, shape_clas
 
 
 @pytest.mark.slow
-def test_composed_zoo_model_keeps_its_fashion_mnist_accuracy_in_onnx(tmp_path):
-    """DINOv2-S + SmolLM2-135M from the zoo, classify-trained briefly, exported with int8 and q4: on 200
-    Fashion-MNIST test images the fp32 export's accuracy equals PyTorch's within 0.5 points; the quantized
-    variants' change is reported (export_report.json)."""
-    from visiontune.api.train import train
-    from visiontune.data.sources.zoo_datasets import dataset_available
+def test_composed_zoo_model_keeps_its_fashion_mnist_accuracy_in_onnx(zoo_classify_run, tmp_path):
+    """The zoo composed model, classify-trained briefly (the `zoo_classify_run` fixture), exported with int8 and
+    q4: on 200 Fashion-MNIST test images the fp32 export's accuracy equals PyTorch's within 0.5 points; the
+    quantized variants' change is reported (export_report.json)."""
     from visiontune.export.onnx_export import export_onnx
-    from visiontune.models.compose.build import compose
 
-    if not dataset_available("fashion-mnist"):
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    model = compose("dinov2-small", "smollm2-135m-instruct", tmp_path / "composed", image_size=112, **QUIET)
-    train(task="classify", model=str(model), data="zoo:fashion-mnist", split="train[:55000]", shuffle=True,
-          max_samples=240, output=str(tmp_path / "run"), train="projector+language", prompt="What is this item?",
-          system_prompt="Answer briefly.", learning_rate=1e-3, epochs=1, batch_size=8, warmup_ratio=0.05,
-          num_workers=0, report_to="none", **QUIET)
-    report = export_onnx(str(tmp_path / "run"), str(tmp_path / "export"), quantize=["int8", "q4"],
+    report = export_onnx(str(zoo_classify_run), str(tmp_path / "export"), quantize=["int8", "q4"],
                          eval_data="zoo:fashion-mnist", eval_split="test", max_eval_samples=200, **QUIET)
     accuracy = {side: metrics["accuracy"] for side, metrics in report["eval"].items()}
     print("accuracy on 200 test images:", accuracy, "sizes (MB):",

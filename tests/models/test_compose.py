@@ -153,22 +153,11 @@ def test_composed_model_overfits_captions_and_merges(composed, shapes, tmp_path)
 
 
 @pytest.mark.slow
-def test_real_weights_stage_two_on_fashion_mnist_learns_from_the_images(tmp_path):
-    """DINOv2-S + SmolLM2-135M from the zoo, composed (no alignment stage), classify-trained on 240
-    Fashion-MNIST images for 1 epoch (the summary token started from a probe), scored on 100 test images."""
+def test_real_weights_stage_two_on_fashion_mnist_learns_from_the_images(zoo_classify_run):
+    """The zoo composed model, classify-trained briefly (the `zoo_classify_run` fixture), on 100 test images."""
     from visiontune.api.evaluate import evaluate
-    from visiontune.api.train import train
-    from visiontune.data.sources.zoo_datasets import dataset_available
-    from visiontune.models.compose.build import compose
 
-    if not dataset_available("fashion-mnist"):
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    model = compose("dinov2-small", "smollm2-135m-instruct", tmp_path / "composed", image_size=112, **QUIET)
-    train(task="classify", model=str(model), data="zoo:fashion-mnist", split="train[:55000]", shuffle=True,
-          max_samples=240, output=str(tmp_path / "run"), train="projector+language", prompt="What is this item?",
-          system_prompt="Answer briefly.", learning_rate=1e-3, epochs=1, batch_size=8, warmup_ratio=0.05,
-          num_workers=0, report_to="none", **QUIET)
-    metrics = evaluate(task="classify", model=str(tmp_path / "run"), data="zoo:fashion-mnist", split="test",
+    metrics = evaluate(task="classify", model=str(zoo_classify_run), data="zoo:fashion-mnist", split="test",
                        max_samples=100, **QUIET)
     assert metrics["samples"] == 100 and metrics["unmapped_rate"] == 0.0
     # Chance is 0.10. This run scored 0.66 and 0.47 on two runs of one machine (100 test images move it a lot;

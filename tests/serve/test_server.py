@@ -133,8 +133,6 @@ def test_predict_endpoint_equals_predict_for_uploads_and_base64(caption_server, 
 
 def test_classify_and_detector_endpoints_equal_predict(tiny_models, shape_classes, tmp_path):
     """Score-mode classification (a base model with a classify run's metadata) and a dedicated detector."""
-    from transformers import Dinov2Config, Dinov2Model
-
     from visiontune.api.predict import predict
     from visiontune.detector import Detector
 
@@ -154,12 +152,7 @@ def test_classify_and_detector_endpoints_equal_predict(tiny_models, shape_classe
         assert row["label"] == reference["label"]
         assert row["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-4)
 
-    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                             patch_size=8, image_size=128)).save_pretrained(tmp_path / "vit")
-    detector = Detector.create(["circle", "square", "triangle"], backbone=str(tmp_path / "vit"),
-                               image_size=(128, 128), neck_channels=32, log=lambda *_: None)
-    detector.config.score_threshold = 0.0
-    detector.save_pretrained(tmp_path / "detector")
+    _save_random_detector(tmp_path)
     images = [Image.open(f).convert("RGB") for f in files]
     reference_boxes = Detector.from_pretrained(tmp_path / "detector").predict(images)
     server = Server(tmp_path / "detector")
@@ -200,6 +193,21 @@ def test_composed_model_and_its_onnx_export_are_served_like_predict(tmp_path, sh
             server.stop()
         assert health["task"] == "caption"
         assert [r["choices"][0]["message"]["content"] for r in replies] == expected, model
+
+
+def _save_random_detector(folder: Path) -> Path:
+    """An untrained dedicated detector that shows every box (score threshold 0), saved under folder/detector."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from visiontune.detector import Detector
+
+    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                             patch_size=8, image_size=128)).save_pretrained(folder / "vit")
+    detector = Detector.create(["circle", "square", "triangle"], backbone=str(folder / "vit"),
+                               image_size=(128, 128), neck_channels=32, log=lambda *_: None)
+    detector.config.score_threshold = 0.0
+    detector.save_pretrained(folder / "detector")
+    return folder / "detector"
 
 
 def _bomb() -> bytes:
@@ -287,16 +295,8 @@ def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    from transformers import Dinov2Config, Dinov2Model
 
-    from visiontune.detector import Detector
-
-    Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                             patch_size=8, image_size=128)).save_pretrained(tmp_path / "vit")
-    detector = Detector.create(["circle", "square", "triangle"], backbone=str(tmp_path / "vit"),
-                               image_size=(128, 128), neck_channels=32, log=lambda *_: None)
-    detector.config.score_threshold = 0.0
-    detector.save_pretrained(tmp_path / "detector")
+    _save_random_detector(tmp_path)
     image = min(Path(shapes["images"]).glob("*.png"))
     server = Server(tmp_path / "detector")
     options = webdriver.ChromeOptions()

@@ -100,16 +100,8 @@ def _idefics3_embeddings(module, pixel_values, patch_attention_mask):
     return embeddings + module.position_embedding(positions)
 
 
-@contextlib.contextmanager
 def exportable_idefics3_embeddings(model):
-    modules = [m for m in model.modules() if type(m).__name__ == "Idefics3VisionEmbeddings"]
-    for module in modules:
-        module.forward = types.MethodType(_idefics3_embeddings, module)
-    try:
-        yield
-    finally:
-        for module in modules:
-            del module.forward
+    return _forward_replaced(model, lambda m: type(m).__name__ == "Idefics3VisionEmbeddings", _idefics3_embeddings)
 
 
 VISION_GRAPHS = {"composed": ComposedVisionGraph, "llava": LlavaVisionGraph, "idefics3": Idefics3VisionGraph}
@@ -148,16 +140,21 @@ def _rms_norm(module, x):  # the graphs are exported in fp32, so no casts
 
 
 @contextlib.contextmanager
-def decomposed_rms_norms(model):
-    """`nn.RMSNorm` as plain arithmetic while exporting: opset 17 has no RMS-norm operator."""
-    norms = [m for m in model.modules() if isinstance(m, nn.RMSNorm)]
-    for norm in norms:
-        norm.forward = types.MethodType(_rms_norm, norm)
+def _forward_replaced(model, chosen, forward):
+    """Within the block, the modules `chosen(module)` picks run `forward(module, ...)` instead of their own."""
+    modules = [m for m in model.modules() if chosen(m)]
+    for module in modules:
+        module.forward = types.MethodType(forward, module)
     try:
         yield
     finally:
-        for norm in norms:
-            del norm.forward
+        for module in modules:
+            del module.forward
+
+
+def decomposed_rms_norms(model):
+    """`nn.RMSNorm` as plain arithmetic while exporting: opset 17 has no RMS-norm operator."""
+    return _forward_replaced(model, lambda m: isinstance(m, nn.RMSNorm), _rms_norm)
 
 
 def _idefics3_sample(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
