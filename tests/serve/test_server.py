@@ -114,6 +114,11 @@ def test_openai_client_chat_completions_equal_predict(caption_server, trained_ru
                                                max_tokens=task.max_new_tokens)
         assert reply.choices[0].message.content == row["prediction"]
         assert reply.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(model="visiontune", messages=_openai_messages(task, files[0]),
+                                            max_tokens=task.max_new_tokens, stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected[0]["prediction"]
+    assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_predict_endpoint_equals_predict_for_uploads_and_base64(caption_server, trained_run, shapes):

@@ -25,7 +25,7 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .batcher import DynamicBatcher
@@ -215,8 +215,6 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await _json_body(request)
-        if body.get("stream"):
-            raise RequestError(400, "stream=true is not supported; send stream=false")
         if body.get("n", 1) != 1:
             raise RequestError(400, "only n=1 is supported")
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
@@ -226,13 +224,26 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
         if not model.can_chat:
             raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict")
         reply = await batcher.submit(("chat", max_tokens), (images, conversation))
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model") or model.path,
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+                "model": body.get("model") or model.path}
+        if body.get("stream"):
+            return StreamingResponse(_stream_chunks(head, reply), media_type="text/event-stream")
+        return {**head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply["text"]},
                              "finish_reason": reply["finish_reason"]}],
                 "usage": None}
 
     return app
+
+
+async def _stream_chunks(head: dict, reply: dict):
+    """`stream=true`: the reply as server-sent chat.completion.chunk events (the whole reply in one content
+    chunk, since batched generation finishes together), then the finish reason and [DONE]."""
+    chunk = {**head, "object": "chat.completion.chunk"}
+    for choice in ({"index": 0, "delta": {"role": "assistant", "content": reply["text"]}, "finish_reason": None},
+                   {"index": 0, "delta": {}, "finish_reason": reply["finish_reason"]}):
+        yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 async def asyncio_gather(awaitables: list) -> list:
