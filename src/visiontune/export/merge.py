@@ -47,6 +47,22 @@ def sample_batch(processor, task) -> dict:
     return dict(collator.encode_prompts(sample_images(), [task.messages(), task.messages()]))
 
 
+def merge_checked(model, batch: dict, tolerance: float, log=print) -> tuple:
+    """Fold a peft model's adapter in: (merged model, its logits on `batch`, max |logit difference| from the
+    adapter model). Past `tolerance` it raises instead (before anything is saved)."""
+    with torch.inference_mode():
+        adapter_logits = model(**batch).logits
+    merged = model.merge_and_unload().eval()
+    with torch.inference_mode():
+        merged_logits = merged(**batch).logits
+    difference = float((adapter_logits - merged_logits).abs().max())
+    log(f"merged vs adapter logits: max |difference| {difference:.2e} (tolerance {tolerance:.0e})")
+    if difference > tolerance:
+        raise RuntimeError(f"merged model differs from the adapter model by {difference:.3e} > {tolerance:.0e}; "
+                           f"nothing was saved")
+    return merged, merged_logits, difference
+
+
 def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: bool = True, log=print) -> dict:
     if not is_adapter_folder(adapter):
         raise ValueError(f"{adapter}: no adapter_config.json; merge takes a LoRA run folder (train --method lora)")
@@ -60,17 +76,8 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
     # fp32 for the check: the comparison then measures merging, not rounding.
     model = PeftModel.from_pretrained(load_base_model(base_model_of(adapter), torch.float32), adapter).eval()
     batch = sample_batch(processor, task)
-    with torch.inference_mode():
-        adapter_logits = model(**batch).logits
-    merged = model.merge_and_unload().eval()
-    with torch.inference_mode():
-        merged_logits = merged(**batch).logits
-    difference = float((adapter_logits - merged_logits).abs().max())
+    merged, merged_logits, difference = merge_checked(model, batch, tolerance, log)
     report = {"adapter": adapter, "output": output, "max_abs_logit_difference": difference, "tolerance": tolerance}
-    log(f"merged vs adapter logits: max |difference| {difference:.2e} (tolerance {tolerance:.0e})")
-    if difference > tolerance:
-        raise RuntimeError(f"merged model differs from the adapter model by {difference:.3e} > {tolerance:.0e}; "
-                           f"nothing was saved")
     output_path = Path(output)
     merged.save_pretrained(output_path)
     processor.save_pretrained(output_path)

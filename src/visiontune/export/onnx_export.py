@@ -17,8 +17,8 @@ import torch
 from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
 from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
 from ..tasks import task_from_metadata
-from .merge import sample_batch, sample_images
-from .onnx_graphs import export_graphs, model_family, text_shape
+from .merge import merge_checked, sample_batch, sample_images
+from .onnx_graphs import check_family, export_graphs, family_name, text_shape
 
 QUANTIZATIONS = ("int8", "q4", "fp16")
 
@@ -68,27 +68,23 @@ def _export_info(model, processor, family: str, batch: dict) -> dict:
                                     "global_image_tag": processor.global_image_tag}} if family == "idefics3" else {})}
 
 
-def _load_merged(path: str, batch_for, log) -> tuple:
-    """The model in fp32 with any LoRA adapter folded in, checked as `merge` checks it (equal logits)."""
+def _load_merged(path: str, log) -> tuple:
+    """The model in fp32 with any LoRA adapter folded in (checked as `merge` checks it), its processor, metadata,
+    task, the sample batch and the model's last-position logits on it."""
     model, processor, metadata = load_for_inference(path, dtype="float32", merge_adapter=False, log=log)
     task = task_from_metadata(metadata)
-    batch = batch_for(processor, task)
+    batch = sample_batch(processor, task)
     if is_adapter_folder(path):
+        model, logits, _ = merge_checked(model, batch, TOLERANCE, log)
+    else:
         with torch.inference_mode():
-            before = model(**batch).logits
-        model = model.merge_and_unload()
-        with torch.inference_mode():
-            difference = float((model(**batch).logits - before).abs().max())
-        log(f"merged the LoRA adapter: max |logit difference| {difference:.2e}")
-        if difference > TOLERANCE:
-            raise RuntimeError(f"{path}: the merged model differs from the adapter model by {difference:.3e}")
-    return model.eval(), processor, metadata, task, batch
+            logits = model.eval()(**batch).logits
+    return model.eval(), processor, metadata, task, batch, logits[:, -1].float().numpy()
 
 
-def _logit_difference(runtime: OnnxVLM, model, batch: dict) -> float:
-    """Largest |difference| of the last position's logits, the ONNX graphs fed the processor's own tensors."""
-    with torch.inference_mode():
-        expected = model(**batch).logits[:, -1].float().numpy()
+def _logit_difference(runtime: OnnxVLM, batch: dict, expected) -> float:
+    """Largest |difference| of the last position's logits from PyTorch's, the ONNX graphs fed the processor's
+    own tensors."""
     arrays = {k: v.numpy() if k != "pixel_attention_mask" else v.bool().numpy() for k, v in batch.items()
               if torch.is_tensor(v)}
     logits, _, _ = runtime.prompt_pass(arrays)
@@ -97,9 +93,7 @@ def _logit_difference(runtime: OnnxVLM, model, batch: dict) -> float:
 
 def _check_exportable(model: str) -> None:
     """Refuse early, naming the problem: a missing folder, one without a model, a family without graphs."""
-    from ..models.families import family_for
     from ..models.vlm import base_model_of
-    from .onnx_graphs import VISION_GRAPHS
 
     path = Path(model)
     if not path.exists():
@@ -107,14 +101,10 @@ def _check_exportable(model: str) -> None:
     if not ((path / "config.json").is_file() or is_adapter_folder(path)):
         raise FileNotFoundError(f"{model}: no config.json or adapter_config.json; pass a model folder or a "
                                 f"visiontune run folder")
-    config = json.loads((Path(base_model_of(path)) / "config.json").read_text())
-    family = family_for(config.get("model_type", ""))
-    name = family.name if family else config.get("model_type", "unknown")
-    if name not in VISION_GRAPHS:
-        raise ValueError(f"{model}: ONNX export supports the {', '.join(sorted(VISION_GRAPHS))} families; this "
-                         f"model is {name!r}")
-    if not (any(Path(base_model_of(path)).glob("*.safetensors")) or any(Path(base_model_of(path)).glob("*.bin"))):
-        raise FileNotFoundError(f"{model}: no weights (*.safetensors) in {base_model_of(path)}")
+    base = Path(base_model_of(path))
+    check_family(family_name(json.loads((base / "config.json").read_text()).get("model_type", "")), model)
+    if not (any(base.glob("*.safetensors")) or any(base.glob("*.bin"))):
+        raise FileNotFoundError(f"{model}: no weights (*.safetensors) in {base}")
 
 
 def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval_data: str | None = None,
@@ -125,8 +115,8 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
         (root / "onnx").mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"--output {output}: cannot write there ({error.strerror})") from error
-    torch_model, processor, metadata, task, batch = _load_merged(model, sample_batch, log)
-    family = model_family(torch_model)
+    torch_model, processor, metadata, task, batch, expected = _load_merged(model, log)
+    family = family_name(torch_model.config.model_type)
     log(f"exporting a {family} model to {root / 'onnx'}")
     export_graphs(torch_model, family, batch["pixel_values"], root / "onnx")
     processor.save_pretrained(root)
@@ -157,7 +147,7 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
         runtime = OnnxVLM(root, variant)
         files = {name: (root / "onnx" / f"{name}{VARIANT_SUFFIXES[variant]}.onnx") for name in GRAPHS}
         report["variants"][variant] = {
-            "max_abs_logit_difference": _logit_difference(runtime, torch_model, batch),
+            "max_abs_logit_difference": _logit_difference(runtime, batch, expected),
             "megabytes": round(sum(f.stat().st_size + _external_size(f) for f in files.values()) / 2**20, 2)}
         log(f"{variant}: max |logit difference| vs PyTorch {report['variants'][variant]['max_abs_logit_difference']:.2e}"
             f", {report['variants'][variant]['megabytes']} MB")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..models.families import family_for
+from ..runtime.vlm import GRAPHS
 
 OPSET = 17
 
@@ -183,11 +184,9 @@ def text_shape(model) -> tuple[int, int, int]:
 
 def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path) -> dict[str, Path]:
     """Write the three graphs under `folder` (fp32); returns their paths by name."""
-    if family not in VISION_GRAPHS:
-        raise ValueError(f"ONNX export supports the {', '.join(sorted(VISION_GRAPHS))} families; this model is "
-                         f"{family!r}")
+    check_family(family)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / f"{name}.onnx" for name in ("vision_encoder", "embed_tokens", "decoder_model_merged")}
+    paths = {name: folder / f"{name}.onnx" for name in GRAPHS}
     model = model.float().eval()
     with torch.no_grad(), decomposed_rms_norms(model), warnings.catch_warnings():
         # the tracer warns about every Python-level branch in transformers' code; the checks after export
@@ -228,6 +227,13 @@ def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path)
     return paths
 
 
-def model_family(model) -> str:
-    family = family_for(getattr(model.config, "model_type", ""))
-    return family.name if family else getattr(model.config, "model_type", "unknown")
+def family_name(model_type: str) -> str:
+    """The family (models/families.py) of a config's model_type, else the model_type itself."""
+    family = family_for(model_type)
+    return family.name if family else (model_type or "unknown")
+
+
+def check_family(family: str, model: str = "this model") -> None:
+    if family not in VISION_GRAPHS:
+        raise ValueError(f"{model}: ONNX export supports the {', '.join(sorted(VISION_GRAPHS))} families; this "
+                         f"model is {family!r}")
