@@ -245,6 +245,9 @@ def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(guarded_ser
                                           files={"file": ("bomb.png", _bomb(), "image/png")}), 413),
         "oversized body": (httpx.post(f"{url}/v1/predict", headers=auth,
                                       files={"file": ("big.png", b"\0" * (2 * 2**20), "image/png")}), 413),
+        "oversized chunked body (no length declared)": (httpx.post(
+            f"{url}/v1/predict", headers={**auth, "content-type": "application/json"},
+            content=(b"x" * 65536 for _ in range(40))), 413),
         "file:// URL": (chat_with("file:///etc/passwd"), 400),
         "URL to 127.0.0.1": (chat_with(f"{url}/health"), 400),
         "URL to 10.0.0.1": (chat_with("http://10.0.0.1/cat.png"), 400),
@@ -260,7 +263,7 @@ def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(guarded_ser
                       files={"file": ("a.png", good_file.read_bytes(), "image/png")})
     assert good.status_code == 200 and good.json()["results"][0]["prediction"]
     metrics = httpx.get(f"{url}/metrics", headers=auth).text
-    assert 'visiontune_errors_total{endpoint="/v1/predict",status="413"} 2.0' in metrics
+    assert 'visiontune_errors_total{endpoint="/v1/predict",status="413"} 3.0' in metrics
     assert "visiontune_request_seconds_bucket" in metrics and "visiontune_batch_size_count" in metrics
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from .config import DetectorEvalSettings, DetectorExportSettings, DetectorPredictSettings
 
 
-def _load_model(reference: str, device: str, peak_window: int | None = None):
+def load_detector(reference: str, device: str, peak_window: int | None = None):
     """(predict function, classes, threshold) for a detector folder or an .onnx file."""
     if reference.endswith(".onnx"):
         if peak_window is not None:
@@ -36,7 +36,7 @@ def _eval_records(path: str, classes: list[str], settings=None, **changes):
 def predict(settings: DetectorPredictSettings) -> None:
     from ..data.images import expand_image_inputs, load_image
 
-    predict, classes, default_threshold = _load_model(settings.model, settings.device, settings.peak_window)
+    predict, classes, default_threshold = load_detector(settings.model, settings.device, settings.peak_window)
     threshold = default_threshold if settings.threshold is None else settings.threshold
     files = expand_image_inputs(settings.images)
     rows = []
@@ -62,7 +62,7 @@ def predict(settings: DetectorPredictSettings) -> None:
 def evaluate(settings: DetectorEvalSettings) -> dict:
     from .evaluation import run_and_score, write_metrics, write_overlays
 
-    predict, classes, threshold = _load_model(settings.model, settings.device, settings.peak_window)
+    predict, classes, threshold = load_detector(settings.model, settings.device, settings.peak_window)
     records, classes, category_ids = _eval_records(settings.data, classes, settings)
     metrics, predictions = run_and_score(lambda images: predict(images, threshold=0.0), records, classes,
                                          category_ids, threshold, settings.batch_size)

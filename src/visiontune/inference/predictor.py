@@ -32,7 +32,8 @@ class Predictor(BasePredictor):
                                                memory_bytes=FEATURE_MEMORY_BYTES)
 
     @torch.inference_mode()
-    def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False) -> dict:
+    def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
+                 max_new_tokens: int | None = None) -> dict:
         """Replies to one prompt per image (an image may be a list of images). `texts` are stripped. With
         `with_scores`: `tokens` (each reply's token ids up to and including its end token) and `log_probs`
         (each of those tokens' log-probability)."""
@@ -41,8 +42,8 @@ class Predictor(BasePredictor):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         if self.features is not None and "pixel_values" in batch:
             batch = self.features.apply(self.model, {**batch, IMAGE_KEYS: pixel_unit_keys(batch["pixel_values"])})
-        output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, return_dict_in_generate=True,
-                                     output_scores=with_scores, **self.generation)
+        output = self.model.generate(**batch, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                     return_dict_in_generate=True, output_scores=with_scores, **self.generation)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
         texts = [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         if not with_scores:

@@ -35,10 +35,11 @@ class OnnxPredictor(BasePredictor):
                              f"(use the PyTorch model for beam search or sampling)")
         self.runtime = runtime
 
-    def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False) -> dict:
+    def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
+                 max_new_tokens: int | None = None) -> dict:
         if any(isinstance(image, (list, tuple)) for image in images):
             raise ValueError("the ONNX runtime takes one image per prompt")
-        generated = self.runtime.generate(images, messages, self.max_new_tokens)
+        generated = self.runtime.generate(images, messages, max_new_tokens or self.max_new_tokens)
         return generated if with_scores else {"texts": generated["texts"]}
 
     def class_scorer(self, task) -> OnnxClassScorer:

@@ -177,6 +177,7 @@ class OnnxVLM:
         targets = np.array([a[1:] + [0] * (width + 1 - len(a)) for a in answers], dtype=np.int64)
         per_pass = max(1, rows_per_pass // len(answers))
         mask = batch["attention_mask"]
+        tail_embeds = self.embed(tails)  # the same for every image
         for start in range(0, len(images), per_pass):
             chunk = np.arange(start, min(start + per_pass, len(images)))
             rows = len(chunk) * len(answers)
@@ -184,8 +185,7 @@ class OnnxVLM:
             attention = np.concatenate([np.repeat(mask[chunk], len(answers), axis=0),
                                         np.ones((rows, width), dtype=mask.dtype)], axis=1)
             positions = np.repeat(last[chunk], len(answers))[:, None] + 1 + np.arange(width)[None]
-            ids = np.tile(tails, (len(chunk), 1))
-            step, _ = self.decode(self.embed(ids), attention, positions, repeated)
+            step, _ = self.decode(np.tile(tail_embeds, (len(chunk), 1, 1)), attention, positions, repeated)
             logp = log_softmax(step)  # (rows, width, vocab)
             picked = np.take_along_axis(logp, np.tile(targets, (len(chunk), 1))[..., None], axis=-1)[..., 0]
             summed = (picked * np.tile(valid, (len(chunk), 1))).sum(axis=1).reshape(len(chunk), len(answers))

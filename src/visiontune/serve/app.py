@@ -14,6 +14,7 @@ files on the server; the API key (when set) guards /v1/* and /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -137,9 +138,9 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     def run(key, items: list) -> list:
         if key == "predict":
             return model.results(items)
-        _, max_tokens = key
-        replies = model.chat([i[0] if len(i[0]) > 1 else i[0][0] for i in items], [i[1] for i in items], max_tokens)
-        return replies
+        _, max_tokens = key  # items: (the conversation's images, its messages)
+        return model.chat([images if len(images) > 1 else images[0] for images, _ in items],
+                          [messages for _, messages in items], max_tokens)
 
     batcher = DynamicBatcher(run, options.max_batch, options.max_wait_ms, on_batch=metrics["batch"].observe)
 
@@ -172,16 +173,13 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     @app.middleware("http")
     async def guard_and_measure(request: Request, call_next):
         started = time.perf_counter()
-        endpoint = request.url.path if request.url.path in {r.path for r in app.routes} else "other"
+        endpoint = request.url.path if request.url.path in routes else "other"
         protected = endpoint.startswith("/v1/") or endpoint == "/metrics"
         if protected and options.api_key and not _key_ok(request, options.api_key):
             response = error(401, "missing or wrong API key (Authorization: Bearer KEY, or X-API-Key)",
                              "authentication_error")
         else:
-            try:
-                response = await call_next(request)
-            except RequestError as exc:  # raised while the body was being read (BodyLimit)
-                response = error(exc.status, exc.message)
+            response = await call_next(request)
         status = str(response.status_code)
         metrics["requests"].labels(endpoint, status).inc()
         if response.status_code >= 400:
@@ -208,7 +206,7 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     @app.post("/v1/predict")
     async def predict(request: Request):
         images, names = await _request_images(request, options)
-        rows = await asyncio_gather([batcher.submit("predict", image) for image in images])
+        rows = await asyncio.gather(*(batcher.submit("predict", image) for image in images))
         return {"model": model.path, "task": model.task,
                 "results": [{"image": name, **row} for name, row in zip(names, rows)]}
 
@@ -233,6 +231,7 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
                              "finish_reason": reply["finish_reason"]}],
                 "usage": None}
 
+    routes = {route.path for route in app.routes}  # the metrics' endpoint label: a known path, else "other"
     return app
 
 
@@ -244,12 +243,6 @@ async def _stream_chunks(head: dict, reply: dict):
                    {"index": 0, "delta": {}, "finish_reason": reply["finish_reason"]}):
         yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
     yield "data: [DONE]\n\n"
-
-
-async def asyncio_gather(awaitables: list) -> list:
-    import asyncio
-
-    return list(await asyncio.gather(*awaitables))
 
 
 def _key_ok(request, key: str) -> bool:

@@ -45,8 +45,6 @@ def decode_image(data: bytes, limits: IntakeLimits, name: str = "image") -> Imag
             image.load()
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")
-    except RequestError:
-        raise
     except Image.DecompressionBombError as error:
         raise RequestError(413, f"{name}: refused as a decompression bomb ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..detector.commands import load_detector
+from ..detector.config import CONFIG_FILE
 from .intake import RequestError
 
 
 class ServedModel:
     def __init__(self, path: str, batch_size: int = 8, device: str = "auto", log=print):
         self.path = path
-        self.predictor = self.detector = None
-        if path.endswith(".onnx") or (Path(path) / "detector.json").is_file():
-            if path.endswith(".onnx"):
-                from ..detector import OnnxDetector
-
-                self.detector = OnnxDetector(path)
-                self.classes = self.detector.classes
-            else:
-                from ..detector import Detector
-
-                device = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
-                self.detector = Detector.from_pretrained(path, device=device)
-                self.classes = self.detector.config.classes
+        self.predictor = self.detect = None
+        if path.endswith(".onnx") or (Path(path) / CONFIG_FILE).is_file():
+            self.detect, self.classes, self.threshold = load_detector(path, device)
             self.task, self.mode = "detect", "dedicated detector"
         else:
             from ..api.predict import load_predictor
@@ -45,8 +37,8 @@ class ServedModel:
                 "chat": self.can_chat}
 
     def results(self, images: list) -> list[dict]:
-        if self.detector is not None:
-            rows = self.detector.predict(images)
+        if self.detect is not None:
+            rows = self.detect(images, threshold=self.threshold)
             return [{"width": image.width, "height": image.height, **row} for image, row in zip(images, rows)]
         return self.predictor.results(images)
 
@@ -54,19 +46,10 @@ class ServedModel:
         """Greedy replies; each row: text, prompt/completion token counts, and why it stopped."""
         if self.predictor is None:
             raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict, not chat completions")
-        default, self.predictor.max_new_tokens = self.predictor.max_new_tokens, max_tokens
-        try:  # one worker thread calls the model, so the task's own setting comes back before anything else runs
-            generated = self.predictor.generate(images, messages, with_scores=True)
-        finally:
-            self.predictor.max_new_tokens = default
+        generated = self.predictor.generate(images, messages, with_scores=True, max_new_tokens=max_tokens)
         rows = []
         for text, tokens in zip(generated["texts"], generated["tokens"]):
             rows.append({"text": text, "completion_tokens": len(tokens),
                          "finish_reason": "length" if len(tokens) >= max_tokens else "stop"})
         return rows
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -34,12 +34,10 @@ class ClassScorer(AnswerRanking):
     def tokenize(self, text: str) -> list[int]:
         return self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @torch.inference_mode()
     def log_likelihoods(self, image, reasoning: str | None = None) -> torch.Tensor:
         """Per-class summed log-probability of the answer tokens given the image and prompt; shape (classes,)."""
         return torch.tensor(self.scores([image], reasoning)[0])
 
-    @torch.inference_mode()
     def batch_log_likelihoods(self, images: list) -> torch.Tensor:
         """`log_likelihoods` for several images at once (no reasoning); shape (images, classes)."""
         return torch.tensor(self.scores(images))
