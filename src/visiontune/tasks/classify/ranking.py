@@ -64,7 +64,8 @@ class AnswerRanking:
         scaled = [s / self.task.temperature for s in scores]
         peak = max(scaled)
         weights = [math.exp(s - peak) for s in scaled]
-        probabilities = [w / sum(weights) for w in weights]
+        total = sum(weights)
+        probabilities = [w / total for w in weights]
         order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
         classes = self.task.classes
         label = classes[order[0]]
