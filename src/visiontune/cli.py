@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="one more image token from the encoder's [CLS, mean patch] (default on)")
     compose.add_argument("--output-norm", action=argparse.BooleanOptionalAction, default=True,
                          help="RMS-normalise image tokens at the LM's text-embedding scale (default on)")
+    compose.add_argument("--grid-positions", action=argparse.BooleanOptionalAction, default=True,
+                         help="add a learned row + column embedding to each image token, so the LM reads where "
+                              "it lies (default on)")
     compose.add_argument("--seed", type=int, default=0)
     compose.add_argument("--output", required=True)
     zoo = commands.add_parser("zoo", help="the offline zoo: weights and datasets shipped inside packages")
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
             compose(args.vision, args.lm, args.output, projector=args.projector, pixel_shuffle=args.pixel_shuffle,
                     image_size=args.image_size, projector_hidden=args.projector_hidden,
-                    summary_token=args.summary_token, output_norm=args.output_norm, seed=args.seed)
+                    summary_token=args.summary_token, output_norm=args.output_norm,
+                    grid_positions=args.grid_positions, seed=args.seed)
         elif args.command == "zoo":
             _zoo(args)
         elif args.command == "detector":

@@ -50,9 +50,11 @@ def test_save_load_generate_round_trip_through_auto_classes(composed, tmp_path):
     assert batch["pixel_values"].shape == (2, 3, 32, 32)
     # 2 x 2 patch tokens after pixel shuffle, plus the summary token ([CLS, mean patch]).
     assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 2 * processor.image_seq_len == 10
-    # Image tokens leave the projector at the scale of the LM's text embeddings.
+    # Image tokens leave the projector at the scale of the LM's text embeddings (before their grid positions).
     with torch.no_grad():
-        image_norm = model.get_image_features(batch["pixel_values"]).norm(dim=-1)
+        features = model.get_image_features(batch["pixel_values"])
+        features[:, 1:] -= model.projector.grid_position_embeddings()
+        image_norm = features.norm(dim=-1)
         text_norm = model.get_input_embeddings().weight.pow(2).sum(-1).mean().sqrt()
     assert torch.allclose(image_norm, text_norm.expand_as(image_norm), rtol=0.02)
     # The chat template is the LM's (ChatML here), with the image placeholder where the image part was.
@@ -73,6 +75,30 @@ def test_save_load_generate_round_trip_through_auto_classes(composed, tmp_path):
         assert not torch.allclose(model(**other).logits[:, -1], logits[:, -1])
     with pytest.raises(ValueError, match="2 <image> placeholders but 1 images"):
         processor(text=[_prompt(processor) * 2], images=[[images[0]]])
+
+
+def test_grid_positions_tell_image_tokens_apart_by_row_and_column(composed, tmp_path):
+    """Each patch token carries its row's and its column's embedding on top of its content: the same model
+    composed without them (same seed, so the same projector) gives the same tokens less exactly those."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from visiontune.models.compose.build import compose
+
+    model = AutoModelForImageTextToText.from_pretrained(composed).eval()
+    processor = AutoProcessor.from_pretrained(composed)
+    plain = compose(str(composed / "parts" / "vision"), str(composed / "parts" / "lm"), tmp_path / "plain",
+                    image_size=32, grid_positions=False, log=lambda *_: None)
+    plain_model = AutoModelForImageTextToText.from_pretrained(plain).eval()
+    assert plain_model.projector.row_positions is None and json.loads((plain / "config.json").read_text())[
+        "grid_positions"] is False
+    pixels = processor(text=[_prompt(processor)], images=[[Image.new("RGB", (32, 32), "grey")]])["pixel_values"]
+    with torch.no_grad():
+        added = model.get_image_features(pixels)[0] - plain_model.get_image_features(pixels)[0]
+        rows, columns = model.projector.row_positions, model.projector.column_positions
+    expected = torch.stack([torch.zeros_like(rows[0]), rows[0] + columns[0], rows[0] + columns[1],
+                            rows[1] + columns[0], rows[1] + columns[1]])  # the summary token, then 2 x 2 row-major
+    assert (added - expected).norm(dim=-1).max() < 0.02 * expected.norm(dim=-1).max()
+    assert (rows[0] - rows[1]).norm() > 0.1 * rows.norm() and (columns[0] - columns[1]).norm() > 0.1 * columns.norm()
 
 
 _PLAIN_TRANSFORMERS = r"""

@@ -25,9 +25,23 @@ def load_language_model(reference: str):
     return AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32), AutoTokenizer.from_pretrained(reference)
 
 
+def grid_position_start(side: int, text_scale: torch.Tensor, strength: float = 0.5):
+    """Row and column embeddings (side, width) to start from: sines and cosines of the row (in the even
+    dimensions) and of the column (in the odd ones) at geometric frequencies, as DETR's 2D position encoding,
+    at `strength` times the text embeddings' per-dimension scale. Neighbouring rows start alike, far ones apart."""
+    width = text_scale.numel()
+    index = torch.arange(side, dtype=torch.float32)[:, None]
+    frequencies = torch.pow(side * 4.0, -torch.arange(width // 4, dtype=torch.float32) / max(width // 4, 1))
+    waves = torch.cat([torch.sin(index * frequencies * torch.pi / 2), torch.cos(index * frequencies * torch.pi / 2)], 1)
+    rows, columns = torch.zeros(side, width), torch.zeros(side, width)
+    rows[:, 0::2][:, : waves.shape[1]] = waves
+    columns[:, 1::2][:, : waves.shape[1]] = waves
+    return rows * text_scale * strength, columns * text_scale * strength
+
+
 def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu", pixel_shuffle: int = 2,
             image_size: int = 224, projector_hidden: int | None = None, summary_token: bool = True,
-            output_norm: bool = True, seed: int = 0, log=print) -> Path:
+            output_norm: bool = True, grid_positions: bool = True, seed: int = 0, log=print) -> Path:
     """Write a composed VLM (model + processor) to `output`; the projector is freshly initialised."""
     register_composed_vlm()
     from .modeling import ComposedVLMForConditionalGeneration
@@ -47,16 +61,20 @@ def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu",
     config = ComposedVLMConfig(vision_config=vision_config, text_config=language_model.config, projector=projector,
                                projector_hidden=projector_hidden, pixel_shuffle=pixel_shuffle, image_size=image_size,
                                image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                               summary_token=summary_token, output_norm=output_norm)
+                               summary_token=summary_token, output_norm=output_norm, grid_positions=grid_positions)
     config.check()
     torch.manual_seed(seed)
     model = ComposedVLMForConditionalGeneration(config)
     model.vision_model.load_state_dict(vision_model.state_dict())
     model.language_model.load_state_dict(language_model.state_dict())
+    text_scale = language_model.get_input_embeddings().weight.detach().float().pow(2).mean(0).sqrt()
     if model.projector.output_norm is not None:
         # Start image tokens at the scale of the text embeddings, dimension by dimension.
-        text = language_model.get_input_embeddings().weight.detach().float()
-        model.projector.output_norm.weight.data.copy_(text.pow(2).mean(0).sqrt())
+        model.projector.output_norm.weight.data.copy_(text_scale)
+    if model.projector.row_positions is not None:
+        rows, columns = grid_position_start(config.token_grid_side, text_scale)
+        model.projector.row_positions.data.copy_(rows)
+        model.projector.column_positions.data.copy_(columns)
     model.generation_config = language_model.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     processor = ComposedVLMProcessor(load_image_processor(vision_path, image_size), tokenizer,
@@ -70,6 +88,7 @@ def compose(vision: str, lm: str, output: str | Path, projector: str = "swiglu",
     (output / "compose.json").write_text(json.dumps({"vision": vision, "lm": lm, "projector": projector,
                                                      "pixel_shuffle": pixel_shuffle, "image_size": image_size,
                                                      "summary_token": summary_token, "output_norm": output_norm,
+                                                     "grid_positions": grid_positions,
                                                      "image_seq_len": config.image_seq_len, "parameters": sizes,
                                                      "seed": seed}, indent=2))
     log(f"compose: {vision} + {lm} + {projector} projector -> {output} ({config.image_seq_len} image tokens per "

@@ -25,14 +25,16 @@ class ComposedVLMConfig(PretrainedConfig):
     `summary_token`: one more image token, projected from the encoder's [CLS, mean patch] features (the global
     summary a linear probe reads; pixel shuffle alone drops the CLS token). `output_norm`: image tokens leave the
     projector RMS-normalised with a per-dimension gain started at the LM's text-embedding scale, so they neither
-    vanish in nor swamp the residual stream (unnormalised, they grew 60-1,000x larger than text tokens)."""
+    vanish in nor swamp the residual stream (unnormalised, they grew 60-1,000x larger than text tokens).
+    `grid_positions`: each patch token gets a learned row embedding plus a column embedding added, so the LM
+    reads where in the image a token lies (under 1D RoPE a flat run of image tokens hides its 2D layout)."""
 
     model_type = "visiontune_vlm"
     sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}  # noqa: RUF012 (transformers reads it as is)
 
     def __init__(self, vision_config=None, text_config=None, projector: str = "swiglu", projector_hidden: int | None = None,
                  pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None,
-                 summary_token: bool = False, output_norm: bool = False, **kwargs):
+                 summary_token: bool = False, output_norm: bool = False, grid_positions: bool = False, **kwargs):
         self.vision_config = _sub_config(vision_config)
         self.text_config = _sub_config(text_config)
         if projector not in PROJECTORS:
@@ -44,6 +46,7 @@ class ComposedVLMConfig(PretrainedConfig):
         self.image_token_id = image_token_id
         self.summary_token = bool(summary_token)
         self.output_norm = bool(output_norm)
+        self.grid_positions = bool(grid_positions)
         if self.text_config is not None:
             kwargs.setdefault("tie_word_embeddings", getattr(self.text_config, "tie_word_embeddings", False))
         super().__init__(**kwargs)
@@ -53,9 +56,13 @@ class ComposedVLMConfig(PretrainedConfig):
         return int(self.vision_config.patch_size)
 
     @property
+    def token_grid_side(self) -> int:
+        """Patch tokens per row (and per column) of an image, after pixel shuffle."""
+        return self.image_size // self.patch_size // self.pixel_shuffle
+
+    @property
     def image_seq_len(self) -> int:
-        side = self.image_size // self.patch_size
-        return (side // self.pixel_shuffle) ** 2 + int(self.summary_token)
+        return self.token_grid_side ** 2 + int(self.summary_token)
 
     def check(self) -> None:
         side = self.image_size // self.patch_size

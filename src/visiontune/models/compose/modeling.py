@@ -66,12 +66,27 @@ class ModalityProjector(FeatureMap):
         super().__init__(config.projector, vision_width * config.pixel_shuffle ** 2, width_out, config.projector_hidden)
         self.summary = FeatureMap("linear", 2 * vision_width, width_out) if config.summary_token else None
         self.output_norm = nn.RMSNorm(width_out, eps=1e-6) if config.output_norm else None
+        side = config.token_grid_side
+        self.row_positions = nn.Parameter(torch.zeros(side, width_out)) if config.grid_positions else None
+        self.column_positions = nn.Parameter(torch.zeros(side, width_out)) if config.grid_positions else None
+
+    def grid_position_embeddings(self) -> torch.Tensor:
+        """(side * side, width): row r's embedding + column c's, in the patch tokens' row-major order."""
+        side = self.row_positions.shape[0]
+        return (self.row_positions[:, None, :] + self.column_positions[None, :, :]).reshape(side * side, -1)
 
     def forward(self, patches: torch.Tensor, summary: torch.Tensor | None = None) -> torch.Tensor:
         tokens = super().forward(patches)
+        if self.output_norm is not None:
+            tokens = self.output_norm(tokens)
+        if self.row_positions is not None:
+            tokens = tokens + self.grid_position_embeddings().to(tokens.dtype)
         if self.summary is not None:
-            tokens = torch.cat([self.summary(summary).unsqueeze(1), tokens], dim=1)
-        return self.output_norm(tokens) if self.output_norm is not None else tokens
+            summary_token = self.summary(summary).unsqueeze(1)
+            if self.output_norm is not None:
+                summary_token = self.output_norm(summary_token)
+            tokens = torch.cat([summary_token, tokens], dim=1)
+        return tokens
 
 
 class ComposedVLMPreTrainedModel(PreTrainedModel):
