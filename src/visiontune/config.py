@@ -64,6 +64,12 @@ class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
         "help": "classify and detect, composed VLMs: start the image summary token from linear probes of the "
                 "training images (the class, or which classes are present; LP-FT); --no-probe-start to train "
                 "from the model as it is"})
+    keep_skills: bool = field(default=True, metadata={
+        "help": "classify and detect: mix the model's own answers to general prompts (describe the image) on "
+                "training images into training, so the fine-tune keeps what it could do; --no-keep-skills to "
+                "train on the task alone"})
+    replay_share: float | None = field(default=None, metadata={
+        "help": "the share of training examples that replay the model's own answers (default 0.1)"})
     # model and method
     method: str = field(default="lora", metadata={"help": "lora|qlora|full"})
     train: str | None = field(default=None, metadata={"help": "'+'-joined parts to train: vision, connector, language, all"})

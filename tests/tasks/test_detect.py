@@ -126,3 +126,20 @@ def test_hallucination_rate_counts_absent_classes_only():
     assert metrics["absent_class_queries"] == 7 and metrics["hallucination_rate"] == pytest.approx(2 / 7)
     assert metrics["AP50"] == pytest.approx(1.0) and metrics["per_class_AP"]["person"] is None
     assert len(metrics["detections"]) == 3
+
+
+def test_recall_by_objects_per_image_and_duplicates():
+    """One image with 1 object (found), one with 3 (one found, and found twice), one with 4 (none found)."""
+    def boxes(count):
+        return [{"label": "dog", "box": [20 * i, 0, 20 * i + 10, 10], "crowd": False} for i in range(count)]
+
+    references = {name: {"image_id": str(i + 1), "width": 100, "height": 100, "boxes": boxes(n)}
+                  for i, (name, n) in enumerate((("one", 1), ("three", 3), ("four", 4)))}
+    predictions = {"one": {"boxes": [{"label": "dog", "box": [0, 0, 10, 10], "score": 0.9}]},
+                   "three": {"boxes": [{"label": "dog", "box": [0, 0, 10, 10], "score": 0.9},
+                                       {"label": "dog", "box": [0, 0, 10, 11], "score": 0.8}]},
+                   "four": {"boxes": [{"label": "dog", "box": [80, 80, 90, 90], "score": 0.7}]}}
+    metrics = detection_metrics(predictions, references, CLASSES, {c: i + 1 for i, c in enumerate(CLASSES)})
+    recall = metrics["AR100_by_objects"]
+    assert recall["1"] == pytest.approx(1.0) and recall["2-3"] == pytest.approx(1 / 3) and recall["4+"] == 0.0
+    assert metrics["duplicate_rate"] == pytest.approx(1 / 4)  # the second box on "three" repeats the first

@@ -160,6 +160,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
     if torch.cuda.is_available() and config.method != "qlora":
         model.to("cuda")
+    replayed = _add_self_replay(config, task, model, processor, train_records, train_set, sample_weights, log)
     probe_start = None
     if config.probe_start and not config.resume:  # a resumed run loads its own start from the checkpoint
         from ..training.probe_start import start_summary_from_probe
@@ -211,7 +212,7 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,
-                   probe_start=probe_start, feature_cache=cache.summary() if cache is not None else None,
+                   probe_start=probe_start, replay_examples=replayed, feature_cache=cache.summary() if cache is not None else None,
                    **mfu_summary(_flops_per_token(trainer, collator, train_set, config) if peak else None,
                                  summary["tokens_per_second"], peak))
     if cache is not None:
@@ -231,6 +232,25 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})"
         + (f", MFU {summary['mfu']:.1%} of a measured {summary['matmul_peak_dtype']} matmul peak" if "mfu" in summary else ""))
     return summary
+
+
+def _add_self_replay(config: TrainConfig, task, model, processor, records, train_set, sample_weights, log) -> int:
+    """Kept skills: the model's own answers to general prompts, added to the training set (weight 1 under
+    either balance mode, so they keep their share). Returns how many examples were added."""
+    if not (config.keep_skills and task.keeps_skills_by_replay):
+        return 0
+    from ..tasks.self_replay import DEFAULT_SHARE, replay_count, self_replay_examples
+
+    share = DEFAULT_SHARE if config.replay_share is None else config.replay_share
+    added = self_replay_examples(model, processor, records, replay_count(len(train_set), share),
+                                 system_prompt=config.system_prompt, batch_size=config.batch_size, seed=config.seed,
+                                 log=log)
+    train_set.items += added
+    if sample_weights is not None:
+        sample_weights += [1.0] * len(added)
+    if train_set.weights is not None:
+        train_set.weights += [1.0] * len(added)
+    return len(added)
 
 
 def _grouping_lengths(config: TrainConfig, train_set, processor, sample_weights, log) -> list[int] | None:

@@ -17,28 +17,9 @@ import numpy as np
 import torch
 
 from ..data.records import Record
-from ..metrics.detection import box_references, coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids
+from ..metrics.detection import (box_references, coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids,
+                                 duplicate_rate)
 from .box_ops import pairwise_iou
-
-DUPLICATE_IOU = 0.7
-
-
-def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLICATE_IOU) -> tuple[float, int, int]:
-    """(rate, duplicates, detections) over detections scored >= threshold."""
-    duplicates = kept_total = 0
-    for prediction in predictions:
-        kept = sorted((b for b in prediction["boxes"] if b["score"] >= threshold), key=lambda b: -b["score"])
-        kept_total += len(kept)
-        if len(kept) < 2:
-            continue
-        corners = torch.tensor([b["box"] for b in kept], dtype=torch.float64)
-        overlaps = pairwise_iou(corners, corners)[0]
-        class_index = {label: i for i, label in enumerate({b["label"] for b in kept})}
-        labels = torch.tensor([class_index[b["label"]] for b in kept])
-        better = torch.ones(len(kept), len(kept), dtype=torch.bool).tril(-1)  # [i, j]: j is scored above i
-        duplicates += int(((overlaps > iou) & (labels[:, None] == labels[None, :]) & better).any(1).sum())
-    return (duplicates / kept_total if kept_total else 0.0), duplicates, kept_total
-
 
 def f1_operating_point(predictions: list[dict], references: list[dict], iou: float = 0.5) -> dict:
     """The score threshold at which the detections have their best F1 (a detection is a true positive when

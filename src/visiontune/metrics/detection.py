@@ -7,6 +7,9 @@ plus what text answers add: negative-query hallucination and parse failures.
 - `per_class_AP`: AP50:95 per class from COCO's precision table (None for a class with no ground truth).
 - `hallucination_rate`: over every (image, class) pair where the class is absent from the image (no box,
   crowd or not), the share where the model still drew a box of that class.
+- `AR100_by_objects`: AR100 over the images with 1, 2-3 and 4+ objects (COCO's evaluation on each subset).
+- `duplicate_rate`: the share of predicted boxes that overlap (IoU > 0.7) a higher-scored one of the same class
+  in the same image (what NMS would remove).
 - `parse_failure_rate`: the share of replies that were not `none` and yielded no usable box; `problems`
   sums what the parser fixed or dropped (see `tasks/detect/box_text.py`).
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import Counter
+
+import numpy as np
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("faster_coco_eval", "pycocotools")
@@ -90,12 +95,63 @@ def coco_box_metrics(ground_truth: dict, detections: list, classes: list[str], c
     return metrics
 
 
+DUPLICATE_IOU = 0.7
+OBJECT_COUNT_GROUPS = (("1", 1, 1), ("2-3", 2, 3), ("4+", 4, None))  # AR100 by objects per image
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of xyxy boxes."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(-1)
+    area = lambda boxes: (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def duplicate_rate(predictions: list[dict], threshold: float, iou: float = DUPLICATE_IOU) -> tuple[float, int, int]:
+    """(rate, duplicates, detections) over detections scored >= threshold: the share that overlap (IoU > iou) a
+    higher-scored detection of the same class in the same image, i.e. what NMS would have removed."""
+    duplicates = kept_total = 0
+    for prediction in predictions:
+        kept = sorted((b for b in prediction["boxes"] if b["score"] >= threshold), key=lambda b: -b["score"])
+        kept_total += len(kept)
+        if len(kept) < 2:
+            continue
+        overlaps = pairwise_iou(*(np.array([b["box"] for b in kept], dtype=np.float64),) * 2)
+        labels = np.array([b["label"] for b in kept], dtype=object)
+        better = np.tril(np.ones((len(kept), len(kept)), dtype=bool), -1)  # [i, j]: j is scored above i
+        duplicates += int(((overlaps > iou) & (labels[:, None] == labels[None, :]) & better).any(1).sum())
+    return (duplicates / kept_total if kept_total else 0.0), duplicates, kept_total
+
+
+def recall_by_object_count(ground_truth: dict, detections: list, classes: list[str], category_ids: dict[str, int],
+                           backend: str = "faster_coco_eval") -> dict:
+    """AR100 over the images holding 1, 2-3 and 4+ objects (COCO's own evaluation on each subset); None for an
+    empty group. Answers "does it find every object when there are many?"."""
+    counts = Counter(a["image_id"] for a in ground_truth["annotations"] if not a.get("iscrowd"))
+    recalls = {}
+    for name, low, high in OBJECT_COUNT_GROUPS:
+        ids = {image["id"] for image in ground_truth["images"]
+               if counts[image["id"]] >= low and (high is None or counts[image["id"]] <= high)}
+        if not ids:
+            recalls[name] = None
+            continue
+        subset = {**ground_truth, "images": [i for i in ground_truth["images"] if i["id"] in ids],
+                  "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in ids]}
+        kept = [d for d in detections if d["image_id"] in ids]
+        recalls[name] = coco_box_metrics(subset, kept, classes, category_ids, backend)["AR100"] if kept else 0.0
+    return recalls
+
+
 def detection_metrics(predictions: dict[str, dict], references: dict[str, dict], classes: list[str],
                       category_ids: dict[str, int], backend: str = "faster_coco_eval") -> dict:
     image_ids = coco_image_ids(references)
     ground_truth = coco_ground_truth(references, image_ids, classes, category_ids)
     detections = coco_detections(predictions, image_ids, category_ids)
     metrics = coco_box_metrics(ground_truth, detections, classes, category_ids, backend)
+    metrics["AR100_by_objects"] = recall_by_object_count(ground_truth, detections, classes, category_ids, backend)
+    metrics["duplicate_rate"] = duplicate_rate([predictions[key] for key in references], threshold=0.0)[0]
     absent_pairs = hallucinated = 0
     for key, reference in references.items():
         present = {box["label"] for box in reference["boxes"]}

@@ -46,6 +46,7 @@ class Task:
     default_balance = "none"  # what --balance auto means for this task
     best_metric = "eval_loss"  # what picks the best checkpoint when there is evaluation data
     report_only: tuple[str, ...] = ()  # what `score` returns for the report files only (not the returned metrics)
+    keeps_skills_by_replay = False  # fine-tunes mix in the model's own general answers (tasks/self_replay.py)
 
     def __init__(self, prompt: str | None = None, system_prompt: str | None = None):
         self.prompt = prompt or self.default_prompt

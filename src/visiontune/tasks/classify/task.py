@@ -24,6 +24,7 @@ REASONING_INSTRUCTION = " Explain briefly, then give the class as 'Answer: <clas
 
 class ClassifyTask(Task):
     name = "classify"
+    keeps_skills_by_replay = True
     default_prompt = DEFAULT_PROMPT
     option_names = ("classes", "descriptions", "reasoning", "temperature")
     prediction_modes = ("score", "generate")

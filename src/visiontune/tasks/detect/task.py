@@ -44,6 +44,7 @@ class DetectTask(Task):
                     "category_ids")
     default_balance = "sampler"  # balance the positive queries' classes
     report_only = ("detections",)  # what `score` returns for the report files, not for the headline
+    keeps_skills_by_replay = True
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,

@@ -1,0 +1,54 @@
+"""Kept skills: before fine-tuning, the model's own answers to general prompts on a sample of the training
+images, mixed into the training set (Learning without Forgetting's idea: it needs no extra data).
+
+A single-task fine-tune mostly shifts what the model says: trained on nothing but box lists, a model answers
+every request with a box list (or `none`). Replaying its own earlier answers on the new images keeps the other
+behaviour in the training distribution. `share` is the fraction of training examples that are replay.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..data.records import Record
+from .base import Example, system_turn, user_turn
+
+REPLAY_PROMPTS = ("Describe this image in one sentence.", "What is in this image?")
+DEFAULT_SHARE = 0.1
+MAX_REPLAY_IMAGES = 256  # answers generated before training; more replay examples reuse them
+REPLAY_MAX_NEW_TOKENS = 48
+
+
+def replay_count(task_examples: int, share: float) -> int:
+    """Replay examples to add so that they are `share` of all training examples."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"--replay-share is the fraction of training examples that replay the model's own "
+                         f"answers, in [0, 1); got {share}")
+    return round(task_examples * share / (1.0 - share))
+
+
+def self_replay_examples(model, processor, records: list[Record], count: int, system_prompt: str | None = None,
+                         batch_size: int = 8, seed: int = 0, log=print) -> list[tuple[Record, Example]]:
+    """`count` (record, example) pairs: a general prompt about a training image, answered as `model` answers it
+    now (greedy). Images are drawn without replacement up to MAX_REPLAY_IMAGES, then reused in turn."""
+    from ..inference.predictor import Predictor
+    from .caption.task import CaptionTask
+
+    if count <= 0 or not records:
+        return []
+    rng = random.Random(seed)
+    chosen = rng.sample(records, min(count, MAX_REPLAY_IMAGES, len(records)))
+    prompts = [[*([system_turn(system_prompt)] if system_prompt else []), user_turn(REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)])]
+               for i in range(len(chosen))]
+    was_training = model.training
+    model.eval()
+    predictor = Predictor(model, processor, CaptionTask(), batch_size=batch_size, max_new_tokens=REPLAY_MAX_NEW_TOKENS)
+    answers = []
+    for start in range(0, len(chosen), batch_size):
+        images = [record.load_image() for record in chosen[start:start + batch_size]]
+        answers += predictor.generate(images, prompts[start:start + batch_size])["texts"]
+    model.train(was_training)
+    pairs = [(record, Example(messages, answer)) for record, messages, answer in zip(chosen, prompts, answers) if answer]
+    log(f"kept skills: {len(pairs)} of the model's own answers to general prompts on training images, replayed as "
+        f"{count} training examples (--no-keep-skills to train without)")
+    return [pairs[i % len(pairs)] for i in range(count)] if pairs else []

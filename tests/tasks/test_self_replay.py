@@ -1,0 +1,57 @@
+"""Kept skills: a detection fine-tune with self-replay still answers a general prompt as the model did before
+it; the same fine-tune without it does not."""
+
+import json
+
+import pytest
+
+from visiontune.api.train import train
+from visiontune.data.builtin.shapes import write_shape_detection
+from visiontune.inference.predictor import Predictor
+from visiontune.models.vlm import load_for_inference
+from visiontune.tasks.caption.task import CaptionTask
+from visiontune.tasks.self_replay import REPLAY_PROMPTS, replay_count
+
+from conftest import OVERFIT
+
+QUIET = {"log": lambda *_: None}
+
+
+def test_replay_count_is_the_asked_share_of_all_examples():
+    assert replay_count(90, 0.1) == 10 and replay_count(30, 0.5) == 30 and replay_count(30, 0.0) == 0
+    with pytest.raises(ValueError, match="replay-share"):
+        replay_count(30, 1.0)
+
+
+def _general_answers(model_path, images) -> list[str]:
+    model, processor, _ = load_for_inference(model_path, **QUIET)
+    predictor = Predictor(model, processor, CaptionTask(), max_new_tokens=12)
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": REPLAY_PROMPTS[0]}]}]
+    return predictor.generate(images, [prompt] * len(images))["texts"]
+
+
+def test_detection_fine_tune_keeps_the_general_answers_only_with_self_replay(tiny_models, tmp_path):
+    data = write_shape_detection(tmp_path / "data", count=6, seed=1, objects=(1, 3))
+    images = [record["file_name"] for record in json.loads(data.read_text())["images"]]
+    from PIL import Image
+
+    pictures = [Image.open(data.parent / name).convert("RGB") for name in images]
+    before = _general_answers(tiny_models["smolvlm"], pictures)
+    settings = {**OVERFIT, "epochs": 40, "learning_rate": 3e-3, "preflight": False, "measure_mfu": False}
+    kept = train(task="detect", model=str(tiny_models["smolvlm"]), data=str(data), output=str(tmp_path / "kept"),
+                 replay_share=0.5, **settings, **QUIET)
+    plain = train(task="detect", model=str(tiny_models["smolvlm"]), data=str(data), output=str(tmp_path / "plain"),
+                  keep_skills=False, **settings, **QUIET)
+    assert kept["replay_examples"] > 0 and plain["replay_examples"] == 0
+    with_replay = _general_answers(tmp_path / "kept", pictures)
+    without = _general_answers(tmp_path / "plain", pictures)
+    kept_similarity, plain_similarity = _similarity(with_replay, before), _similarity(without, before)
+    # A random tiny model's answers are byte soup that does not always survive decoding and re-encoding,
+    # so the test compares character overlap, not equality.
+    assert kept_similarity >= 0.4 and plain_similarity <= 0.25, (kept_similarity, plain_similarity)
+
+
+def _similarity(answers: list[str], reference: list[str]) -> float:
+    from difflib import SequenceMatcher
+
+    return sum(SequenceMatcher(None, a, b).ratio() for a, b in zip(answers, reference)) / len(reference)
