@@ -16,8 +16,9 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
               visiontune's recipe (every box, negative queries, class balance) against the known recipe (largest
               box per class, no negatives, no balance) with the same steps; COCO AP/AP50/APs, hallucination rate
               on absent classes, parse failures; and the dedicated detector on the same canvases (upper reference).
-- kept:       after detection fine-tuning with LoRA and in full, the caption metrics on the held-out caption
-              canvases, beside the aligned model before it.
+- kept:       after detection fine-tuning with self-replay at shares 0 (--no-keep-skills), 0.1 (the default) and
+              0.25, the caption metrics on the held-out caption canvases beside the aligned model before it, and
+              the detection metrics (the trade).
 
     python benchmarks/real_weights.py                      # CPU size (2 cores: see BENCHMARKS.md for times)
     python benchmarks/real_weights.py --only generality --quickstart runs/quickstart   # reuse a quickstart run
@@ -205,9 +206,11 @@ def run_caption(root: Path, args, sizes: Sizes) -> dict:
     return rows
 
 
-DETECT_RECIPES = {"known": dict(max_objects=1, negatives=0.0, balance="none", probe_start=False),
+DETECT_RECIPES = {"known": dict(max_objects=1, negatives=0.0, balance="none", probe_start=False, keep_skills=False),
                   "visiontune": dict(negatives=0.25, balance="sampler")}
-DETECT_REPORTED = ("AP", "AP50", "APs", "APm", "AR100", "hallucination_rate", "parse_failure_rate")
+DETECT_REPORTED = ("AP", "AP50", "APs", "APm", "AR100", "AR100_by_objects", "hallucination_rate", "duplicate_rate",
+                   "parse_failure_rate")
+REPLAY_SHARES = (0.0, 0.1, 0.25)
 
 
 def detection_data(root: Path, sizes: Sizes) -> tuple[dict, dict]:
@@ -219,13 +222,14 @@ def detection_data(root: Path, sizes: Sizes) -> tuple[dict, dict]:
             write_canvases(root / "data" / "detect-test", count=sizes.detect_test, seed=6, split="test", **shape))
 
 
-def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, recipe: str, method: str = "lora"):
+def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, recipe: str, method: str = "lora",
+                    **options):
     from visiontune.api.train import train
 
     # Both recipes: the same steps, batch and learning rate (the quickstart's); only the recipe differs.
     return timed(train, task="detect", model=model, data=str(train_data["instances"]), output=str(output),
                  max_steps=sizes.detect_steps, learning_rate=1e-3 if method == "lora" else 1e-4, method=method,
-                 **DETECT_RECIPES[recipe], **PLUMBING, **QUIET)
+                 **{**DETECT_RECIPES[recipe], **options}, **PLUMBING, **QUIET)
 
 
 def detection_scores(model: str, test_data: dict, output: Path) -> dict:
@@ -266,16 +270,20 @@ def run_detect(root: Path, args, sizes: Sizes) -> dict:
 
 
 def run_kept(root: Path, args, sizes: Sizes) -> dict:
+    """Captions after a detection fine-tune, with self-replay at a few shares (0 = --no-keep-skills)."""
     model = aligned_model(root, args)
     image_size = json.loads((Path(model) / "config.json").read_text())["image_size"]
     _, caption_test = caption_data(root, sizes, image_size)
-    train_data, _ = detection_data(root, sizes)
+    train_data, test_data = detection_data(root, sizes)
     rows = {"aligned (before)": caption_scores(model, caption_test, root / "kept" / "before")}
-    for method in ("lora", "full"):
-        output = root / "detect" / ("visiontune" if method == "lora" else "visiontune-full")
-        if not (output / "visiontune.json").is_file():
-            train_detection(model, train_data, output, sizes, "visiontune", method=method)
-        rows[f"after detection ({method})"] = caption_scores(str(output), caption_test, root / "kept" / method)
+    for share in REPLAY_SHARES:
+        output = root / "kept" / f"detect-replay-{share}"
+        _, seconds = train_detection(model, train_data, output, sizes, "visiontune", keep_skills=share > 0,
+                                     replay_share=share or None)
+        rows[f"after detection, replay share {share}"] = {
+            **caption_scores(str(output), caption_test, output / "captions"),
+            **{f"detect_{k}": v for k, v in detection_scores(str(output), test_data, output / "eval").items()},
+            "train_seconds": seconds}
     for name, row in rows.items():
         print("kept", name, json.dumps(row), flush=True)
     return rows

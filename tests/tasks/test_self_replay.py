@@ -37,11 +37,12 @@ def test_detection_fine_tune_keeps_the_general_answers_only_with_self_replay(tin
 
     pictures = [Image.open(data.parent / name).convert("RGB") for name in images]
     before = _general_answers(tiny_models["smolvlm"], pictures)
-    settings = {**OVERFIT, "epochs": 40, "learning_rate": 3e-3, "preflight": False, "measure_mfu": False}
+    settings = {**OVERFIT, "keep_skills": True, "epochs": 40, "learning_rate": 3e-3, "preflight": False,
+                "measure_mfu": False}
     kept = train(task="detect", model=str(tiny_models["smolvlm"]), data=str(data), output=str(tmp_path / "kept"),
                  replay_share=0.5, **settings, **QUIET)
     plain = train(task="detect", model=str(tiny_models["smolvlm"]), data=str(data), output=str(tmp_path / "plain"),
-                  keep_skills=False, **settings, **QUIET)
+                  **{**settings, "keep_skills": False}, **QUIET)
     assert kept["replay_examples"] > 0 and plain["replay_examples"] == 0
     with_replay = _general_answers(tmp_path / "kept", pictures)
     without = _general_answers(tmp_path / "plain", pictures)
