@@ -8,7 +8,14 @@ import os
 import sys
 
 from .cli_options import add_dataclass_options, overrides
-from .config import EvalConfig, PredictConfig, TrainConfig, build_config
+from .config import EvalConfig, PredictConfig, TrainConfig, build_config, option_kind
+
+
+def task_flags(kind: str) -> list:
+    """Every registered task's own options of `kind` (train|inference), each flag's help naming its task(s)."""
+    from .tasks import option_fields
+
+    return [(field, hint, " / ".join(tasks) + ": ") for _, (tasks, field, hint) in sorted(option_fields(kind).items())]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("eval", EvalConfig, "score a model (generates) or a predictions file")):
         sub = commands.add_parser(name, help=about)
         sub.add_argument("--config", help="YAML file with any option; flags override it")
-        add_dataclass_options(sub, cls)
+        add_dataclass_options(sub, cls, {"task options": task_flags(option_kind(cls))})
     merge = commands.add_parser("merge", help="fold a LoRA adapter into its base model and verify it")
     merge.add_argument("--adapter", required=True)
     merge.add_argument("--output", required=True)
@@ -100,18 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from .api.train import train
 
-            train(build_config(TrainConfig, overrides(args, TrainConfig), args.config))
+            train(build_config(TrainConfig, overrides(args), args.config))
         elif args.command == "predict":
             from .api.predict import predict
 
-            rows = predict(build_config(PredictConfig, overrides(args, PredictConfig), args.config))
+            rows = predict(build_config(PredictConfig, overrides(args), args.config))
             if not args.output:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
         elif args.command == "eval":
             from .api.evaluate import evaluate
 
-            evaluate(build_config(EvalConfig, overrides(args, EvalConfig), args.config))
+            evaluate(build_config(EvalConfig, overrides(args), args.config))
         elif args.command == "merge":
             from .export.merge import merge
 

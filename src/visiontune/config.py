@@ -6,6 +6,7 @@ Field names are the YAML keys and, with '-' for '_', the CLI flags: `lora_r` <->
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,33 +19,17 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
 PROMPT_HELP = "instruction given with each image; classify fills {classes} and {descriptions}"
-QUERIES_HELP = "detect: per-class (one prompt per class; default), all (one prompt per image), both"
-MODE_HELP = "classify: score (probability of every class; default) or generate (free text, then parsed)"
-
-
-@dataclass(kw_only=True)
-class ClassifyTrainOptions:
-    class_descriptions: str | None = field(default=None, metadata={"help": "classify: file of 'class: description' lines"})
-    reasoning: bool = field(default=False, metadata={"help": "classify: train 'Reasoning: …\\nAnswer: <class>'"})
-    calibrate: bool = field(default=True, metadata={"help": "classify: fit a softmax temperature on --eval-data"})
-
-
-@dataclass(kw_only=True)
-class DetectTrainOptions:
-    queries: str | None = field(default=None, metadata={"help": QUERIES_HELP})
-    negatives: float | None = field(default=None, metadata={"help": "detect: share of queries about absent classes, "
-                                                                    "answered none (default 0.25)"})
-    max_objects: int | None = field(default=None, metadata={"help": "detect: most boxes per answer; the largest are "
-                                                                    "kept (default: all)"})
-    box_format: str | None = field(default=None, metadata={"help": "detect: how boxes are written (text: "
-                                                                   "'class: [x1,y1,x2,y2]' on a 0-1000 grid)"})
+MODE_HELP = "the task's prediction mode; classify: score (probability of every class; default) or generate"
+TASK_OPTIONS_HELP = "the task's own options ({name: value}); as flags and YAML keys they are given by name"
 
 
 @dataclass
-class TrainConfig(DataOptions, ClassifyTrainOptions, DetectTrainOptions):
-    """`visiontune train`: the data options (`DataOptions`), each task's options, then model and optimisation."""
+class TrainConfig(DataOptions):
+    """`visiontune train`: the data options (`DataOptions`), model and optimisation; the task's own options
+    (its folder's `TrainOptions`) in `task_options`."""
 
     task: str = field(default="caption", metadata={"help": "caption|classify|detect|chat"})
+    task_options: dict = field(default_factory=dict, metadata={"cli": False, "help": TASK_OPTIONS_HELP})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub id or folder of an image-text-to-text model"})
     data: str = field(default="", metadata={"help": "training data: COCO JSON, JSONL/CSV, save_to_disk folder or hub id"})
     eval_data: str | None = field(default=None, metadata={"help": "evaluation data (same formats)"})
@@ -121,13 +106,11 @@ class InferenceTaskOptions:
     class_names: list[str] | None = field(default=None, metadata={"help": "the classes (default: the run's)"})
     classes: list[str] | None = field(default=None, metadata={"help": "same as --class-names; detect: the classes "
                                                                       "to look for"})
-    class_descriptions: str | None = None
     mode: str | None = field(default=None, metadata={"help": MODE_HELP})
-    top_k: int = 5
-    length_normalise: bool = field(default=False, metadata={"help": "score mode: mean instead of summed token log-prob"})
-    queries: str | None = field(default=None, metadata={"help": QUERIES_HELP + " (default: the run's)"})
-    score_threshold: float | None = field(default=None, metadata={"help": "detect: drop boxes scored below this"})
+    task_options: dict = field(default_factory=dict, metadata={"cli": False, "help": TASK_OPTIONS_HELP})
 
+
+BASE_MODEL_HELP = "a LoRA run's base model, instead of the one its visiontune.json records (a moved or renamed base)"
 
 INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an ONNX export (--model DIR/onnx) "
                         "the variant: auto (fp32)|int8|q4|fp16")
@@ -136,6 +119,7 @@ INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an
 @dataclass
 class PredictConfig(InferenceTaskOptions):
     model: str = ""
+    base_model: str | None = field(default=None, metadata={"help": BASE_MODEL_HELP})
     images: list[str] = field(default_factory=list)
     output: str | None = None
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
@@ -155,6 +139,7 @@ class EvalConfig(DataOptions, InferenceTaskOptions):
     data: str = ""
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     model: str | None = None
+    base_model: str | None = field(default=None, metadata={"help": BASE_MODEL_HELP})
     predictions: str | None = None
     output: str | None = None
     batch_size: int = 8
@@ -171,16 +156,29 @@ def load_yaml(path: str | Path) -> dict:
     return {key.replace("-", "_"): value for key, value in payload.items()}
 
 
+def option_kind(cls) -> str:
+    """Which of a task's option sets a config class takes: "train" or "inference"."""
+    return "train" if issubclass(cls, TrainConfig) else "inference"
+
+
 def build_config(cls, overrides: dict[str, Any] | None = None, config_file: str | Path | None = None):
-    """Defaults < YAML file < explicit overrides. Unknown keys are an error that lists the known ones."""
+    """Defaults < YAML file < explicit overrides. A task's own options may be given by name, like any other;
+    another task's option is an error naming its task; an unknown key is an error suggesting the nearest."""
+    from .tasks import split_task_options
+
     values: dict[str, Any] = {}
     if config_file:
         values.update(load_yaml(config_file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    default_task = next(f.default for f in dataclasses.fields(cls) if f.name == "task")
+    values, own = split_task_options(values, option_kind(cls), values.get("task", default_task))
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(known))}")
+        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, known, 1)) else key
+                 for key in unknown]
+        raise ValueError(f"unknown option(s) {', '.join(hints)} for {cls.__name__}; known: {', '.join(sorted(known))}")
+    values["task_options"] = {**values.get("task_options", {}), **own}
     return cls(**values)
 
 

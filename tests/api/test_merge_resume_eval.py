@@ -130,3 +130,29 @@ def test_cli_tiny_model(tmp_path):
     assert main(["tiny-model", "--family", "llava", "--output", str(tmp_path / "t")]) == 0
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "t").config.model_type == "llava"
     assert main(["tiny-model", "--family", "nope", "--output", str(tmp_path / "u")]) == 2
+
+
+def test_a_run_over_a_local_base_loads_from_any_folder(tiny_models, shapes, tmp_path, monkeypatch):
+    """The base was given relative to where `train` ran; the run loads from elsewhere, after the project moves
+    as a whole, and with --base-model when its base is gone (otherwise an error that names the flag)."""
+    import shutil
+
+    from visiontune.api.predict import predict
+
+    project = tmp_path / "project"
+    shutil.copytree(tiny_models["smolvlm"], project / "models" / "base")
+    monkeypatch.chdir(project)
+    train(model="models/base", data=str(shapes["coco"]), output="runs/lora", max_steps=1, batch_size=2,
+          preflight=False, measure_mfu=False, report_to="none", num_workers=0, **QUIET)
+    image = [str(min(shapes["images"].glob("*.png")))]
+    monkeypatch.chdir(tmp_path)
+    expected = predict(model="project/runs/lora", images=image, max_new_tokens=4, **QUIET)
+    moved = tmp_path / "moved"
+    project.rename(moved)  # the absolute path recorded is gone; the run-relative one still holds
+    assert predict(model=str(moved / "runs" / "lora"), images=image, max_new_tokens=4, **QUIET) == expected
+    (moved / "models" / "base").rename(tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="--base-model"):
+        predict(model=str(moved / "runs" / "lora"), images=image, max_new_tokens=4, **QUIET)
+    rows = predict(model=str(moved / "runs" / "lora"), base_model=str(tmp_path / "elsewhere"), images=image,
+                   max_new_tokens=4, **QUIET)
+    assert rows == expected

@@ -84,6 +84,43 @@ def test_score_mode_matches_pytorch(exported, shape_classes):
                            [theirs["log_likelihoods"][c] for c in CLASSES], atol=1e-3)
 
 
+@pytest.mark.parametrize("task,options", [("caption", {}), ("classify", {"classes": CLASSES, "mode": "generate"}),
+                                          ("detect", {"classes": ["circle", "square"], "score_threshold": 0.0})])
+def test_every_task_predicts_from_an_export_as_from_pytorch(exported, shape_classes, task, options):
+    """Tasks reach the model only through the predictor contract, so an export gives PyTorch's rows."""
+    from visiontune.api.predict import load_predictor
+    from visiontune.inference.protocol import PredictorProtocol
+
+    model_path, root, _ = exported
+    images = [Image.open(f).convert("RGB") for f in sorted(shape_classes.rglob("*.png"))[:3]]
+    mode = options.pop("mode", None)
+    kwargs = dict(task=task, task_options=options, mode=mode, batch_size=2, max_new_tokens=16, **QUIET)
+    predictors = [load_predictor(str(model_path), **kwargs), load_predictor(str(root / "onnx"), **kwargs)]
+    assert all(isinstance(p, PredictorProtocol) for p in predictors)
+    torch_rows, onnx_rows = (p.predict(images, progress=False) for p in predictors)
+    for ours, theirs in zip(onnx_rows, torch_rows):
+        if task == "detect":
+            assert ours["replies"] == theirs["replies"] and ours["queries"] == theirs["queries"] == 2
+            assert [b["box"] for b in ours["boxes"]] == [b["box"] for b in theirs["boxes"]]
+        else:
+            assert ours["text"] == theirs["text"]
+            assert (ours.get("label"), ours.get("prediction")) == (theirs.get("label"), theirs.get("prediction"))
+
+
+def test_token_pieces_join_to_the_reply_and_give_each_token_its_text(exported):
+    from visiontune.api.predict import load_predictor
+
+    model_path, root, _ = exported
+    for predictor in (load_predictor(str(model_path), **QUIET), load_predictor(str(root / "onnx"), **QUIET)):
+        tokenizer = predictor.processor.tokenizer if hasattr(predictor, "processor") else None
+        text = "shirt: [12,40,300,999]\nbag: none"
+        ids = (tokenizer(text, add_special_tokens=False)["input_ids"] if tokenizer
+               else predictor.runtime.encode_text(text, special=False)) + sorted(predictor.end_ids)[:1]
+        pieces = predictor.token_pieces(ids)
+        assert "".join(pieces) == text and pieces[-1] == "" and len(pieces) == len(ids)
+        assert all(piece for piece in pieces[:-1])  # ASCII: every token writes something
+
+
 _TORCH_BLOCKED = r"""
 import json, sys
 sys.modules["torch"] = None  # `import torch` now raises ImportError

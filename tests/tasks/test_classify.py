@@ -34,7 +34,7 @@ def test_parser_table(text, label, rule):
 
 
 def test_prompts_fill_classes_and_descriptions():
-    task = get_task("classify", classes=["ael", "cli"], descriptions={"ael": "aeolian ridges"},
+    task = get_task("classify", classes=["ael", "cli"], class_descriptions={"ael": "aeolian ridges"},
                     system_prompt="You are an expert Martian geologist. Classes: {classes}.\n{descriptions}",
                     prompt="Classify the terrain. Answer with one of: {classes}")
     system, user = task.messages()
@@ -100,58 +100,60 @@ def _independent_log_likelihood(model, processor, task, image, target, eos_ids):
 def test_score_mode_matches_one_class_at_a_time(tiny_models, shape_classes, family, reasoning):
     """The answer trie in one pass equals scoring each answer in its own plain forward pass."""
     from visiontune.data.images import load_image
+    from visiontune.inference.predictor import Predictor
     from visiontune.models.vlm import load_for_inference
-    from visiontune.tasks.classify import scoring as class_scores
+    from visiontune.tasks.classify.ranking import ClassScorer
 
     model, processor, _ = load_for_inference(tiny_models[family], log=lambda *_: None)
     # names that share first tokens share trie nodes
     classes = ["circle", "circles", "circle big", "square", "triangle"]
-    task = get_task("classify", classes=classes, reasoning=reasoning)
-    scorer = class_scores.ClassScorer(model, processor, task)
+    task = get_task("classify", classes=classes, reasoning=reasoning, top_k=3)
+    scorer = ClassScorer(Predictor(model, processor, task), task)
     image = load_image(next((shape_classes / "circle").glob("*.png")))
     rationale = "it is round and red" if reasoning else None
-    scores = scorer.log_likelihoods(image, rationale)
+    scores = torch.tensor(scorer.scores([image], rationale)[0])
     expected = [_independent_log_likelihood(model, processor, task, image, task.target_text(name, rationale),
                                             scorer.eos) for name in classes]
     assert scores.tolist() == pytest.approx(expected, abs=2e-4)
     assert scores.argsort().tolist() == np.argsort(expected).tolist()
-    result = scorer.results([image], [f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None], top_k=3)[0]
-    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    result = scorer.results([image], [f"Reasoning: {rationale}\nAnswer: circle" if reasoning else None])[0]
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6) and len(result["top_k"]) == 3
     assert result["top_k"][0]["label"] == result["label"] == classes[int(np.argmax(expected))]
 
 
 def test_batched_scoring_equals_one_image_at_a_time(tiny_models, shape_classes):
     """Images of different sizes get different image-token counts, so the batch is left-padded."""
     from visiontune.data.images import load_image
+    from visiontune.inference import answer_scoring
+    from visiontune.inference.predictor import Predictor
     from visiontune.models.vlm import load_for_inference
-    from visiontune.tasks.classify import scoring as class_scores
+    from visiontune.tasks.classify.ranking import ClassScorer
 
     model, processor, _ = load_for_inference(tiny_models["smolvlm"], log=lambda *_: None)
     task = get_task("classify", classes=["circle", "circles", "square", "triangle"])
-    scorer = class_scores.ClassScorer(model, processor, task)
+    predictor = Predictor(model, processor, task)
+    scorer = ClassScorer(predictor, task)
     images = [load_image(p) for p in sorted(shape_classes.rglob("*.png"))[:3]]
     images[1] = images[1].resize((200, 96))
-    lengths = {len(scorer.collator.encode_prompts([im], [task.messages()])["input_ids"][0]) for im in images}
+    lengths = {len(predictor.collator.encode_prompts([im], [task.messages()])["input_ids"][0]) for im in images}
     assert len(lengths) > 1  # the batch really is padded
-    one_by_one = torch.stack([scorer.log_likelihoods(im) for im in images])
-    original = class_scores.POSITIONS_PER_PASS
-    class_scores.POSITIONS_PER_PASS = 5  # one image per pass: several passes
+    one_by_one = torch.tensor([scorer.scores([im])[0] for im in images])
+    original = answer_scoring.POSITIONS_PER_PASS
+    answer_scoring.POSITIONS_PER_PASS = 5  # one image per pass: several passes
     try:
-        batched = scorer.batch_log_likelihoods(images)
+        batched = torch.tensor(scorer.scores(images))
     finally:
-        class_scores.POSITIONS_PER_PASS = original
+        answer_scoring.POSITIONS_PER_PASS = original
     assert torch.allclose(batched, one_by_one, atol=2e-4), (batched, one_by_one)
 
 
 def test_answer_trie_follows_qwen2_vl_multimodal_positions():
     """Qwen2-VL's M-RoPE positions run ahead of the token count after an image, differently per left-padded
     row; the trie's nodes must continue them. Built by hand: its processor needs torchvision."""
-    import types
-
     from PIL import Image
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor
 
-    from visiontune.tasks.classify.scoring import ClassScorer
+    from visiontune.inference.answer_scoring import score_answers
 
     torch.manual_seed(0)
     image_token, start, end, pad = 95, 96, 97, 0
@@ -174,12 +176,8 @@ def test_answer_trie_follows_qwen2_vl_multimodal_positions():
     batch = {"input_ids": ids, "attention_mask": (torch.arange(width) >= width - torch.tensor([[len(p)] for p in prompts])).long(),
              "mm_token_type_ids": (ids == image_token).long(), **pixels}
     answers = [[10, 11, 2], [10, 12, 13, 2], [20, 2], [10, 11, 14, 2]]
-    scorer = ClassScorer.__new__(ClassScorer)  # only the model and the prompts' encoding are needed
-    scorer.model = model
-    scorer.collator = types.SimpleNamespace(encode_prompts=lambda *_: dict(batch))
-    scorer.task = types.SimpleNamespace(messages=list)
     with torch.inference_mode():
-        scores = torch.tensor(scorer._score_batch(images, answers))
+        scores = score_answers(model, lambda *_: dict(batch), images, [[], []], answers)
         expected = torch.zeros_like(scores)
         first_pixels = counts[0] * 4
         for row, prompt in enumerate(prompts):

@@ -72,6 +72,29 @@ def test_predict_returns_label_confidence_topk_and_text(classify_run, shape_clas
     assert all(0.0 < r["confidence"] <= 1.0 for r in rows)
 
 
+def test_predict_uses_the_runs_fitted_temperature_as_eval_and_the_cli_do(classify_run, shape_classes, tmp_path,
+                                                                         capsys):
+    """`predict`'s sampling temperature is not the classify calibration's: both read the run's fitted value."""
+    import shutil
+
+    output, _ = classify_run
+    run = tmp_path / "run"
+    shutil.copytree(output, run)
+    metadata = json.loads((run / "visiontune.json").read_text())
+    (run / "visiontune.json").write_text(json.dumps({**metadata, "temperature": 25.0}))
+    image = str(min((shape_classes / "triangle").glob("*.png")))
+    (row,) = predict(model=str(run), images=[image], **QUIET)
+    evaluate(model=str(run), data=str(shape_classes), output=str(tmp_path / "eval"), **QUIET)
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert row["confidence"] == pytest.approx(next(r for r in rows if r["image"] == image)["confidence"], abs=1e-6)
+    (plain,) = predict(model=str(output), images=[image], **QUIET)
+    assert row["confidence"] < plain["confidence"]  # a temperature of 25 flattens the distribution
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run), "--images", image, "--temperature", "1.0"]) == 0
+    cli_row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cli_row["confidence"] == pytest.approx(row["confidence"], abs=1e-6)
+
+
 def test_eval_scores_a_predictions_file(classify_run, shape_classes, tmp_path):
     output, _ = classify_run
     rows = predict(model=str(output), images=[str(shape_classes)], output=str(tmp_path / "p.jsonl"), **QUIET)

@@ -93,9 +93,9 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     predictor = None
     if config.model:
         predictor = load_predictor(
-            config.model, task=name, task_options=options, dtype=config.dtype, log=log,
+            config.model, task=name, task_options=options, dtype=config.dtype, log=log, base_model=config.base_model,
             batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
-            top_k=config.top_k, length_normalise=config.length_normalise, num_beams=config.num_beams)
+            num_beams=config.num_beams)
         task = predictor.task
     else:
         task = task_from_metadata({}, name, **options)

@@ -12,10 +12,11 @@ from ..tasks import task_from_metadata, task_options
 
 
 def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=print,
-                   task_options: dict | None = None, **kwargs) -> BasePredictor:
+                   task_options: dict | None = None, base_model: str | None = None, **kwargs) -> BasePredictor:
     """A model or run folder with its task; `task_options` (prompt, system_prompt, classes…) override what the
-    run folder's visiontune.json says. An ONNX export (its folder or `onnx/` inside it) runs on the torch-free
-    runtime; `dtype` then picks the variant (auto = fp32, int8, q4, fp16)."""
+    run folder's visiontune.json says; `base_model` replaces a LoRA run's recorded base. An ONNX export (its
+    folder or `onnx/` inside it) runs on the torch-free runtime; `dtype` then picks the variant (auto = fp32,
+    int8, q4, fp16)."""
     root = export_folder(path)
     if root is not None:
         from ..runtime.predictor import OnnxPredictor
@@ -27,7 +28,7 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
     from ..inference.predictor import Predictor
     from ..models.vlm import load_for_inference
 
-    model, processor, metadata = load_for_inference(path, dtype=dtype, log=log)
+    model, processor, metadata = load_for_inference(path, dtype=dtype, log=log, base_model=base_model)
     return Predictor(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 
 
@@ -46,8 +47,9 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
     images = [config.images] if isinstance(config.images, (str, Path)) else config.images  # predict(images="x.jpg")
     predictor = load_predictor(
         config.model, task=config.task, task_options=task_options(config), dtype=config.dtype, log=log,
-        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode, top_k=config.top_k,
-        length_normalise=config.length_normalise, num_beams=config.num_beams, do_sample=config.do_sample,
+        base_model=config.base_model,
+        batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
+        num_beams=config.num_beams, do_sample=config.do_sample,
         temperature=config.temperature, top_p=config.top_p)
     results = predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)
     if config.output:

@@ -19,6 +19,7 @@ from ..data.loading import data_spec, fingerprint
 from ..data.validate import check_images
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
+from ..models.run_base import recorded_base
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
 from ..tasks import get_task, task_class, task_options
@@ -199,9 +200,9 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     trainer.save_model(str(output))
     processor.save_pretrained(output)
     calibration = None
-    if eval_records and config.calibrate:
+    if eval_records:
         calibration = task.after_training(trainer.model, processor, eval_records, config.batch_size, log=log)
-    metadata = {**task.metadata(), "base_model": config.model, "method": config.method, "train": config.train,
+    metadata = {**task.metadata(), **recorded_base(config.model, output), "method": config.method, "train": config.train,
                 "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
@@ -224,8 +225,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         extra_eval, trainer.extra_eval = trainer.extra_eval, (None if scored else trainer.extra_eval)
         final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
         trainer.extra_eval = extra_eval
-        summary.update({k: v for k, v in final_eval.items() if k in ("eval_loss", "eval_accuracy", "eval_macro_f1",
-                                                                     "eval_ece")})
+        summary.update({k: v for k, v in final_eval.items()
+                        if k == "eval_loss" or k.removeprefix("eval_") in task.headline_metrics})
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_training_curves(trainer.state.log_history, output / "training_curves.png")
     log(f"saved {output} — {summary['samples_per_second']} samples/s, {summary['tokens_per_second']} tokens/s, "

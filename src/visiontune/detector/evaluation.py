@@ -14,12 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data.records import Record
-from ..metrics.detection import (box_references, coco_box_metrics, coco_detections, coco_ground_truth, coco_image_ids,
-                                 duplicate_rate)
-from .box_ops import pairwise_iou
+from ..metrics.detection import (
+    box_references,
+    coco_box_metrics,
+    coco_detections,
+    coco_ground_truth,
+    coco_image_ids,
+    duplicate_rate,
+    pairwise_iou,
+)
+
 
 def f1_operating_point(predictions: list[dict], references: list[dict], iou: float = 0.5) -> dict:
     """The score threshold at which the detections have their best F1 (a detection is a true positive when
@@ -35,8 +41,8 @@ def f1_operating_point(predictions: list[dict], references: list[dict], iou: flo
             continue
         overlaps = np.zeros((len(detections), len(truths)))
         if truths:
-            overlaps = pairwise_iou(torch.tensor([b["box"] for b in detections], dtype=torch.float64),
-                                    torch.tensor([t["box"] for t in truths], dtype=torch.float64))[0].numpy()
+            overlaps = pairwise_iou(np.array([b["box"] for b in detections], dtype=np.float64),
+                                    np.array([t["box"] for t in truths], dtype=np.float64))
             same_class = np.array([[b["label"] == t["label"] for t in truths] for b in detections])
             overlaps = np.where(same_class, overlaps, 0.0)
         for row, box in enumerate(detections):  # in score order, each to its best free object

@@ -1,7 +1,7 @@
-"""What every predictor shares, torch-free: the task, the prediction mode and options, and batching over images.
+"""What every predictor shares, torch-free: the task, the prediction mode, and batching over images.
 
 `Predictor` (PyTorch, `predictor.py`) and the ONNX runtime's predictor (`visiontune.runtime`) add the model
-calls: `generate` / `generate_texts`, and what a task's prediction modes need.
+calls of the predictor contract (`protocol.py`): `generate`, `token_pieces`, `answer_tokens`, `score_answers`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from ..data.images import ImageLoadError, describe_image, expand_image_inputs, l
 
 
 class BasePredictor:
-    def __init__(self, task, batch_size: int = 8, max_new_tokens: int | None = None, mode: str | None = None,
-                 top_k: int = 5, length_normalise: bool = False):
-        """`mode`: one of the task's `prediction_modes` (default: its first); `top_k` and `length_normalise`
-        are options of modes that rank answers (classify's score mode)."""
+    def __init__(self, task, batch_size: int = 8, max_new_tokens: int | None = None, mode: str | None = None):
+        """`mode`: one of the task's `prediction_modes` (default: its first)."""
         self.task = task
-        self.batch_size, self.max_new_tokens, self.top_k = batch_size, max_new_tokens or task.max_new_tokens, top_k
-        self.length_normalise = length_normalise
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens or task.max_new_tokens
         self.mode = mode or task.prediction_modes[0]
         if self.mode not in task.prediction_modes:
             raise ValueError(f"--mode {self.mode!r} does not apply to --task {task.name}; its modes: "

@@ -9,19 +9,22 @@ from __future__ import annotations
 import torch
 
 from ..models.feature_cache import FeatureCache
-from ..models.prompt_encoding import VLMCollator
+from ..models.prompt_encoding import VLMCollator, answer_suffix
 from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
 from ..models.vlm import end_token_ids
+from .answer_scoring import score_answers
 from .base_predictor import BasePredictor
+from .token_text import token_pieces
 
 FEATURE_MEMORY_BYTES = 512 * 2**20  # the most recent images' vision features kept while predicting
 
 
 class Predictor(BasePredictor):
     def __init__(self, model, processor, task, batch_size: int = 8, max_new_tokens: int | None = None,
-                 mode: str | None = None, top_k: int = 5, length_normalise: bool = False, **generation):
-        super().__init__(task, batch_size, max_new_tokens, mode, top_k, length_normalise)
+                 mode: str | None = None, **generation):
+        super().__init__(task, batch_size, max_new_tokens, mode)
         self.model, self.processor = model, processor
+        self.end_ids = end_token_ids(model, processor.tokenizer)  # what ends a scored answer
         self.generation = {k: v for k, v in generation.items() if v is not None}
         if not self.generation.get("do_sample"):
             self.generation.pop("temperature", None)
@@ -56,3 +59,19 @@ class Predictor(BasePredictor):
         steps = steps.float().cpu()
         return {"texts": texts, "tokens": [new_tokens[i, :n].tolist() for i, n in enumerate(lengths)],
                 "log_probs": [steps[i, :n].tolist() for i, n in enumerate(lengths)]}
+
+    def token_pieces(self, tokens: list[int]) -> list[str]:
+        tokenizer = self.processor.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return token_pieces(backend, tokens)
+        # a tokenizer without a `tokenizers` backend: the pieces as differences of decoded prefixes
+        texts = [tokenizer.decode(tokens[: index + 1], skip_special_tokens=True) for index in range(len(tokens))]
+        return [text[len(before):] for before, text in zip(["", *texts], texts)]
+
+    def answer_tokens(self, messages: list[dict], target: str) -> list[int]:
+        return self.processor.tokenizer(answer_suffix(self.processor, messages, target),
+                                        add_special_tokens=False)["input_ids"]
+
+    def score_answers(self, images: list, messages: list[list[dict]], answers: list[list[int]]) -> list[list[float]]:
+        return score_answers(self.model, self.collator.encode_prompts, images, messages, answers).tolist()

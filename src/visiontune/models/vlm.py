@@ -10,8 +10,8 @@ import torch
 
 from .families import family_for
 from .roles import ROLES, module_roles
+from .run_base import RUN_METADATA_FILE, resolve_base
 
-RUN_METADATA_FILE = "visiontune.json"
 METHODS = ("lora", "qlora", "full")
 
 
@@ -37,11 +37,12 @@ def is_adapter_folder(path: str | Path) -> bool:
 
 
 def load_processor(path: str | Path, image_size: int | None = None, image_splitting: bool | None = None,
-                   log=print):
+                   log=print, base_model: str | None = None):
+    """`base_model`: a LoRA run's base, instead of the one it records (its config names the family)."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(str(path))
-    model_type = _model_type(path)
+    model_type = _model_type(path, base_model)
     family = family_for(model_type)
     if family is not None:
         notes = family.configure_processor(processor, image_size, image_splitting)
@@ -52,18 +53,18 @@ def load_processor(path: str | Path, image_size: int | None = None, image_splitt
     return processor
 
 
-def base_model_of(path: str | Path) -> str:
-    """The model a run folder's LoRA adapter applies to; the path itself for a plain model."""
+def base_model_of(path: str | Path, override: str | None = None) -> str:
+    """The model a run folder's LoRA adapter applies to (`override`: `--base-model`); the path itself for a
+    plain model."""
     if Path(path).is_dir() and is_adapter_folder(path):
-        adapter_config = json.loads((Path(path) / "adapter_config.json").read_text())
-        return read_run_metadata(path).get("base_model") or adapter_config["base_model_name_or_path"]
+        return resolve_base(path, override)
     return str(path)
 
 
-def _model_type(path: str | Path) -> str:
+def _model_type(path: str | Path, base_model: str | None = None) -> str:
     from transformers import AutoConfig
 
-    return getattr(AutoConfig.from_pretrained(base_model_of(path)), "model_type", "")
+    return getattr(AutoConfig.from_pretrained(base_model_of(path, base_model)), "model_type", "")
 
 
 def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=None, attention: str = "sdpa"):
@@ -222,22 +223,25 @@ def end_token_ids(model, tokenizer=None) -> set[int]:
     return found
 
 
-def load_for_inference(path: str | Path, dtype: str = "auto", merge_adapter: bool = True, log=print):
-    """Load a hub id, a saved model, or a visiontune run folder (LoRA adapter + processor + metadata)."""
+def load_for_inference(path: str | Path, dtype: str = "auto", merge_adapter: bool = True, log=print,
+                       base_model: str | None = None):
+    """Load a hub id, a saved model, or a visiontune run folder (LoRA adapter + processor + metadata);
+    `base_model` replaces the base a LoRA run records."""
     path = str(path)
     torch_dtype = resolve_dtype(dtype)
     metadata = read_run_metadata(path) if Path(path).is_dir() else {}
     if Path(path).is_dir() and is_adapter_folder(path):
         from peft import PeftModel
 
-        model = load_base_model(base_model_of(path), torch_dtype)
+        model = load_base_model(base_model_of(path, base_model), torch_dtype)
         model = PeftModel.from_pretrained(model, path)
         if merge_adapter:
             model = model.merge_and_unload()  # plain weights generate faster than an adapter wrapper
     else:
         model = load_base_model(path, torch_dtype)
     has_processor = any((Path(path) / name).exists() for name in ("processor_config.json", "preprocessor_config.json"))
-    processor = load_processor(path if has_processor else base_model_of(path), log=log)
+    processor = load_processor(path if has_processor else base_model_of(path, base_model), log=log,
+                               base_model=base_model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     return model, processor, metadata

@@ -1,39 +1,22 @@
-"""`OnnxPredictor`: the tasks' predictions (generate, classify's score mode) on an ONNX export, torch-free."""
+"""`OnnxPredictor`: the predictor contract (`inference/protocol.py`) on an ONNX export, torch-free."""
 
 from __future__ import annotations
 
 from ..inference.base_predictor import BasePredictor
-from ..tasks.classify.ranking import AnswerRanking
+from ..inference.token_text import token_pieces
 from .vlm import OnnxVLM
-
-
-class OnnxClassScorer(AnswerRanking):
-    """Score mode on the ONNX runtime: the prompt's cache repeated for each class (`OnnxVLM.answer_log_likelihoods`)."""
-
-    def __init__(self, runtime: OnnxVLM, task, length_normalise: bool = False):
-        super().__init__(task, runtime.end_ids, length_normalise)
-        self.runtime = runtime
-
-    def answer_text(self, messages: list[dict], target: str) -> str:
-        return self.runtime.answer_suffix(messages, target)
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.runtime.encode_text(text, special=False)
-
-    def _score_batch(self, images: list, answers: list[list[int]]) -> list[list[float]]:
-        messages = [self.task.messages() for _ in images]
-        return self.runtime.answer_log_likelihoods(images, messages, answers).tolist()
 
 
 class OnnxPredictor(BasePredictor):
     def __init__(self, runtime: OnnxVLM, task, batch_size: int = 8, max_new_tokens: int | None = None,
-                 mode: str | None = None, top_k: int = 5, length_normalise: bool = False, **generation):
-        super().__init__(task, batch_size, max_new_tokens, mode, top_k, length_normalise)
+                 mode: str | None = None, **generation):
+        super().__init__(task, batch_size, max_new_tokens, mode)
         unsupported = [k for k, v in generation.items() if v not in (None, False, 1, 1.0)]
         if unsupported:
             raise ValueError(f"the ONNX runtime decodes greedily; {', '.join(sorted(unsupported))} are not supported "
                              f"(use the PyTorch model for beam search or sampling)")
         self.runtime = runtime
+        self.end_ids = runtime.end_ids
 
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
                  max_new_tokens: int | None = None) -> dict:
@@ -42,5 +25,11 @@ class OnnxPredictor(BasePredictor):
         generated = self.runtime.generate(images, messages, max_new_tokens or self.max_new_tokens)
         return generated if with_scores else {"texts": generated["texts"]}
 
-    def class_scorer(self, task) -> OnnxClassScorer:
-        return OnnxClassScorer(self.runtime, task, self.length_normalise)
+    def token_pieces(self, tokens: list[int]) -> list[str]:
+        return token_pieces(self.runtime.tokenizer, tokens)
+
+    def answer_tokens(self, messages: list[dict], target: str) -> list[int]:
+        return self.runtime.encode_text(self.runtime.answer_suffix(messages, target), special=False)
+
+    def score_answers(self, images: list, messages: list[list[dict]], answers: list[list[int]]) -> list[list[float]]:
+        return self.runtime.answer_log_likelihoods(images, messages, answers).tolist()

@@ -45,6 +45,7 @@ class Task:
     prediction_modes: tuple[str, ...] = ("generate",)  # the first is the default
     default_balance = "none"  # what --balance auto means for this task
     best_metric = "eval_loss"  # what picks the best checkpoint when there is evaluation data
+    headline_metrics: tuple[str, ...] = ()  # in-training evaluation metrics that summary.json reports
     report_only: tuple[str, ...] = ()  # what `score` returns for the report files only (not the returned metrics)
     keeps_skills_by_replay = False  # fine-tunes mix in the model's own general answers (tasks/self_replay.py)
 

@@ -54,7 +54,7 @@ def classification_eval(records: list[Record], task, processor, batch_size: int 
     def run(model) -> dict:
         metrics = _metrics(eval_log_likelihoods(model, processor, task, records, batch_size),
                            [r.label for r in records], task)
-        return {key: metrics[key] for key in ("accuracy", "macro_f1", "ece")}
+        return {key: metrics[key] for key in task.headline_metrics}
 
     return run
 
@@ -73,4 +73,4 @@ def calibrate(model, processor, task, records: list[Record], batch_size: int = 8
     # the final evaluation's task metrics: these weights already scored these records, no second pass needed
     return {"temperature": task.temperature, "ece_before": before, "ece_after": after,
             "calibration_images": len(records),
-            "eval_metrics": {key: final[key] for key in ("accuracy", "macro_f1", "ece")}}
+            "eval_metrics": {key: final[key] for key in task.headline_metrics}}

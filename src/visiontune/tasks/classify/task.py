@@ -15,6 +15,7 @@ from ...data.loading import load_labelled_records
 from ...data.records import Record
 from ..base import Task, system_turn, user_turn
 from .answer_parser import ParsedAnswer, parse_answer
+from .ranking import ClassScorer
 
 DEFAULT_SYSTEM_PROMPT = "You are an image classifier. The possible classes are: {classes}."
 DESCRIPTIONS_BLOCK = "\nWhat each class looks like:\n{descriptions}"
@@ -26,24 +27,32 @@ class ClassifyTask(Task):
     name = "classify"
     keeps_skills_by_replay = True
     default_prompt = DEFAULT_PROMPT
-    option_names = ("classes", "descriptions", "reasoning", "temperature")
+    option_names = ("classes", "class_descriptions", "reasoning", "calibrate", "temperature", "top_k",
+                    "length_normalise")
     prediction_modes = ("score", "generate")
     best_metric = "eval_accuracy"
+    headline_metrics = ("accuracy", "macro_f1", "ece")
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
-                 descriptions: dict[str, str] | str | Path | None = None, reasoning: bool = False,
-                 temperature: float = 1.0):
-        """`descriptions`: {class: text}, or the path of a file of `class: description` lines.
-        `temperature`: divides class log-likelihoods before the softmax in score mode (fitted after training)."""
+                 class_descriptions: dict[str, str] | str | Path | None = None, reasoning: bool = False,
+                 calibrate: bool = True,
+                 temperature: float = 1.0, top_k: int = 5, length_normalise: bool = False):
+        """`class_descriptions`: {class: text}, or the path of a file of `class: description` lines.
+        `calibrate`: fit the temperature on the evaluation records after training.
+        `temperature`: divides class log-likelihoods before the softmax in score mode (fitted after training).
+        `top_k`: classes listed in a score-mode result; `length_normalise`: rank classes by their mean token
+        log-probability instead of the sum."""
         if not classes:
             raise ValueError("the classify task needs its class names: from the training data, --class-names, or "
                              "a visiontune run folder's visiontune.json")
         self.classes = check_class_names(list(classes), "--class-names")
-        if isinstance(descriptions, (str, Path)):
-            descriptions = read_class_descriptions(descriptions, self.classes)
-        self.descriptions = dict(descriptions or {})
+        if isinstance(class_descriptions, (str, Path)):
+            class_descriptions = read_class_descriptions(class_descriptions, self.classes)
+        self.descriptions = dict(class_descriptions or {})
+        self.calibrate = bool(calibrate)
         self.reasoning = bool(reasoning)
         self.temperature = float(temperature)
+        self.top_k, self.length_normalise = int(top_k), bool(length_normalise)
         default_system = DEFAULT_SYSTEM_PROMPT + (DESCRIPTIONS_BLOCK if self.descriptions else "")
         super().__init__(prompt=prompt, system_prompt=system_prompt or default_system)
 
@@ -117,6 +126,8 @@ class ClassifyTask(Task):
         """Fit the softmax temperature on the evaluation records (stored in the run's visiontune.json)."""
         from .calibration import calibrate
 
+        if not self.calibrate:
+            return None
         model.eval()
         return calibrate(model, processor, self, records, batch_size, log=log)
 
@@ -132,14 +143,10 @@ class ClassifyTask(Task):
         """Score mode: every class's probability (`scoring.py`); generate mode: free text, then parsed, with
         the probability of the whole reply as its confidence (not a distribution over classes)."""
         if predictor.mode == "score":
-            from .scoring import ClassScorer
-
             if "class_scorer" not in predictor.cache:
-                make = getattr(predictor, "class_scorer", None)  # a backend without torch brings its own
-                predictor.cache["class_scorer"] = make(self) if make else ClassScorer(
-                    predictor.model, predictor.processor, self, length_normalise=predictor.length_normalise)
+                predictor.cache["class_scorer"] = ClassScorer(predictor, self)
             texts = predictor.generate_texts(images) if self.reasoning else [None] * len(images)
-            return predictor.cache["class_scorer"].results(images, texts, predictor.top_k)
+            return predictor.cache["class_scorer"].results(images, texts)
         texts, log_probs = predictor.generate_texts(images, with_log_probs=True)
         rows = []
         for text, log_prob in zip(texts, log_probs):
@@ -153,7 +160,7 @@ class ClassifyTask(Task):
         return record.label
 
     def metadata(self) -> dict:
-        return {**super().metadata(), "classes": self.classes, "descriptions": self.descriptions,
+        return {**super().metadata(), "classes": self.classes, "class_descriptions": self.descriptions,
                 "reasoning": self.reasoning, "temperature": self.temperature}
 
     def score(self, predictions: dict[str, dict], references: dict[str, str]) -> dict:

@@ -8,14 +8,14 @@ Queries run `predictor.batch_size` prompts per generate call.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
 
-def token_ends(tokenizer, tokens: list[int]) -> list[int]:
-    """Character offset where each token's text ends in the decoded reply (decoding prefixes, so merged
-    bytes and dropped special tokens come out as the full decode has them)."""
-    return [len(tokenizer.decode(tokens[: index + 1], skip_special_tokens=True)) for index in range(len(tokens))]
+def token_ends(pieces: list[str]) -> list[int]:
+    """Character offset where each token's text ends in the reply its pieces make."""
+    return list(itertools.accumulate(len(piece) for piece in pieces))
 
 
 def box_scores(text_spans: list[tuple[int, int]], ends: list[int], log_probs: list[float]) -> list[float]:
@@ -31,7 +31,7 @@ def box_scores(text_spans: list[tuple[int, int]], ends: list[int], log_probs: li
 def detect_boxes(predictor, images: list) -> list[dict]:
     """One row per image: `boxes` [{label, box (pixel x1,y1,x2,y2), score}], `replies` {query: text},
     `queries`, `parse_failures` and `problems` (what the parser fixed or dropped)."""
-    task, tokenizer = predictor.task, predictor.processor.tokenizer
+    task = predictor.task
     queries = task.inference_queries()
     prompts = [(index, asked) for index in range(len(images)) for asked in queries]
     rows = [{"boxes": [], "replies": {}, "queries": 0, "parse_failures": 0, "problems": Counter()} for _ in images]
@@ -42,7 +42,8 @@ def detect_boxes(predictor, images: list) -> list[dict]:
         for (index, asked), text, tokens, log_probs in zip(chunk, generated["texts"], generated["tokens"],
                                                            generated["log_probs"]):
             row, (width, height) = rows[index], images[index].size
-            reply = tokenizer.decode(tokens, skip_special_tokens=True)  # unstripped: spans index into this
+            pieces = predictor.token_pieces(tokens)
+            reply = "".join(pieces)  # unstripped: spans index into this
             parsed = task.parse(reply)
             row["replies"][", ".join(asked)] = text
             row["queries"] += 1
@@ -52,7 +53,7 @@ def detect_boxes(predictor, images: list) -> list[dict]:
             kept = [(i, box) for i, box in enumerate(parsed.boxes) if box[0] in asked]
             row["problems"]["not_asked"] += len(parsed.boxes) - len(kept)
             spans = [parsed.spans[i] for i, _ in kept]
-            scores = box_scores(spans, token_ends(tokenizer, tokens), log_probs) if kept else []
+            scores = box_scores(spans, token_ends(pieces), log_probs) if kept else []
             for (_, (name, grid_box)), score in zip(kept, scores):
                 if score >= task.score_threshold:
                     row["boxes"].append({"label": name, "box": task.to_pixels(grid_box, width, height),

@@ -31,7 +31,6 @@ from ..base import Example, Task, system_turn, user_turn
 from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, to_grid
 
 QUERY_MODES = ("per-class", "all", "both")
-BOX_FORMATS = ("text",)
 DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
                   "corners on a 0-1000 grid, or none.")
 
@@ -40,15 +39,14 @@ class DetectTask(Task):
     name = "detect"
     default_prompt = DEFAULT_PROMPT
     max_new_tokens = 512  # ~18 tokens a box
-    option_names = ("classes", "queries", "negatives", "max_objects", "box_format", "score_threshold", "seed",
-                    "category_ids")
+    option_names = ("classes", "queries", "negatives", "max_objects", "score_threshold", "seed", "category_ids")
     default_balance = "sampler"  # balance the positive queries' classes
     report_only = ("detections",)  # what `score` returns for the report files, not for the headline
     keeps_skills_by_replay = True
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
-                 box_format: str = "text", score_threshold: float = 0.0, seed: int = 0,
+                 score_threshold: float = 0.0, seed: int = 0,
                  category_ids: dict[str, int] | None = None):
         """`category_ids`: each class's id in COCO files written and read (default 1..K in class order)."""
         if not classes:
@@ -58,15 +56,13 @@ class DetectTask(Task):
             raise ValueError(f"unknown --queries {queries!r}; choose one of {', '.join(QUERY_MODES)}")
         if not 0.0 <= float(negatives) < 1.0:
             raise ValueError(f"--negatives is the share of queries about absent classes, in [0, 1); got {negatives}")
-        if box_format not in BOX_FORMATS:
-            raise ValueError(f"unknown --box-format {box_format!r}; available: {', '.join(BOX_FORMATS)}")
         if max_objects is not None and int(max_objects) < 1:
             raise ValueError(f"--max-objects must be at least 1, got {max_objects}")
         super().__init__(prompt=prompt, system_prompt=system_prompt)
         self.classes = check_class_names(list(classes), "--class-names", minimum=1)
         self.queries, self.negatives = queries, float(negatives)
         self.max_objects = int(max_objects) if max_objects else None
-        self.box_format, self.score_threshold, self.seed = box_format, float(score_threshold), int(seed)
+        self.score_threshold, self.seed = float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
 
     # --- data ----------------------------------------------------------------------------------------------
@@ -231,5 +227,5 @@ class DetectTask(Task):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,
-                "max_objects": self.max_objects, "box_format": self.box_format,
-                "score_threshold": self.score_threshold, "category_ids": self.category_ids}
+                "max_objects": self.max_objects, "score_threshold": self.score_threshold,
+                "category_ids": self.category_ids}

@@ -1,4 +1,4 @@
-"""The class answers' token trie: every distinct answer prefix once, scored in one pass as a tree.
+"""The answers' token trie: every distinct answer prefix once, scored in one pass as a tree.
 
 Answers that start alike ("Sandal", "Sneaker" both begin with the same token) share the nodes of their
 common prefix. A node is fed as an input token; it sees the prompt and its own ancestors only (the

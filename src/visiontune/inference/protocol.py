@@ -1,0 +1,36 @@
+"""The predictor contract: what tasks may ask of a loaded model, whatever runs it.
+
+`Predictor` (PyTorch) and `OnnxPredictor` (the torch-free runtime) implement it; tasks use nothing else, so
+every task predicts, evaluates and serves from an ONNX export as it does from a PyTorch model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class PredictorProtocol(Protocol):
+    task: Any
+    batch_size: int
+    max_new_tokens: int
+    mode: str  # one of the task's prediction_modes
+    cache: dict  # what a task keeps between batches (e.g. its class answers' tokens)
+    end_ids: set[int]  # tokens that end a reply
+
+    def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
+                 max_new_tokens: int | None = None) -> dict:
+        """Replies to one prompt per image: `texts` (stripped); with `with_scores`, `tokens` (each reply's ids up
+        to and including its end token) and `log_probs` (each of those tokens' log-probability)."""
+
+    def generate_texts(self, images: list, with_log_probs: bool = False):
+        """Replies to the task's own prompt (and, with `with_log_probs`, each reply's summed log-probability)."""
+
+    def token_pieces(self, tokens: list[int]) -> list[str]:
+        """Each token's share of the decoded reply (special tokens and incomplete bytes: ""); joined, the reply."""
+
+    def answer_tokens(self, messages: list[dict], target: str) -> list[int]:
+        """The token ids the chat template puts after the generation prompt when `target` is the answer."""
+
+    def score_answers(self, images: list, messages: list[list[dict]], answers: list[list[int]]) -> list[list[float]]:
+        """(images, answers): each answer's summed token log-probability after each image's prompt."""

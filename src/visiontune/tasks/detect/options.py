@@ -1,0 +1,22 @@
+"""Detection's own options: `train` flags, `predict`/`eval` flags, YAML keys and Python keywords alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+QUERIES_HELP = "per-class (one prompt per class; default), all (one prompt per image), both"
+
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    queries: str | None = field(default=None, metadata={"help": QUERIES_HELP})
+    negatives: float | None = field(default=None, metadata={
+        "help": "share of queries about absent classes, answered none (default 0.25)"})
+    max_objects: int | None = field(default=None, metadata={
+        "help": "most boxes per answer; the largest are kept (default: all)"})
+
+
+@dataclass(kw_only=True)
+class InferenceOptions:
+    queries: str | None = field(default=None, metadata={"help": QUERIES_HELP + " (default: the run's)"})
+    score_threshold: float | None = field(default=None, metadata={"help": "drop boxes scored below this"})
