@@ -1,5 +1,5 @@
-"""The layout holds: import-linter's contracts (pyproject.toml), no task names in the orchestrators, and no
-lab-notebook references in the source."""
+"""The layout holds: import-linter's contracts (pyproject.toml), task names compared only inside tasks/,
+family names only inside models/families.py, and no lab-notebook references in the source."""
 
 from __future__ import annotations
 
@@ -26,14 +26,31 @@ def test_import_contracts_are_kept():
     assert "broken" in result.stdout and " 0 broken" in result.stdout
 
 
-ORCHESTRATORS = [SOURCE / "api", SOURCE / "training", SOURCE / "inference", SOURCE / "data"]
-TASK_NAME = re.compile(r"""(==|!=|\bin)\s*\(?["'](caption|classify|detect|chat)["']""")
+def _compared(names, keys: bool = False) -> re.Pattern:
+    """A name compared (==, !=, in) as a string literal; with `keys`, also a dict key."""
+    alternatives = "|".join(re.escape(name) for name in sorted(names))
+    key = rf"""|(["']({alternatives})["']\s*:)""" if keys else ""
+    return re.compile(rf"""((==|!=|\bin)\s*\(?["']({alternatives})["']){key}""")
 
 
-def test_orchestrators_never_compare_a_task_name():
-    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-                 for folder in ORCHESTRATORS for path in sorted(folder.rglob("*.py"))
-                 for number, line in enumerate(path.read_text().splitlines(), start=1) if TASK_NAME.search(line)]
+def _offenders(pattern: re.Pattern, allowed: Path) -> list[str]:
+    return [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in sorted(SOURCE.rglob("*.py"))
+            if allowed not in path.parents and path != allowed
+            for number, line in enumerate(path.read_text().splitlines(), start=1) if pattern.search(line)]
+
+
+def test_task_names_are_compared_only_inside_tasks():
+    from visiontune.tasks import TASKS
+
+    offenders = _offenders(_compared(TASKS), SOURCE / "tasks")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_family_names_are_compared_only_in_the_families_table():
+    from visiontune.models.families import FAMILIES
+
+    names = {name for family in FAMILIES for name in (family.name, *family.aliases, *family.model_types)}
+    offenders = _offenders(_compared(names, keys=True), SOURCE / "models" / "families.py")
     assert not offenders, "\n".join(offenders)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from . import serve_defaults
 from .cli_options import add_dataclass_options, overrides
 from .config import EvalConfig, PredictConfig, TrainConfig, build_config, option_kind
 
@@ -44,17 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     served = commands.add_parser("serve", help="an HTTP API (OpenAI-compatible) and a web page for a model or run")
     served.add_argument("--model", required=True, help="a run or model folder, an ONNX export, or a dedicated "
                                                         "detector (its folder or .onnx file)")
-    served.add_argument("--host", default="127.0.0.1", help="default: loopback only")
-    served.add_argument("--port", type=int, default=8000)
-    served.add_argument("--max-batch", type=int, default=8, help="requests run together at most")
-    served.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for company")
+    served.add_argument("--host", default=serve_defaults.HOST, help="default: loopback only")
+    served.add_argument("--port", type=int, default=serve_defaults.PORT)
+    served.add_argument("--max-batch", type=int, default=serve_defaults.MAX_BATCH, help="requests run together at most")
+    served.add_argument("--max-wait-ms", type=float, default=serve_defaults.MAX_WAIT_MS,
+                        help="how long a request waits for company")
     served.add_argument("--api-key", default=os.environ.get("VISIONTUNE_API_KEY"),
                         help="required on /v1/* and /metrics (default: $VISIONTUNE_API_KEY; none: open)")
     served.add_argument("--allow-urls", action="store_true", help="fetch http(s) image URLs (off by default)")
     served.add_argument("--allow-private-urls", action="store_true",
                         help="with --allow-urls, also loopback, private and link-local addresses")
-    served.add_argument("--max-body-mb", type=float, default=25.0, help="request body and image size limit")
-    served.add_argument("--max-pixels", type=int, default=40_000_000, help="decoded pixels per image at most")
+    served.add_argument("--max-body-mb", type=float, default=serve_defaults.MAX_BODY_MB,
+                        help="request body and image size limit")
+    served.add_argument("--max-pixels", type=int, default=serve_defaults.MAX_PIXELS,
+                        help="decoded pixels per image at most")
     served.add_argument("--device", default="auto", help="dedicated detector: auto | cpu | cuda")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model of a real family (for tests and CI)")
     tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava | composed | smolvlm-256m-architecture "

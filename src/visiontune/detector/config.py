@@ -17,9 +17,6 @@ from ..data.options import DataOptions
 from .peaks import check_peak_window
 
 CONFIG_FILE, WEIGHTS_FILE = "detector.json", "model.safetensors"
-# Fields of older detector.json files whose parts were removed (none paid on a measured run); a file that
-# has them at these off values loads, one that used them is refused.
-REMOVED_FIELDS = {"max_filter": False, "relation_layers": 0, "relation_kind": "attention", "relation_candidates": 100}
 
 
 @dataclass
@@ -59,10 +56,6 @@ class DetectorConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: no {CONFIG_FILE}; pass a folder written by `visiontune detector train`")
         values = json.loads(path.read_text())
-        for name, off in REMOVED_FIELDS.items():
-            if (value := values.pop(name, off)) != off:
-                raise ValueError(f"{path}: this detector was trained with {name}={value!r}, a part this "
-                                 f"visiontune no longer has; retrain it, or use the visiontune version that made it")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:

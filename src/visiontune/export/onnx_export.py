@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
+from ..models.families import Family
 from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
 from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
 from ..tasks import task_from_metadata
 from .merge import merge_checked, sample_batch, sample_images
-from .onnx_graphs import check_family, export_graphs, family_name, text_shape
+from .onnx_graphs import export_graphs, exportable_family, text_shape
 
 QUANTIZATIONS = ("int8", "q4", "fp16")
 
@@ -47,25 +48,22 @@ def _quantize(source: Path, target: Path, kind: str) -> None:
         raise ValueError(f"--quantize {kind!r}: choose from {', '.join(QUANTIZATIONS)}")
 
 
-def _export_info(model, processor, family: str, batch: dict) -> dict:
+def _export_info(model, processor, family: Family, batch: dict) -> dict:
     tokenizer = processor.tokenizer
     image_token = getattr(processor, "image_token", "<image>")
     image_token_id = tokenizer.convert_tokens_to_ids(image_token)
     images = batch["pixel_values"].shape[0]
     layers, heads, head_dim = text_shape(model)
-    return {"family": family, "image_token": image_token, "image_token_id": image_token_id,
+    return {"family": family.name, "image_token": image_token, "image_token_id": image_token_id,
             "tokens_per_image": int((batch["input_ids"] == image_token_id).sum()) // images,
-            # composed VLMs flatten structured chat content into "<image>\n" + text before their LM's template
-            "flatten_image_parts": family == "composed",
+            "image_preparation": family.runtime_images, "flatten_image_parts": family.flatten_image_parts,
             "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             "end_token_ids": sorted(end_token_ids(model, tokenizer)),
             "template_tokens": {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token")
                                 if getattr(tokenizer, name, None) is not None},
             "layers": layers, "kv_heads": heads, "head_dim": head_dim,
             "image_processor": processor.image_processor.to_dict(), "variants": ["fp32"],
-            **({"idefics3_tokens": {"image_token": image_token, "image_seq_len": processor.image_seq_len,
-                                    "fake_image_token": processor.fake_image_token,
-                                    "global_image_tag": processor.global_image_tag}} if family == "idefics3" else {})}
+            **family.hook("onnx_vision").export_info(processor, image_token)}
 
 
 def _load_merged(path: str, log) -> tuple:
@@ -102,7 +100,7 @@ def _check_exportable(model: str) -> None:
         raise FileNotFoundError(f"{model}: no config.json or adapter_config.json; pass a model folder or a "
                                 f"visiontune run folder")
     base = Path(base_model_of(path))
-    check_family(family_name(json.loads((base / "config.json").read_text()).get("model_type", "")), model)
+    exportable_family(json.loads((base / "config.json").read_text()).get("model_type", ""), model)
     if not (any(base.glob("*.safetensors")) or any(base.glob("*.bin"))):
         raise FileNotFoundError(f"{model}: no weights (*.safetensors) in {base}")
 
@@ -116,8 +114,8 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
     except OSError as error:
         raise ValueError(f"--output {output}: cannot write there ({error.strerror})") from error
     torch_model, processor, metadata, task, batch, expected = _load_merged(model, log)
-    family = family_name(torch_model.config.model_type)
-    log(f"exporting a {family} model to {root / 'onnx'}")
+    family = exportable_family(torch_model.config.model_type, model)
+    log(f"exporting a {family.name} model to {root / 'onnx'}")
     export_graphs(torch_model, family, batch["pixel_values"], root / "onnx")
     processor.save_pretrained(root)
     torch_model.config.save_pretrained(root)
@@ -141,7 +139,7 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
         raise RuntimeError("the runtime's prompt tokens differ from the processor's; this model's chat template or "
                            "tokenizer is not supported by the torch-free runtime")
     pixel_difference = float(abs(ours["pixel_values"] - batch["pixel_values"].numpy()).max())
-    report = {"model": model, "output": str(root), "family": family, "pixel_max_abs_difference": pixel_difference,
+    report = {"model": model, "output": str(root), "family": family.name, "pixel_max_abs_difference": pixel_difference,
               "variants": {}}
     for variant in info["variants"]:
         runtime = OnnxVLM(root, variant)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import types
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..models.families import family_for
+from ..models.families import FAMILIES, Family, family_for
 from ..runtime.vlm import GRAPHS
 
 OPSET = 17
@@ -105,7 +107,6 @@ def exportable_idefics3_embeddings(model):
     return _forward_replaced(model, lambda m: type(m).__name__ == "Idefics3VisionEmbeddings", _idefics3_embeddings)
 
 
-VISION_GRAPHS = {"composed": ComposedVisionGraph, "llava": LlavaVisionGraph, "idefics3": Idefics3VisionGraph}
 
 
 class DecoderGraph(nn.Module):
@@ -182,9 +183,8 @@ def text_shape(model) -> tuple[int, int, int]:
     return config.num_hidden_layers, heads, head_dim
 
 
-def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path) -> dict[str, Path]:
+def export_graphs(model, family: Family, sample_pixels: torch.Tensor, folder: Path) -> dict[str, Path]:
     """Write the three graphs under `folder` (fp32); returns their paths by name."""
-    check_family(family)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / f"{name}.onnx" for name in GRAPHS}
     model = model.float().eval()
@@ -192,16 +192,10 @@ def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path)
         # the tracer warns about every Python-level branch in transformers' code; the checks after export
         # (logits against PyTorch, generation in the tests) are what say the graphs are right
         warnings.simplefilter("ignore")
-        if family == "idefics3":
-            inputs, names = _idefics3_sample(sample_pixels), ["pixel_values", "pixel_attention_mask"]
-            axes = {"pixel_values": {0: "batch", 1: "tiles", 3: "height", 4: "width"},
-                    "pixel_attention_mask": {0: "batch", 1: "tiles", 2: "height", 3: "width"},
-                    "image_features": {0: "images"}}
-        else:
-            inputs, names = (sample_pixels,), ["pixel_values"]
-            axes = {"pixel_values": {0: "images"}, "image_features": {0: "images"}}
+        vision = family.hook("onnx_vision")
+        inputs, names, axes = vision.sample(sample_pixels)
         with exportable_idefics3_embeddings(model):
-            torch.onnx.export(VISION_GRAPHS[family](model), inputs, str(paths["vision_encoder"]), input_names=names,
+            torch.onnx.export(vision.graph(model), inputs, str(paths["vision_encoder"]), input_names=names,
                               output_names=["image_features"], opset_version=OPSET, dynamo=False, dynamic_axes=axes)
         ids = torch.tensor([[1, 2, 3]])
         torch.onnx.export(EmbedTokensGraph(model), (ids,), str(paths["embed_tokens"]), input_names=["input_ids"],
@@ -227,13 +221,44 @@ def export_graphs(model, family: str, sample_pixels: torch.Tensor, folder: Path)
     return paths
 
 
-def family_name(model_type: str) -> str:
-    """The family (models/families.py) of a config's model_type, else the model_type itself."""
+def exportable_family(model_type: str, model: str = "this model") -> Family:
+    """The family (models/families.py) of a config's model_type, when it has an ONNX vision graph."""
     family = family_for(model_type)
-    return family.name if family else (model_type or "unknown")
+    if family is None or family.onnx_vision is None:
+        supported = ", ".join(sorted(f.name for f in FAMILIES if f.onnx_vision is not None))
+        raise ValueError(f"{model}: ONNX export supports the {supported} families; this model is "
+                         f"{family.name if family else (model_type or 'unknown')!r}")
+    return family
 
 
-def check_family(family: str, model: str = "this model") -> None:
-    if family not in VISION_GRAPHS:
-        raise ValueError(f"{model}: ONNX export supports the {', '.join(sorted(VISION_GRAPHS))} families; this "
-                         f"model is {family!r}")
+def _pixels_sample(pixel_values: torch.Tensor) -> tuple:
+    return (pixel_values,), ["pixel_values"], {"pixel_values": {0: "images"}, "image_features": {0: "images"}}
+
+
+def _tiles_sample(pixel_values: torch.Tensor) -> tuple:
+    return (_idefics3_sample(pixel_values), ["pixel_values", "pixel_attention_mask"],
+            {"pixel_values": {0: "batch", 1: "tiles", 3: "height", 4: "width"},
+             "pixel_attention_mask": {0: "batch", 1: "tiles", 2: "height", 3: "width"},
+             "image_features": {0: "images"}})
+
+
+def _tile_tokens(processor, image_token: str) -> dict:
+    """What the runtime needs to write SmolVLM's tile markers around the image tokens."""
+    return {"tile_tokens": {"image_token": image_token, "image_seq_len": processor.image_seq_len,
+                            "fake_image_token": processor.fake_image_token,
+                            "global_image_tag": processor.global_image_tag}}
+
+
+@dataclass(frozen=True)
+class OnnxVision:
+    """A family's `onnx_vision` hook: its vision graph, the sample inputs (names, dynamic axes) it is traced with,
+    and what else the runtime needs in export.json."""
+
+    graph: type[nn.Module]
+    sample: Callable  # sample pixels -> (inputs, input names, dynamic axes)
+    export_info: Callable = field(default=lambda processor, image_token: {})
+
+
+COMPOSED_VISION = OnnxVision(ComposedVisionGraph, _pixels_sample)
+LLAVA_VISION = OnnxVision(LlavaVisionGraph, _pixels_sample)
+IDEFICS3_VISION = OnnxVision(Idefics3VisionGraph, _tiles_sample, _tile_tokens)

@@ -1,12 +1,16 @@
 """Everything that differs between VLM families lives here, one entry per family.
 
 A family entry says where the vision encoder, the connector and the language model sit (module paths
-relative to the `...ForConditionalGeneration` model), and how `--image-size` / `--no-image-splitting`
-map onto that family's processor. Code elsewhere asks this table; it never tests model names.
+relative to the `...ForConditionalGeneration` model), how `--image-size` / `--no-image-splitting` map onto
+that family's processor, and which optional hooks it has: the feature cache's adapter, the ONNX vision graph,
+the torch-free runtime's image preparation, the tiny builder. Hooks are "module:attribute" names imported on
+use, so this table stays free of torch and of the layers above it, and each hook lives with the code it
+serves. Code elsewhere asks this table; it never tests model or family names.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +25,20 @@ class Family:
     configure_processor: Callable[..., list[str]] = field(default=lambda processor, image_size, splitting: [])
     # Parts trained by LoRA / QLoRA when --train is not given (None: the language model alone).
     lora_default_train: tuple[str, ...] | None = None
+    aliases: tuple[str, ...] = ()  # other names users give it (`tiny-model --family smolvlm`)
+    feature_cache: str | None = None  # (frozen parts, model -> VisionAdapter), models/vision_cache.py
+    onnx_vision: str | None = None  # an OnnxVision (graph, sample inputs, axes, export info), export/onnx_graphs.py
+    runtime_images: str = "fixed"  # the torch-free runtime's image preparation (runtime/images.py): fixed | tiles
+    flatten_image_parts: bool = False  # its chat template takes "<image>\n" + text, not structured content parts
+    tiny: str | None = None  # seed -> (model, processor) or a folder writer, models/tiny.py
+
+    def hook(self, name: str):
+        """The object a hook names (None when the family has no such hook)."""
+        reference = getattr(self, name)
+        if reference is None:
+            return None
+        module, _, attribute = reference.partition(":")
+        return getattr(importlib.import_module(module), attribute)
 
 
 def _idefics3_processor(processor, image_size: int | None, splitting: bool | None) -> list[str]:
@@ -60,16 +78,24 @@ def _fixed_size_processor(processor, image_size: int | None, splitting: bool | N
 
 FAMILIES = (
     Family("idefics3", ("idefics3", "smolvlm"), vision=("model.vision_model",), connector=("model.connector",),
-           language=("model.text_model", "lm_head"), configure_processor=_idefics3_processor),
+           language=("model.text_model", "lm_head"), configure_processor=_idefics3_processor, aliases=("smolvlm",),
+           feature_cache="visiontune.models.vision_cache:IDEFICS3_CACHE",
+           onnx_vision="visiontune.export.onnx_graphs:IDEFICS3_VISION", runtime_images="tiles",
+           tiny="visiontune.models.tiny:build_smolvlm"),
     Family("llava", ("llava",), vision=("model.vision_tower",), connector=("model.multi_modal_projector",),
-           language=("model.language_model", "lm_head"), configure_processor=_fixed_size_processor),
+           language=("model.language_model", "lm_head"), configure_processor=_fixed_size_processor,
+           onnx_vision="visiontune.export.onnx_graphs:LLAVA_VISION", tiny="visiontune.models.tiny:build_llava"),
     # Composed VLMs (models/compose): the image size is fixed when composing (it sets the image-token count).
     # Their projector has seen little data (one alignment stage), so it trains beside LoRA by default.
     Family("composed", ("visiontune_vlm",), vision=("vision_model",), connector=("projector",),
            language=("language_model",), configure_processor=_fixed_size_processor,
-           lora_default_train=("connector", "language")),
+           lora_default_train=("connector", "language"),
+           feature_cache="visiontune.models.vision_cache:COMPOSED_CACHE",
+           onnx_vision="visiontune.export.onnx_graphs:COMPOSED_VISION", flatten_image_parts=True,
+           tiny="visiontune.models.tiny:build_tiny_composed"),
     Family("qwen2-vl", ("qwen2_vl", "qwen2_5_vl"), vision=("model.visual",), connector=("model.visual.merger",),
-           language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor),
+           language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor,
+           tiny="visiontune.models.tiny:build_qwen2_vl"),
 )
 
 
@@ -78,3 +104,8 @@ def family_for(model_type: str) -> Family | None:
         if model_type in family.model_types:
             return family
     return None
+
+
+def family_named(name: str) -> Family | None:
+    """The family a user names (its name or an alias)."""
+    return next((family for family in FAMILIES if name == family.name or name in family.aliases), None)

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
+from .families import FAMILIES, family_named
 from .tiny_tokenizer import build_tiny_tokenizer
 
-TINY_FAMILIES = ("smolvlm", "qwen2-vl", "llava", "composed", "smolvlm-256m-architecture")
+FULL_SIZE = "smolvlm-256m-architecture"  # SmolVLM-256M's shapes with random weights, for speed benchmarks
 
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
@@ -69,7 +70,7 @@ SMOLVLM_256M = dict(
 )
 
 
-def _build_smolvlm(seed: int, sizes: dict | None = None):
+def _smolvlm(seed: int, sizes: dict | None = None):
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     row_col = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
@@ -98,7 +99,7 @@ def _build_smolvlm(seed: int, sizes: dict | None = None):
     return Idefics3ForConditionalGeneration(config), processor
 
 
-def _build_qwen2_vl(seed: int):
+def _qwen2_vl(seed: int):
     import importlib.util
 
     if importlib.util.find_spec("torchvision") is None:
@@ -129,7 +130,7 @@ def _build_qwen2_vl(seed: int):
     return Qwen2VLForConditionalGeneration(config), processor
 
 
-def _build_llava(seed: int):
+def _llava(seed: int):
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
@@ -186,17 +187,35 @@ def build_tiny_composed(output_dir: str | Path, seed: int = 0, projector: str = 
                    projector=projector, pixel_shuffle=2, image_size=image_size, seed=seed, log=lambda *_: None)
 
 
-_BUILDERS = {"smolvlm": _build_smolvlm, "qwen2-vl": _build_qwen2_vl, "llava": _build_llava,
-             "smolvlm-256m-architecture": lambda seed: _build_smolvlm(seed, SMOLVLM_256M)}
+def tiny_names() -> list[str]:
+    """What `tiny-model --family` takes: each family with a tiny builder (its name and aliases), and FULL_SIZE."""
+    return [name for family in FAMILIES if family.tiny for name in (family.name, *family.aliases)] + [FULL_SIZE]
 
 
 def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random model + processor of `family` to `output_dir`; return the folder."""
-    if family == "composed":
-        return build_tiny_composed(output_dir, seed)
-    if family not in _BUILDERS:
-        raise ValueError(f"unknown tiny-model family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
-    model, processor = _BUILDERS[family](seed)
+    """Write a tiny random model + processor of `family` (a family's name or alias, models/families.py; its
+    `tiny` hook) to `output_dir`; return the folder."""
+    if family == FULL_SIZE:
+        return _save(*_smolvlm(seed, SMOLVLM_256M), output_dir)
+    entry = family_named(family)
+    if entry is None or entry.tiny is None:
+        raise ValueError(f"unknown tiny-model family {family!r}; choose one of {', '.join(tiny_names())}")
+    return entry.hook("tiny")(output_dir, seed)
+
+
+def build_smolvlm(output_dir: str | Path, seed: int = 0) -> Path:
+    return _save(*_smolvlm(seed), output_dir)
+
+
+def build_qwen2_vl(output_dir: str | Path, seed: int = 0) -> Path:
+    return _save(*_qwen2_vl(seed), output_dir)
+
+
+def build_llava(output_dir: str | Path, seed: int = 0) -> Path:
+    return _save(*_llava(seed), output_dir)
+
+
+def _save(model, processor, output_dir: str | Path) -> Path:
     tokenizer = processor.tokenizer
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -106,14 +106,13 @@ def _idefics3_kwargs_for(model) -> Callable:
     return to_kwargs
 
 
-ADAPTERS = {
-    # Composed VLMs: the encoder's outputs, before the projector (which usually trains).
-    "composed": (("vision",), lambda model: VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs,
-                                                                 in_generation=True)),
-    # SmolVLM / Idefics3: the model takes features after its connector, so both must be frozen.
-    "idefics3": (("vision", "connector"), lambda model: VisionAdapter(
-        ("pixel_values", "pixel_attention_mask"), _idefics3_encode, _idefics3_kwargs_for(model))),
-}
+# The families' `feature_cache` hooks (models/families.py): (the parts that must be frozen, model -> adapter).
+# Composed VLMs: the encoder's outputs, before the projector (which usually trains).
+COMPOSED_CACHE = (("vision",), lambda model: VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs,
+                                                           in_generation=True))
+# SmolVLM / Idefics3: the model takes features after its connector, so both must be frozen.
+IDEFICS3_CACHE = (("vision", "connector"), lambda model: VisionAdapter(
+    ("pixel_values", "pixel_attention_mask"), _idefics3_encode, _idefics3_kwargs_for(model)))
 
 
 def vision_adapter(model, inference: bool = False) -> tuple[VisionAdapter | None, str]:
@@ -121,9 +120,10 @@ def vision_adapter(model, inference: bool = False) -> tuple[VisionAdapter | None
     `inference`, to predict), else (None, why not)."""
     base = _base(model)
     family = family_for(getattr(base.config, "model_type", ""))
-    if family is None or family.name not in ADAPTERS:
+    cache = family.hook("feature_cache") if family is not None else None
+    if cache is None:
         return None, f"the {family.name if family else 'unknown'} family cannot take precomputed vision features yet"
-    parts, make_adapter = ADAPTERS[family.name]
+    parts, make_adapter = cache
     paths = [path for part in parts for path in getattr(family, part)]
     modules = [module for module in (_submodule(base, path) for path in paths) if module is not None]
     problem = _why_not_exact(modules, inference)

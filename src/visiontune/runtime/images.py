@@ -98,7 +98,7 @@ def _whole_tiles_size(height: int, width: int, tile: int) -> tuple[int, int]:
 class Idefics3Images:
     def __init__(self, info: dict):
         settings = info["image_processor"]
-        self.settings, self.tokens = settings, info["idefics3_tokens"]
+        self.settings, self.tokens = settings, info["tile_tokens"]
         self.resample = Image.Resampling(settings.get("resample", Image.Resampling.LANCZOS))
         self.longest = (settings.get("size") or {}).get("longest_edge")
         self.tile = settings["max_image_size"]["longest_edge"]
@@ -143,6 +143,9 @@ class Idefics3Images:
         return {"pixel_values": pixels, "pixel_attention_mask": mask}, texts
 
 
+PREPARATIONS = {"tiles": Idefics3Images, "fixed": FixedSizeImages}
+
+
 def image_preparation(info: dict):
-    """The family's image preparation for an export's `export.json`."""
-    return Idefics3Images(info) if info["family"] == "idefics3" else FixedSizeImages(info)
+    """The image preparation an export's `export.json` names (its family's `runtime_images`)."""
+    return PREPARATIONS[info["image_preparation"]](info)

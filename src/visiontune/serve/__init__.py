@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 
+from .. import serve_defaults as defaults
 from .app import ServeOptions, create_app
 from .intake import IntakeLimits
 from .served_model import ServedModel
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8, max_wait_ms: float = 10.0,
-          api_key: str | None = None, allow_urls: bool = False, allow_private_urls: bool = False,
-          max_body_mb: float = 25.0, max_pixels: int = 40_000_000, device: str = "auto", log=print) -> None:
+def serve(model: str, host: str = defaults.HOST, port: int = defaults.PORT, max_batch: int = defaults.MAX_BATCH,
+          max_wait_ms: float = defaults.MAX_WAIT_MS, api_key: str | None = None, allow_urls: bool = False,
+          allow_private_urls: bool = False, max_body_mb: float = defaults.MAX_BODY_MB,
+          max_pixels: int = defaults.MAX_PIXELS, device: str = "auto", log=print) -> None:
     import uvicorn
 
     if not _loopback(host) and not api_key:

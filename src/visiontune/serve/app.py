@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .. import serve_defaults as defaults
 from .batcher import DynamicBatcher
 from .intake import IntakeLimits, RequestError, decode_image, image_from_reference
 from .served_model import ServedModel
@@ -39,11 +40,11 @@ DEFAULT_MAX_TOKENS = 64
 
 @dataclass(frozen=True)
 class ServeOptions:
-    max_batch: int = 8
-    max_wait_ms: float = 10.0
+    max_batch: int = defaults.MAX_BATCH
+    max_wait_ms: float = defaults.MAX_WAIT_MS
     api_key: str | None = None
-    max_body_bytes: int = 25 * 2**20
-    max_images_per_request: int = 16
+    max_body_bytes: int = int(defaults.MAX_BODY_MB * 2**20)
+    max_images_per_request: int = defaults.MAX_IMAGES_PER_REQUEST
     limits: IntakeLimits = field(default_factory=IntakeLimits)
 
 

@@ -17,6 +17,8 @@ from urllib.parse import urljoin, urlparse
 
 from PIL import Image, ImageOps
 
+from .. import serve_defaults as defaults
+
 
 class RequestError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error"):
@@ -26,8 +28,8 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class IntakeLimits:
-    max_image_bytes: int = 20 * 2**20
-    max_pixels: int = 40_000_000  # decoded width x height; a decompression bomb stops here, before decoding
+    max_image_bytes: int = int(defaults.MAX_BODY_MB * 2**20)
+    max_pixels: int = defaults.MAX_PIXELS
     allow_urls: bool = False
     allow_private_urls: bool = False
     url_timeout_s: float = 10.0
