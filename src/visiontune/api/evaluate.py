@@ -81,45 +81,23 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
         raise ValueError("no evaluation data: pass --data PATH")
     if not config.model and not config.predictions:
         raise ValueError("pass --model (to generate, then score) or --predictions FILE (to score an existing file)")
-    run = (export_folder(config.model) or config.model) if config.model else None  # an ONNX export: its root
-    metadata = read_run_metadata(run) if run and Path(run).is_dir() else {}
-    name = config.task or metadata.get("task", "caption")
-    options = task_options(config)
-    # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
-    known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
-    records, from_data = task_class(name).load_records(data_spec(config.data, config), known={"classes": known},
-                                                       log=log)
-    options.update(from_data)
-    predictor = None
+    name, options, records = _task_records(config, log)
     if config.model:
         predictor = load_predictor(
             config.model, task=name, task_options=options, dtype=config.dtype, log=log, base_model=config.base_model,
             batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
             num_beams=config.num_beams)
+        records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
         task = predictor.task
+        predictions, rows = _predicted(predictor, records, task, log)
     else:
         task = task_from_metadata({}, name, **options)
-    if predictor is not None:
-        records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
+        predictions, rows = _from_file(config.predictions, records, task)
     references = {r.image_key(): task.references(r) for r in records}
-    rows: list[dict] = []
-    if predictor is None:
-        own_layout = task.read_predictions_file(Path(config.predictions))  # e.g. a COCO results file
-        if own_layout is not None:
-            grouped, fill_missing = own_layout
-            matched = _match(records, grouped, config.predictions, fill_missing=fill_missing)
-        else:
-            matched = _match(records, read_predictions(config.predictions), config.predictions)
-        predictions = {key: task.prediction_of(row) for key, row in matched.items()}
-        rows = [{"image": key, **matched[key], "reference": references[key]} for key in references]
-    else:
-        predictions = {}
-        for record, result in predictor.iter_results(records, task.inference_input, log=log):
-            key = record.image_key()
-            predictions[key] = task.prediction_of(result)
-            rows.append({"image": key, **result, "reference": references[key]})
+    for key, row in zip(predictions, rows):  # the same order: one row per prediction
+        row["reference"] = references[key]
     metrics = task.score(predictions, references)
-    if predictor is not None and len(task.prediction_modes) > 1:
+    if config.model and len(task.prediction_modes) > 1:
         metrics["mode"] = predictor.mode
     per_image = metrics.pop("per_image", {})
     extras = {key: metrics.pop(key, None) for key in task.report_only}
@@ -132,3 +110,39 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     headline = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     log("metrics: " + ", ".join(f"{k} {v}" for k, v in headline.items()))
     return metrics
+
+
+def _task_records(config: EvalConfig, log) -> tuple[str, dict, list]:
+    """The task's name, its options (the data's own included) and the evaluation records."""
+    run = (export_folder(config.model) or config.model) if config.model else None  # an ONNX export: its root
+    metadata = read_run_metadata(run) if run and Path(run).is_dir() else {}
+    name = config.task or metadata.get("task", "caption")
+    options = task_options(config)
+    # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
+    known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
+    records, from_data = task_class(name).load_records(data_spec(config.data, config), known={"classes": known},
+                                                       log=log)
+    return name, {**options, **from_data}, records
+
+
+def _predicted(predictor, records, task, log) -> tuple[dict, list[dict]]:
+    """({image: prediction}, result rows) from running the model over the records."""
+    predictions, rows = {}, []
+    for record, result in predictor.iter_results(records, task.inference_input, log=log):
+        key = record.image_key()
+        predictions[key] = task.prediction_of(result)
+        rows.append({"image": key, **result})
+    return predictions, rows
+
+
+def _from_file(path: str, records, task) -> tuple[dict, list[dict]]:
+    """({image: prediction}, result rows) from a predictions file, in the task's own layout (e.g. COCO
+    detection results) or visiontune's JSONL."""
+    own_layout = task.read_predictions_file(Path(path))
+    if own_layout is not None:
+        grouped, fill_missing = own_layout
+        matched = _match(records, grouped, path, fill_missing=fill_missing)
+    else:
+        matched = _match(records, read_predictions(path), path)
+    keys = [record.image_key() for record in records]
+    return {key: task.prediction_of(matched[key]) for key in keys}, [{"image": key, **matched[key]} for key in keys]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from ..models.prompt_encoding import VLMCollator
 from ..models.run_base import recorded_base
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
-from ..tasks import get_task, task_class, task_options
+from ..tasks import Task, get_task, task_class, task_options
 from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
 from ..training.callbacks import ThroughputCallback
 from ..training.checkpoints import last_complete_checkpoint
@@ -125,15 +126,54 @@ def _flops_per_token(trainer, collator, dataset, config: TrainConfig) -> float:
         model.train(was_training)
 
 
+@dataclass
+class Run:
+    """A training run as it is built: the data side (`_build_data`), then the model side (`_build_model`)."""
+
+    config: TrainConfig
+    task: Task
+    train_records: list
+    eval_records: list
+    train_set: ExampleDataset
+    eval_set: ExampleDataset
+    balance: str
+    sample_weights: list[float] | None
+    processor: object = None
+    model: object = None
+    collator: VLMCollator | None = None
+    cache: FeatureCache | None = None
+    hooks: dict = field(default_factory=dict)  # what the model-side steps report: preflight, probe start, replay
+
+    @property
+    def output(self) -> Path:
+        return Path(self.config.output)
+
+
 def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     """Fine-tune a VLM on a task. Returns the run summary (also written to `<output>/summary.json`)."""
     config = config or build_config(TrainConfig, overrides)
+    run, trainer, throughput, best_metric = build_trainer(config, log)
+    peak = matmul_peak(next(run.model.parameters()).device) if config.measure_mfu else None
+    resume_from = str(last_complete_checkpoint(run.output, log=log)) if config.resume else None
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    return _finalize(run, trainer, throughput, best_metric, train_output, peak, log)
+
+
+def build_trainer(config: TrainConfig, log=print) -> tuple[Run, VLMTrainer, ThroughputCallback, str]:
+    """Everything `train` runs before step one: the run (data, model, collator), the trainer set up on it, its
+    throughput callback and the metric that picks the best checkpoint."""
     if not config.data:
         raise ValueError("no training data: pass --data PATH (COCO JSON, JSONL/CSV, save_to_disk folder or hub id)")
     if config.balance not in BALANCE_MODES:
         raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
     set_seed(config.seed)
-    output = Path(config.output)
+    run = _build_data(config, log)
+    _build_model(run, log)
+    return run, *_build_trainer(run, log)
+
+
+def _build_data(config: TrainConfig, log) -> Run:
+    """The task, its records and examples, class balancing, and the run record (config, data fingerprints)."""
     task, records = _build_task(config, log)
     train_records, train_skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
     eval_records, eval_skipped = _load_eval_records(config, task, log)
@@ -148,91 +188,111 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
         log(line)
     log(f"data: {len(train_records)} training images -> {len(train_set)} examples"
         + (f"; {len(eval_records)} evaluation images -> {len(eval_set)} examples" if eval_records else ""))
-    write_run_record(output, to_dict(config), {
+    write_run_record(Path(config.output), to_dict(config), {
         "train_fingerprint": fingerprint(train_records), "train_images": len(train_records),
         "train_examples": len(train_set), "train_skipped_images": train_skipped,
         "eval_fingerprint": fingerprint(eval_records) if eval_records else None,
         "eval_images": len(eval_records), "eval_skipped_images": eval_skipped})
+    return Run(config, task, train_records, eval_records, train_set, eval_set, balance, sample_weights)
 
-    processor = load_processor(config.model, config.image_size, config.image_splitting, log=log)
+
+def _build_model(run: Run, log) -> None:
+    """Processor and model set up to train, then what runs before step one: self-replay, the probe start, the
+    feature cache, the collator and the pre-flight check."""
+    config = run.config
+    run.processor = load_processor(config.model, config.image_size, config.image_splitting, log=log)
     setup = TrainableSetup(method=config.method, train=config.train, lora_r=config.lora_r,
                            lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                            gradient_checkpointing=config.gradient_checkpointing)
-    model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
+    run.model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
     if torch.cuda.is_available() and config.method != "qlora":
-        model.to("cuda")
-    replayed = _add_self_replay(config, task, model, processor, train_records, train_set, sample_weights, log)
-    probe_start = None
+        run.model.to("cuda")
+    run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor, run.train_records,
+                                                    run.train_set, run.sample_weights, log)
+    run.hooks["probe_start"] = None
     if config.probe_start and not config.resume:  # a resumed run loads its own start from the checkpoint
         from ..training.probe_start import start_summary_from_probe
 
-        probe_start = start_summary_from_probe(model, processor, getattr(task, "classes", None), train_records,
-                                               task.probe_targets(train_records), config.batch_size, log=log)
-    cache = FeatureCache.for_model(model, folder=output / "feature-cache", log=log) if config.feature_cache else None
-    collator = VLMCollator(processor, max_length=config.max_length, image_keys=cache is not None)
-    preflight = run_preflight(model, collator, train_set, config.batch_size, log=log) if config.preflight else None
+        run.hooks["probe_start"] = start_summary_from_probe(
+            run.model, run.processor, getattr(run.task, "classes", None), run.train_records,
+            run.task.probe_targets(run.train_records), config.batch_size, log=log)
+    if config.feature_cache:
+        run.cache = FeatureCache.for_model(run.model, folder=run.output / "feature-cache", log=log)
+    run.collator = VLMCollator(run.processor, max_length=config.max_length, image_keys=run.cache is not None)
+    run.hooks["preflight"] = (run_preflight(run.model, run.collator, run.train_set, config.batch_size, log=log)
+                              if config.preflight else None)
 
-    extra_eval = task.in_training_eval(eval_records, processor, config.batch_size) if eval_records else None
-    best_metric = task.best_metric if extra_eval is not None else "eval_loss"
-    args = _training_arguments(config, has_eval=bool(eval_records), best_metric=best_metric)
-    throughput = ThroughputCallback(output)
+
+def _build_trainer(run: Run, log) -> tuple[VLMTrainer, ThroughputCallback, str]:
+    """The trainer, its throughput callback, and the metric that picks the best checkpoint."""
+    config = run.config
+    extra_eval = (run.task.in_training_eval(run.eval_records, run.processor, config.batch_size)
+                  if run.eval_records else None)
+    best_metric = run.task.best_metric if extra_eval is not None else "eval_loss"
+    args = _training_arguments(config, has_eval=bool(run.eval_records), best_metric=best_metric)
+    throughput = ThroughputCallback(run.output)
     callbacks = [throughput]
     if config.early_stopping:
-        if not eval_records:
+        if not run.eval_records:
             raise ValueError("--early-stopping needs --eval-data to measure improvement")
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
-    trainer = VLMTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-                         data_collator=collator, callbacks=callbacks, throughput=throughput,
-                         sample_weights=sample_weights, extra_eval=extra_eval, feature_cache=cache,
-                         lengths=_grouping_lengths(config, train_set, processor, sample_weights, log),
+    trainer = VLMTrainer(model=run.model, args=args, train_dataset=run.train_set, eval_dataset=run.eval_set or None,
+                         data_collator=run.collator, callbacks=callbacks, throughput=throughput,
+                         sample_weights=run.sample_weights, extra_eval=extra_eval, feature_cache=run.cache,
+                         lengths=_grouping_lengths(config, run.train_set, run.processor, run.sample_weights, log),
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
-    peak = matmul_peak(next(model.parameters()).device) if config.measure_mfu else None
-    resume_from = str(last_complete_checkpoint(output, log=log)) if config.resume else None
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    return trainer, throughput, best_metric
 
-    # The top-level folder holds the model to use: the best by eval loss when there is an eval set.
-    if eval_records:
+
+def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, best_metric: str, train_output,
+              peak, log) -> dict:
+    """Save the model (the best by the eval metric at the top, the last in `final/`), the task's after-training
+    step (calibration), the run's metadata, and the summary with throughput, MFU and the final evaluation."""
+    config, output, task = run.config, run.output, run.task
+    if run.eval_records:
         last = get_last_checkpoint(output)  # by step number: checkpoint-10 comes after checkpoint-9
         if last:
             _copy_model_files(Path(last), output / "final")
-            processor.save_pretrained(output / "final")
+            run.processor.save_pretrained(output / "final")
     trainer.save_model(str(output))
-    processor.save_pretrained(output)
-    calibration = None
-    if eval_records:
-        calibration = task.after_training(trainer.model, processor, eval_records, config.batch_size, log=log)
-    metadata = {**task.metadata(), **recorded_base(config.model, output), "method": config.method, "train": config.train,
-                "image_size": config.image_size, "image_splitting": config.image_splitting,
+    run.processor.save_pretrained(output)
+    calibration = (task.after_training(trainer.model, run.processor, run.eval_records, config.batch_size, log=log)
+                   if run.eval_records else None)
+    metadata = {**task.metadata(), **recorded_base(config.model, output), "method": config.method,
+                "train": config.train, "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    record = task.training_record(train_set, {"balance": balance, "best_metric": best_metric,
-                                              "calibration": calibration, "config": to_dict(config)})
+    record = task.training_record(run.train_set, {"balance": run.balance, "best_metric": best_metric,
+                                                  "calibration": calibration, "config": to_dict(config)})
     if record is not None:  # for people and tools reading the run
         (output / "training_metadata.json").write_text(json.dumps({**metadata, **record}, indent=2))
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
-                   preflight=preflight, truncated_answers=collator.truncated_answers, calibration=calibration,
-                   probe_start=probe_start, replay_examples=replayed, feature_cache=cache.summary() if cache is not None else None,
-                   **mfu_summary(_flops_per_token(trainer, collator, train_set, config) if peak else None,
+                   truncated_answers=run.collator.truncated_answers, calibration=calibration, **run.hooks,
+                   feature_cache=run.cache.summary() if run.cache is not None else None,
+                   **mfu_summary(_flops_per_token(trainer, run.collator, run.train_set, config) if peak else None,
                                  summary["tokens_per_second"], peak))
-    if cache is not None:
-        log(cache.describe())
-    if eval_records:
-        # A post-training step that scored the evaluation set with these final weights hands its metrics over,
-        # so the final evaluation computes only the loss.
-        scored = (calibration or {}).get("eval_metrics")
-        extra_eval, trainer.extra_eval = trainer.extra_eval, (None if scored else trainer.extra_eval)
-        final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
-        trainer.extra_eval = extra_eval
-        summary.update({k: v for k, v in final_eval.items()
-                        if k == "eval_loss" or k.removeprefix("eval_") in task.headline_metrics})
+    if run.cache is not None:
+        log(run.cache.describe())
+    if run.eval_records:
+        summary.update(_final_evaluation(trainer, task, calibration))
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_training_curves(trainer.state.log_history, output / "training_curves.png")
     log(f"saved {output} — {summary['samples_per_second']} samples/s, {summary['tokens_per_second']} tokens/s, "
         f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})"
         + (f", MFU {summary['mfu']:.1%} of a measured {summary['matmul_peak_dtype']} matmul peak" if "mfu" in summary else ""))
     return summary
+
+
+def _final_evaluation(trainer: VLMTrainer, task: Task, calibration: dict | None) -> dict:
+    """The final weights' eval loss and the task's headline metrics. A post-training step that scored the
+    evaluation set with these weights hands its metrics over, so this computes only the loss."""
+    scored = (calibration or {}).get("eval_metrics")
+    extra_eval, trainer.extra_eval = trainer.extra_eval, (None if scored else trainer.extra_eval)
+    final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
+    trainer.extra_eval = extra_eval
+    return {k: v for k, v in final_eval.items() if k == "eval_loss" or k.removeprefix("eval_") in task.headline_metrics}
 
 
 def _add_self_replay(config: TrainConfig, task, model, processor, records, train_set, sample_weights, log) -> int:

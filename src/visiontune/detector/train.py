@@ -17,7 +17,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +142,27 @@ def _optimizer(detector: Detector, settings: DetectorTrainSettings) -> torch.opt
                               {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate)
 
 
+@dataclass
+class Engine:
+    """What the epochs run on: the model (and its DDP wrapper), the data, the optimiser, schedule and EMA."""
+
+    detector: Detector
+    forward: torch.nn.Module
+    dataset: DetectionDataset
+    loader: torch.utils.data.DataLoader
+    sampler: torch.utils.data.DistributedSampler | None
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: TrainedWeightsEMA | None
+    device: torch.device
+    use_bf16: bool
+    rank: int
+    world: int
+
+
 def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
+    """Set up, resume, train the epochs (selecting the best on --eval-data), save and score the best."""
     if not settings.data:
         raise ValueError("detector train needs --data (a COCO instances JSON, a YOLO folder or a dataset)")
     random.seed(settings.seed), np.random.seed(settings.seed), torch.manual_seed(settings.seed)
@@ -152,9 +172,32 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
                                            max_samples=settings.max_samples, log=log)
     eval_records = None
     if settings.eval_data:
-        eval_records, _, eval_ids = _load(settings, settings.eval_data, settings.eval_images_dir, settings.eval_split,
-                                          classes=classes, log=log)
-        category_ids = eval_ids
+        eval_records, _, category_ids = _load(settings, settings.eval_data, settings.eval_images_dir,
+                                              settings.eval_split, classes=classes, log=log)
+    detector = _create(settings, classes, len(records), log)
+    engine = _engine(settings, detector, records, classes)
+    if engine.rank:  # one process speaks and writes; the others train
+        log = lambda *_: None
+    progress = _resume(engine, output / CHECKPOINT_FILE, log) if settings.resume else \
+        {"history": [], "best": None, "epoch": 0}
+    best_scored = _train_epochs(settings, engine, progress, eval_records, classes, category_ids, output, log)
+    summary = {"classes": classes, "parameters": detector.parameter_counts(), "best": progress["best"],
+               "history": progress["history"], "settings": asdict(settings), "processes": engine.world}
+    if engine.world > 1:  # every process leaves the group together: one exiting while gloo still runs aborts it
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if engine.rank:
+        return summary
+    (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if eval_records:
+        if best_scored is None:  # resumed, and the best model was saved by the earlier run: score it again
+            final = Detector.from_pretrained(output, device=engine.device)
+            best_scored = evaluate(final, eval_records, classes, category_ids, settings.batch_size)
+        summary["eval"] = _write_best(best_scored, eval_records, classes, detector, progress["best"], output, log)
+    return summary
+
+
+def _create(settings: DetectorTrainSettings, classes: list[str], images: int, log) -> Detector:
     size = settings.image_size
     detector = Detector.create(classes, backbone=settings.backbone, preset=settings.preset, log=log,
                                image_size=(size, size) if size else None, neck_channels=settings.neck_channels,
@@ -163,12 +206,13 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     counts = detector.parameter_counts()
     log(f"detector {settings.preset} on {detector.config.backbone}: {counts['total'] / 1e6:.2f}M parameters "
         f"(backbone {counts['backbone'] / 1e6:.2f}M frozen), {counts['trainable'] / 1e6:.2f}M trainable "
-        f"(pyramid+neck+head{' + LoRA' if counts['lora'] else ''}); {len(classes)} classes, {len(records)} images, "
+        f"(pyramid+neck+head{' + LoRA' if counts['lora'] else ''}); {len(classes)} classes, {images} images, "
         f"input {detector.config.image_size[1]}x{detector.config.image_size[0]}")
+    return detector
 
+
+def _engine(settings: DetectorTrainSettings, detector: Detector, records, classes: list[str]) -> Engine:
     rank, world, device = _distributed(resolve_device(settings.device))
-    if rank:  # one process speaks and writes; the others train
-        log = lambda *_: None
     use_bf16 = settings.bf16 if settings.bf16 is not None else device.type == "cuda"
     detector.to(device).train()
     forward = detector
@@ -176,44 +220,52 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
         forward = torch.nn.parallel.DistributedDataParallel(detector, device_ids=[device] if device.type == "cuda" else None)
     dataset = DetectionDataset(records, classes, detector.config.image_size,
                                AugmentSettings() if settings.augment else None, seed=settings.seed)
-    loader_generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, seed=settings.seed) if world > 1 else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=sampler is None,
                                          sampler=sampler, collate_fn=collate, num_workers=settings.workers,
-                                         generator=loader_generator, drop_last=len(dataset) > settings.batch_size,
+                                         generator=generator, drop_last=len(dataset) > settings.batch_size,
                                          pin_memory=device.type == "cuda")
     optimizer = _optimizer(detector, settings)
     total_steps = settings.epochs * len(loader)
     scheduler = _schedule(optimizer, min(settings.warmup_steps, max(1, total_steps // 10)), total_steps)
     ema = TrainedWeightsEMA(detector, settings.ema_decay) if settings.ema_decay > 0 else None
+    return Engine(detector, forward, dataset, loader, sampler, generator, optimizer, scheduler, ema, device,
+                  use_bf16, rank, world)
 
-    history, best, start_epoch, best_scored = [], None, 0, None
-    checkpoint_path = output / CHECKPOINT_FILE
-    if settings.resume:
-        if not checkpoint_path.is_file():
-            raise FileNotFoundError(f"{checkpoint_path}: nothing to resume; train without --resume first")
-        state = load_checkpoint(checkpoint_path)
-        detector.load_state_dict(state["trained"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        history, best, start_epoch = state["history"], state["best"], state["epoch"]
-        loader_generator.set_state(state["loader_rng"])
-        log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
 
+def _resume(engine: Engine, path: Path, log) -> dict:
+    """Load the training state saved after the last finished epoch; returns its history, best and epoch."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nothing to resume; train without --resume first")
+    state = load_checkpoint(path)
+    engine.detector.load_state_dict(state["trained"], strict=False)
+    engine.optimizer.load_state_dict(state["optimizer"])
+    engine.scheduler.load_state_dict(state["scheduler"])
+    if engine.ema is not None and state.get("ema"):
+        engine.ema.load_state_dict(state["ema"])
+    engine.generator.set_state(state["loader_rng"])
+    log(f"resumed from {path} after epoch {state['epoch']}")
+    return {"history": state["history"], "best": state["best"], "epoch": state["epoch"]}
+
+
+def _train_epochs(settings: DetectorTrainSettings, engine: Engine, progress: dict, eval_records, classes,
+                  category_ids, output: Path, log):
+    """The epochs from `progress["epoch"]` on, updating `progress`; returns the best model's (metrics,
+    predictions) when it was scored in this run."""
+    detector, ema, best_scored = engine.detector, engine.ema, None
     trained_names = {name for name, p in detector.named_parameters() if p.requires_grad}
-    step = start_epoch * len(loader)
-    for epoch in range(start_epoch, settings.epochs):
-        dataset.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        done = train_one_epoch(detector, loader, optimizer, scheduler, ema, device, use_bf16, settings.max_grad_norm,
-                               forward=forward)
-        if rank:
+    step = progress["epoch"] * len(engine.loader)
+    for epoch in range(progress["epoch"], settings.epochs):
+        engine.dataset.epoch = epoch
+        if engine.sampler is not None:
+            engine.sampler.set_epoch(epoch)
+        done = train_one_epoch(detector, engine.loader, engine.optimizer, engine.scheduler, ema, engine.device,
+                               engine.use_bf16, settings.max_grad_norm, forward=engine.forward)
+        if engine.rank:
             continue
         step += done["steps"]
-        row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
+        row = {"epoch": epoch + 1, "step": step, "lr": engine.scheduler.get_last_lr()[0],
                "images_per_second": done["images"] / done["seconds"],
                **{f"loss_{k}": v for k, v in done["losses"].items()}}
         evaluate_now = eval_records and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs)
@@ -222,39 +274,32 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
                 metrics, predictions = evaluate(detector, eval_records, classes, category_ids, settings.batch_size)
                 detector.train()
                 row.update(eval_AP=metrics["AP"], eval_AP50=metrics["AP50"], eval_duplicate_rate=metrics["duplicate_rate"])
-                if best is None or metrics["AP"] > best["AP"]:
-                    best = {"epoch": epoch + 1, "AP": metrics["AP"], "AP50": metrics["AP50"]}
+                if progress["best"] is None or metrics["AP"] > progress["best"]["AP"]:
+                    progress["best"] = {"epoch": epoch + 1, "AP": metrics["AP"], "AP50": metrics["AP50"]}
                     best_scored = metrics, predictions  # the saved model's scores: no need to predict again
                     detector.save_pretrained(output)
             elif not eval_records:
                 detector.save_pretrained(output)
-        history.append(row)
+        progress["history"].append(row)
+        progress["epoch"] = epoch + 1
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         with open(output / "train_log.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
         save_checkpoint({"trained": {k: v for k, v in detector.state_dict().items() if k in trained_names},
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "ema": ema.state_dict() if ema is not None else None, "history": history, "best": best,
-                         "epoch": epoch + 1, "loader_rng": loader_generator.get_state()}, checkpoint_path)
+                         "optimizer": engine.optimizer.state_dict(), "scheduler": engine.scheduler.state_dict(),
+                         "ema": ema.state_dict() if ema is not None else None, "history": progress["history"],
+                         "best": progress["best"], "epoch": epoch + 1, "loader_rng": engine.generator.get_state()},
+                        output / CHECKPOINT_FILE)
+    return best_scored
 
-    summary = {"classes": classes, "parameters": counts, "best": best, "history": history,
-               "settings": asdict(settings), "processes": world}
-    if world > 1:  # every process leaves the group together: one exiting while gloo still runs aborts it
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    if rank:
-        return summary
-    (output / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    if eval_records:
-        if best_scored is None:  # resumed, and the best model was saved by the earlier run: score it again
-            final = Detector.from_pretrained(output, device=device)
-            best_scored = evaluate(final, eval_records, classes, category_ids, settings.batch_size)
-        metrics, predictions = best_scored
-        write_metrics(output / "metrics.json", metrics)
-        write_overlays(output / "overlays", eval_records, predictions, classes, detector.config.score_threshold)
-        summary["eval"] = {k: v for k, v in metrics.items() if k not in ("detections", "per_class_AP")}
-        log(f"best epoch {best['epoch']}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
-            f"duplicate rate {metrics['duplicate_rate']:.4f} at score {metrics['score_threshold']}"
-            + (f", {metrics['duplicate_rate_at_f1_threshold']:.4f} at the best-F1 score {metrics['f1_threshold']:.3f}"
-               if metrics.get("f1_threshold") is not None else "") + f"; model in {output}")
-    return summary
+
+def _write_best(scored, eval_records, classes, detector: Detector, best: dict, output: Path, log) -> dict:
+    """metrics.json and overlays of the best model; its headline metrics for the summary."""
+    metrics, predictions = scored
+    write_metrics(output / "metrics.json", metrics)
+    write_overlays(output / "overlays", eval_records, predictions, classes, detector.config.score_threshold)
+    log(f"best epoch {best['epoch']}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
+        f"duplicate rate {metrics['duplicate_rate']:.4f} at score {metrics['score_threshold']}"
+        + (f", {metrics['duplicate_rate_at_f1_threshold']:.4f} at the best-F1 score {metrics['f1_threshold']:.3f}"
+           if metrics.get("f1_threshold") is not None else "") + f"; model in {output}")
+    return {k: v for k, v in metrics.items() if k not in ("detections", "per_class_AP")}

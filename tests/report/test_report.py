@@ -1,0 +1,39 @@
+"""The report's pictures: every plot writes a PNG that shows its content (not a blank canvas)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from visiontune.metrics.classification import expected_calibration_error
+from visiontune.report.boxes import draw_boxes
+from visiontune.report.classification import plot_confusion_matrix, plot_reliability
+from visiontune.report.curves import plot_training_curves
+from visiontune.report.grid import plot_sample_grid
+
+
+def _busy(path) -> bool:
+    """More than two distinct colours over a real share of the picture: something was drawn."""
+    pixels = np.asarray(Image.open(path).convert("L"))
+    return pixels.std() > 5 and len(np.unique(pixels)) > 2
+
+
+def test_every_plot_writes_a_picture_of_its_content(tmp_path):
+    confusion = {"labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]}
+    assert _busy(plot_confusion_matrix(confusion, tmp_path / "confusion.png"))
+    rng = np.random.default_rng(0)
+    confidences = rng.uniform(0.3, 1.0, 200)
+    ece, bins = expected_calibration_error(confidences, rng.uniform(size=200) < confidences * 0.9)
+    assert _busy(plot_reliability(bins, ece, tmp_path / "reliability.png"))
+    history = [{"step": s, "loss": 2.0 / s} for s in range(1, 20)] + [{"step": 10, "eval_loss": 0.5}]
+    assert _busy(plot_training_curves(history, tmp_path / "curves.png"))
+    tile = Image.new("RGB", (32, 32), (200, 30, 30))
+    assert _busy(plot_sample_grid([{"image": tile, "lines": ["pred: a red square"]}] * 3, tmp_path / "grid.png"))
+    assert plot_sample_grid([], tmp_path / "empty.png") is None
+
+
+def test_drawn_boxes_change_only_their_outline():
+    image = Image.new("RGB", (64, 64), (255, 255, 255))
+    drawn = np.asarray(draw_boxes(image, [{"label": "cat", "box": [10, 10, 40, 40], "score": 0.9}]))
+    assert drawn[25, 10].tolist() != [255, 255, 255]  # on the left edge
+    assert drawn[25, 25].tolist() == [255, 255, 255] and drawn[55, 55].tolist() == [255, 255, 255]
