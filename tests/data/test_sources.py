@@ -16,9 +16,9 @@ def test_coco_and_jsonl_give_the_same_records(shapes):
 def test_coco_groups_several_references(tmp_path, shapes):
     payload = json.loads(shapes["coco"].read_text())
     payload["annotations"].append({"id": 99, "image_id": 0, "caption": "another description"})
-    path = shapes["coco"].parent / "multi.json"
+    path = tmp_path / "multi.json"  # the shared fixture's folder stays as it is
     path.write_text(json.dumps(payload))
-    records = load_caption_records(DataSpec(path=str(path)))
+    records = load_caption_records(DataSpec(path=str(path), images_dir=str(shapes["coco"].parent)))
     assert len(records[0].captions) == 2
 
 
@@ -72,3 +72,16 @@ def test_max_samples_and_deterministic_shuffle(shapes):
 def test_missing_path_is_clear():
     with pytest.raises(DataError, match="no such file"):
         load_caption_records(DataSpec(path="./nope/data.jsonl"))
+
+
+def test_a_source_of_the_wrong_kind_for_the_task_says_what_it_got(shapes, shape_classes):
+    from visiontune.data.loading import DataSpec, load_box_records, load_caption_records, load_labelled_records
+
+    with pytest.raises(DataError, match="captions come as .*got a imagefolder source"):
+        load_caption_records(DataSpec(str(shape_classes)))
+    with pytest.raises(DataError, match="classification data is .*got a coco source"):
+        load_labelled_records(DataSpec(str(shapes["coco"])))
+    with pytest.raises(DataError, match="detection data is .*got a table source"):
+        load_box_records(DataSpec(str(shapes["jsonl"])))
+    with pytest.raises(DataError, match="unknown data format 'parquet'"):
+        load_caption_records(DataSpec(str(shapes["jsonl"]), format="parquet"))

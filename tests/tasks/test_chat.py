@@ -32,7 +32,7 @@ def _conversations(shapes) -> list[dict]:
     for line in shapes["jsonl"].read_text().splitlines():
         row = json.loads(line)
         words = row["caption"].split()
-        rows.append({"image": row["image"], "conversations": [
+        rows.append({"image": str(shapes["jsonl"].parent / row["image"]), "conversations": [
             {"from": "human", "value": f"<image>\n{QUESTION}"}, {"from": "gpt", "value": words[1]},
             {"from": "human", "value": FOLLOW_UP}, {"from": "gpt", "value": f"a {words[2]}"}]})
     return rows
@@ -47,17 +47,18 @@ def test_three_layouts_load_as_the_same_conversation(shapes, tmp_path):
     messages = {"images": ["images/0000.png"], "messages": [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q1"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A1"}]}]}
-    (folder / "llava.json").write_text(json.dumps([llava]))
-    (folder / "sharegpt.jsonl").write_text(json.dumps(sharegpt) + "\n")
-    (folder / "messages.jsonl").write_text(json.dumps(messages) + "\n")
+    (tmp_path / "llava.json").write_text(json.dumps([llava]))  # beside, not inside, the shared fixture
+    (tmp_path / "sharegpt.jsonl").write_text(json.dumps(sharegpt) + "\n")
+    (tmp_path / "messages.jsonl").write_text(json.dumps(messages) + "\n")
     expected = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q1"}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "A1"}]}]
     for name in ("llava.json", "sharegpt.jsonl", "messages.jsonl"):
-        record = load_conversation_records(DataSpec(str(folder / name)))[0]
+        record = load_conversation_records(DataSpec(str(tmp_path / name), images_dir=str(folder)))[0]
         dialogue = [m for m in record.conversation if m["role"] != "system"]
         assert dialogue == expected, name
         assert record.load_image().size == (96, 96)
-    assert load_conversation_records(DataSpec(str(folder / "sharegpt.jsonl")))[0].conversation[0]["role"] == "system"
+    assert load_conversation_records(DataSpec(str(tmp_path / "sharegpt.jsonl"), images_dir=str(folder)))[0] \
+        .conversation[0]["role"] == "system"
 
     # a datasets folder with an images column of PIL images and HF messages
     import datasets
@@ -90,9 +91,9 @@ def test_bad_conversations_name_the_row_and_the_problem(tmp_path, row, problem):
         load_conversation_records(DataSpec(str(tmp_path / "bad.jsonl")))
 
 
-def test_label_mask_covers_exactly_the_assistant_turns(tiny_models, shapes):
-    (shapes["jsonl"].parent / "chat.json").write_text(json.dumps(_conversations(shapes)))
-    records = load_conversation_records(DataSpec(str(shapes["jsonl"].parent / "chat.json")))
+def test_label_mask_covers_exactly_the_assistant_turns(tiny_models, shapes, tmp_path):
+    (tmp_path / "chat.json").write_text(json.dumps(_conversations(shapes)))
+    records = load_conversation_records(DataSpec(str(tmp_path / "chat.json")))
     task = get_task("chat")
     processor = load_processor(str(tiny_models["smolvlm"]), **QUIET)
     batch = VLMCollator(processor)([ExampleDataset(records[:1], task)[0]])
@@ -110,7 +111,7 @@ def test_label_mask_covers_exactly_the_assistant_turns(tiny_models, shapes):
 
 
 def test_tiny_model_learns_conversations_and_untrained_does_not(tiny_models, shapes, tmp_path):
-    data = shapes["jsonl"].parent / "chat.json"
+    data = tmp_path / "chat.json"
     data.write_text(json.dumps(_conversations(shapes)))
     output = tmp_path / "run"
     summary = train(task="chat", model=str(tiny_models["smolvlm"]), data=str(data), output=str(output),

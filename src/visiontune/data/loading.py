@@ -65,40 +65,42 @@ def detect_format(path_text: str) -> str:
     return "hf"  # a Hub dataset id such as "nlphuji/flickr30k"
 
 
-def _load_caption_records(spec: DataSpec) -> list[Record]:
+def read_source(spec: DataSpec, readers: dict, wrong_kind: str):
+    """Run the reader for the source's format (`--format`, or detected): `readers` {format: spec -> records};
+    "jsonl" and "table" are one format. A format with no reader is an error: `wrong_kind`, then what it got."""
     kind = detect_format(spec.path) if spec.format == "auto" else spec.format
-    images_dir = Path(spec.images_dir) if spec.images_dir else None
-    if kind == "coco":
-        return load_coco_captions(Path(spec.path), images_dir)
-    if kind in ("jsonl", "table"):
-        return load_caption_table(Path(spec.path), spec.image_column, spec.caption_column, images_dir)
-    if kind == "hf":
-        return load_caption_dataset(spec.path, spec.split, spec.image_column, spec.caption_column)
-    if kind in ("imagefolder", "idx", "zoo"):
-        raise DataError(f"{spec.path}: a {kind} source has class labels, not captions; use --task classify (for "
-                        f"captions from zoo images, write canvases: visiontune zoo canvases --help)")
-    raise DataError(f"unknown data format {spec.format!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+    kind = "table" if kind == "jsonl" else kind
+    if kind not in SOURCE_FORMATS:
+        raise DataError(f"unknown data format {spec.format!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+    if kind not in readers:
+        raise DataError(f"{spec.path}: {wrong_kind}; got a {kind} source")
+    return readers[kind](spec)
+
+
+def _images_dir(spec: DataSpec) -> Path | None:
+    return Path(spec.images_dir) if spec.images_dir else None
+
+
+def _load_caption_records(spec: DataSpec) -> list[Record]:
+    return read_source(spec, {
+        "coco": lambda s: load_coco_captions(Path(s.path), _images_dir(s)),
+        "table": lambda s: load_caption_table(Path(s.path), s.image_column, s.caption_column, _images_dir(s)),
+        "hf": lambda s: load_caption_dataset(s.path, s.split, s.image_column, s.caption_column),
+    }, "captions come as a COCO captions JSON, a JSONL/CSV with image + caption, or a dataset (a source with class "
+       "labels is for --task classify; for captions from zoo images, write canvases: visiontune zoo canvases --help)")
 
 
 def _load_label_source(spec: DataSpec) -> tuple[list[Record], list[str] | None]:
     """Records with raw labels, plus the class list the source itself declares (folder names, ClassLabel)."""
-    kind = detect_format(spec.path) if spec.format == "auto" else spec.format
-    images_dir = Path(spec.images_dir) if spec.images_dir else None
-    if kind == "imagefolder":
-        return load_image_folder(Path(spec.path), spec.split)
-    if kind == "idx":
-        return load_idx_folder(Path(spec.path), spec.split)
-    if kind == "zoo":
-        return load_zoo_dataset(spec.path, spec.split, spec.images_dir)
-    if kind in ("jsonl", "table"):
-        return load_label_table(Path(spec.path), spec.image_column, spec.label_column, spec.rationale_column,
-                                images_dir), None
-    if kind == "hf":
-        return load_label_dataset(spec.path, spec.split, spec.image_column, spec.label_column, spec.rationale_column)
-    if kind == "coco":
-        raise DataError(f"{spec.path}: a COCO file has captions or boxes, not one label per image; for "
-                        f"classification give an image folder, a JSONL/CSV with image + label, or a dataset")
-    raise DataError(f"unknown data format {spec.format!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+    return read_source(spec, {
+        "imagefolder": lambda s: load_image_folder(Path(s.path), s.split),
+        "idx": lambda s: load_idx_folder(Path(s.path), s.split),
+        "zoo": lambda s: load_zoo_dataset(s.path, s.split, s.images_dir),
+        "table": lambda s: (load_label_table(Path(s.path), s.image_column, s.label_column, s.rationale_column,
+                                             _images_dir(s)), None),
+        "hf": lambda s: load_label_dataset(s.path, s.split, s.image_column, s.label_column, s.rationale_column),
+    }, "classification data is an image folder, a JSONL/CSV with image + label, or a dataset (a COCO file has "
+       "captions or boxes, not one label per image)")
 
 
 def load_labelled_records(spec: DataSpec, classes: list[str] | None = None, log=print) -> tuple[list[Record], list[str]]:
@@ -125,19 +127,16 @@ def load_labelled_records(spec: DataSpec, classes: list[str] | None = None, log=
 
 def _load_box_source(spec: DataSpec, log) -> tuple[list[Record], list[str] | None, dict[str, int]]:
     """Records whose boxes carry raw labels, the source's class list, and its category ids."""
-    kind = detect_format(spec.path) if spec.format == "auto" else spec.format
-    images_dir = Path(spec.images_dir) if spec.images_dir else None
-    if kind == "coco":
-        return load_coco_instances(Path(spec.path), images_dir, spec.skip_bad_rows, log)
-    if kind == "yolo":
-        records, classes = load_yolo(Path(spec.path), spec.split, spec.skip_bad_rows, log)
+    def yolo(s: DataSpec):
+        records, classes = load_yolo(Path(s.path), s.split, s.skip_bad_rows, log)
         return records, classes, {name: index for index, name in enumerate(classes)}
-    if kind == "hf":
-        records, classes = load_box_dataset(spec.path, spec.split, spec.image_column, spec.objects_column,
-                                            spec.bbox_format, spec.bbox_normalised, spec.skip_bad_rows, log)
-        return records, classes, {}
-    raise DataError(f"{spec.path}: detection data is a COCO instances JSON, a YOLO folder (data.yaml) or a dataset "
-                    f"with an objects column; got a {kind} source")
+
+    return read_source(spec, {
+        "coco": lambda s: load_coco_instances(Path(s.path), _images_dir(s), s.skip_bad_rows, log),
+        "yolo": yolo,
+        "hf": lambda s: (*load_box_dataset(s.path, s.split, s.image_column, s.objects_column, s.bbox_format,
+                                           s.bbox_normalised, s.skip_bad_rows, log), {}),
+    }, "detection data is a COCO instances JSON, a YOLO folder (data.yaml) or a dataset with an objects column")
 
 
 def load_box_records(spec: DataSpec, classes: list[str] | None = None,

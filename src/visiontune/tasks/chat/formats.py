@@ -19,7 +19,7 @@ import re
 from itertools import pairwise
 from pathlib import Path
 
-from ...data.loading import DataSpec, detect_format, finish_records
+from ...data.loading import DataSpec, finish_records, read_source
 from ...data.records import DataError, Record
 
 IMAGE_MARKER = re.compile(r"<image>")
@@ -101,14 +101,10 @@ def conversation_record(row: dict, where: str, base_dir: Path | None, index: int
 
 def load_conversation_records(spec: DataSpec) -> list[Record]:
     """The conversations of a JSON/JSONL file or a dataset, with --shuffle / --max-samples applied."""
-    kind = detect_format(spec.path) if spec.format == "auto" else spec.format
-    if kind in ("jsonl", "table"):
-        records = load_conversation_table(Path(spec.path), Path(spec.images_dir) if spec.images_dir else None)
-    elif kind == "hf":
-        records = load_conversation_dataset(spec.path, spec.split)
-    else:
-        raise DataError(f"{spec.path}: conversations come as a JSON/JSONL file or a dataset with a 'conversations' "
-                        f"or 'messages' column; got a {kind} source")
+    records = read_source(spec, {
+        "table": lambda s: load_conversation_table(Path(s.path), Path(s.images_dir) if s.images_dir else None),
+        "hf": lambda s: load_conversation_dataset(s.path, s.split),
+    }, "conversations come as a JSON/JSONL file or a dataset with a 'conversations' or 'messages' column")
     return finish_records(records, spec)
 
 
