@@ -39,6 +39,21 @@ def test_positive_and_negative_queries():
         [e.target for e in positives]
 
 
+def test_box_grid_writes_reads_and_maps_back_on_its_own_grid():
+    record = _record([("dog", (0, 0, 100, 50)), ("dog", (120, 40, 200, 100))])
+    task = get_task("detect", classes=CLASSES, negatives=0, box_grid=9)
+    (example,) = task.training_examples(record)
+    assert example.target == "dog: [0,0,4,4]; [5,4,9,9]"  # one digit a coordinate
+    assert "0-9 grid" in _prompt(example)
+    (name, grid_box), = task.parse("dog: [5,4,9,9]").boxes
+    assert task.to_pixels(grid_box, 200, 100) == [111.11, 44.44, 200.0, 100.0]
+    assert task.parse("dog: [5,4,12,9]").problems["clipped"] == 1  # off this grid, not the default one
+    from visiontune.tasks import task_from_metadata
+    assert task_from_metadata(task.metadata()).box_grid == 9  # predict/eval read a run on the grid it trained on
+    with pytest.raises(ValueError, match="--box-grid"):
+        get_task("detect", classes=CLASSES, box_grid=0)
+
+
 def test_negative_share_over_many_images():
     rng = random.Random(0)
     records = [_record([(rng.choice(CLASSES[:2]), (10, 10, 50, 50))], key=f"{i}.png") for i in range(400)]

@@ -14,6 +14,9 @@ class TrainOptions:
         "help": "share of queries about absent classes, answered none (default 0.25)"})
     max_objects: int | None = field(default=None, metadata={
         "help": "most boxes per answer; the largest are kept (default: all)"})
+    box_grid: int | None = field(default=None, metadata={
+        "help": "boxes are written as integers 0..N of the image's width and height (default 1000; 9 spends one "
+                "token a coordinate)"})
 
 
 @dataclass(kw_only=True)

@@ -32,21 +32,22 @@ from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, t
 
 QUERY_MODES = ("per-class", "all", "both")
 DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
-                  "corners on a 0-1000 grid, or none.")
+                  "corners on a 0-{grid} grid, or none.")
 
 
 class DetectTask(Task):
     name = "detect"
     default_prompt = DEFAULT_PROMPT
     max_new_tokens = 512  # ~18 tokens a box
-    option_names = ("classes", "queries", "negatives", "max_objects", "score_threshold", "seed", "category_ids")
+    option_names = ("classes", "queries", "negatives", "max_objects", "box_grid", "score_threshold", "seed",
+                    "category_ids")
     default_balance = "sampler"  # balance the positive queries' classes
     report_only = ("detections",)  # what `score` returns for the report files, not for the headline
     keeps_skills_by_replay = True
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
-                 score_threshold: float = 0.0, seed: int = 0,
+                 box_grid: int = GRID, score_threshold: float = 0.0, seed: int = 0,
                  category_ids: dict[str, int] | None = None):
         """`category_ids`: each class's id in COCO files written and read (default 1..K in class order)."""
         if not classes:
@@ -58,10 +59,13 @@ class DetectTask(Task):
             raise ValueError(f"--negatives is the share of queries about absent classes, in [0, 1); got {negatives}")
         if max_objects is not None and int(max_objects) < 1:
             raise ValueError(f"--max-objects must be at least 1, got {max_objects}")
+        if int(box_grid) < 1:
+            raise ValueError(f"--box-grid is the largest coordinate boxes are written with, at least 1; got {box_grid}")
         super().__init__(prompt=prompt, system_prompt=system_prompt)
         self.classes = check_class_names(list(classes), "--class-names", minimum=1)
         self.queries, self.negatives = queries, float(negatives)
         self.max_objects = int(max_objects) if max_objects else None
+        self.box_grid = int(box_grid)
         self.score_threshold, self.seed = float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
 
@@ -92,6 +96,7 @@ class DetectTask(Task):
     # --- prompts and answers -------------------------------------------------------------------------------
     def query_messages(self, asked: list[str]) -> list[dict]:
         prompt = self.prompt.replace("{query}", ", ".join(asked)).replace("{classes}", ", ".join(self.classes))
+        prompt = prompt.replace("{grid}", str(self.box_grid))
         return ([system_turn(self.system_prompt)] if self.system_prompt else []) + [user_turn(prompt)]
 
     def messages(self, record: Record | None = None) -> list[dict]:
@@ -115,7 +120,8 @@ class DetectTask(Task):
         boxes = self._answer_boxes(record, asked)
         if self.max_objects and len(boxes) > self.max_objects:
             boxes = sorted(boxes, key=lambda box: -box.area)[: self.max_objects]
-        return format_boxes([(box.label, to_grid(box.xyxy, record.width, record.height)) for box in boxes],
+        return format_boxes([(box.label, to_grid(box.xyxy, record.width, record.height, self.box_grid))
+                             for box in boxes],
                             self.classes)
 
     def training_examples(self, record: Record) -> list[Example]:
@@ -134,10 +140,10 @@ class DetectTask(Task):
         return examples
 
     def parse(self, text: str) -> ParsedBoxes:
-        return parse_boxes(text, self.classes)
+        return parse_boxes(text, self.classes, self.box_grid)
 
     def to_pixels(self, grid_box, width: int, height: int) -> list[float]:
-        return [round(v, 2) for v in from_grid(grid_box, width, height, GRID)]
+        return [round(v, 2) for v in from_grid(grid_box, width, height, self.box_grid)]
 
     # --- training hooks ------------------------------------------------------------------------------------
     def probe_targets(self, records: list[Record]):
@@ -227,5 +233,5 @@ class DetectTask(Task):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,
-                "max_objects": self.max_objects, "score_threshold": self.score_threshold,
+                "max_objects": self.max_objects, "box_grid": self.box_grid, "score_threshold": self.score_threshold,
                 "category_ids": self.category_ids}
