@@ -74,6 +74,11 @@ def hardware() -> str:
     return name + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
+def rounded(value):
+    """A metric to 4 places; a breakdown ({subset: value}) likewise."""
+    return {k: rounded(v) for k, v in value.items()} if isinstance(value, dict) else round(value, 4)
+
+
 def timed(function, *args, **kwargs):
     started = time.perf_counter()
     result = function(*args, **kwargs)
@@ -236,7 +241,7 @@ def detection_scores(model: str, test_data: dict, output: Path) -> dict:
     from visiontune.api.evaluate import evaluate
 
     metrics = evaluate(task="detect", model=model, data=str(test_data["instances"]), output=str(output), **QUIET)
-    return {k: round(metrics[k], 4) for k in DETECT_REPORTED if k in metrics}
+    return {k: rounded(metrics[k]) for k in DETECT_REPORTED if k in metrics}
 
 
 def dedicated_detector_scores(train_data: dict, test_data: dict, output: Path, sizes: Sizes) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -102,11 +103,32 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--output", default="runs/quickstart")
     quick.add_argument("--full", action="store_true", help="all of Fashion-MNIST at 224 px (for a GPU)")
     quick.add_argument("--tiny", action="store_true", help="the 2-minute spine check on a tiny random model instead")
+    _remember_leaf_parsers(parser)
     return parser
 
 
+def _remember_leaf_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each command's parser records itself, so an unknown flag is reported with that command's usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(leaf_parser=sub)
+                _remember_leaf_parsers(sub)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    leaf = vars(args).pop("leaf_parser", parser)
+    if unknown:
+        flags = [word.split("=")[0] for word in unknown if word.startswith("--")]
+        near = [close[0] for word in flags if (close := difflib.get_close_matches(word, leaf._option_string_actions, 1))]
+        leaf.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "train":
             from .api.train import train

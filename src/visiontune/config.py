@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .data.options import DataOptions
+from .option_types import convert, convert_fields
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
@@ -95,6 +96,9 @@ class TrainConfig(DataOptions):
         "help": "count a batch's FLOPs after training and measure this device's matmul peak (~1 s) for "
                 "summary.json's MFU"})
 
+    def __post_init__(self):
+        check_types(self, "train")
+
 
 @dataclass
 class InferenceTaskOptions:
@@ -133,6 +137,9 @@ class PredictConfig(InferenceTaskOptions):
     skip_bad_images: bool = False
     draw: str | None = field(default=None, metadata={"help": "detect: folder to write each image with its boxes drawn"})
 
+    def __post_init__(self):
+        check_types(self, "inference")
+
 
 @dataclass
 class EvalConfig(DataOptions, InferenceTaskOptions):
@@ -148,9 +155,28 @@ class EvalConfig(DataOptions, InferenceTaskOptions):
     dtype: str = field(default="auto", metadata={"help": INFERENCE_DTYPE_HELP})
     grid_size: int = 12
 
+    def __post_init__(self):
+        check_types(self, "inference")
+
+
+def check_types(config, kind: str) -> None:
+    """Every option, the task's own included, converted to its declared type (or an error naming it)."""
+    from .tasks import option_fields
+
+    convert_fields(config)
+    fields = option_fields(kind)
+    config.task_options = {key: convert(key, value, fields[key][2]) if key in fields else value
+                           for key, value in config.task_options.items()}
+
 
 def load_yaml(path: str | Path) -> dict:
-    payload = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        payload = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: a config file must be a mapping of option: value")  # noqa: TRY004 (bad file content)
     return {key.replace("-", "_"): value for key, value in payload.items()}
@@ -175,9 +201,10 @@ def build_config(cls, overrides: dict[str, Any] | None = None, config_file: str 
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, known, 1)) else key
-                 for key in unknown]
-        raise ValueError(f"unknown option(s) {', '.join(hints)} for {cls.__name__}; known: {', '.join(sorted(known))}")
+        close = {key: difflib.get_close_matches(key, known, 1) for key in unknown}
+        hints = [f"{key} (did you mean {close[key][0]}?)" if close[key] else key for key in unknown]
+        listing = "" if all(close.values()) else f"; known: {', '.join(sorted(known))}"
+        raise ValueError(f"unknown option(s) {', '.join(hints)} for {cls.__name__}{listing}")
     values["task_options"] = {**values.get("task_options", {}), **own}
     return cls(**values)
 

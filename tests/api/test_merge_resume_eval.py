@@ -100,6 +100,8 @@ def test_training_bad_images_error_or_counted_skip(tiny_models, shapes, tmp_path
     messages = []
     train(output=str(tmp_path / "b"), skip_bad_images=True, log=messages.append, **settings)
     assert any("skipped 2 missing or unreadable images" in m for m in messages)
+    skips = [m for m in messages if m.startswith("skipping ")]
+    assert len(skips) == 2 and not any("--skip-bad-images" in m for m in skips)  # it is on: no advice to turn it on
     run = json.loads((tmp_path / "b" / "run.json").read_text())
     assert run["data"]["train_skipped_images"] == 2 and run["data"]["train_images"] == 4
 

@@ -85,3 +85,12 @@ def test_a_source_of_the_wrong_kind_for_the_task_says_what_it_got(shapes, shape_
         load_box_records(DataSpec(str(shapes["jsonl"])))
     with pytest.raises(DataError, match="unknown data format 'parquet'"):
         load_caption_records(DataSpec(str(shapes["jsonl"]), format="parquet"))
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", ","])
+def test_csv_delimiter_is_read_from_the_header(tmp_path, shapes, delimiter):
+    rows = [json.loads(line) for line in shapes["jsonl"].read_text().splitlines()]
+    table = tmp_path / "captions.csv"  # spreadsheets in many locales write ;-separated CSV
+    table.write_text("\n".join([f"image{delimiter}caption"] + [f"{r['image']}{delimiter}{r['caption']}" for r in rows]))
+    records = load_caption_records(DataSpec(path=str(table), images_dir=str(shapes["jsonl"].parent)))
+    assert [r.captions for r in records] == [[r["caption"]] for r in rows]

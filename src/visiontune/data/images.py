@@ -28,6 +28,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 class ImageLoadError(ValueError):
     """An image could not be loaded; the message names it and says what to do."""
 
+    def without_skip_hint(self) -> str:
+        """The message as reported while --skip-bad-images is already on."""
+        return str(self).replace(f", or {SKIP_HINT}", "").replace(f"; {SKIP_HINT}", "")
+
 
 def is_url(reference: str) -> bool:
     return isinstance(reference, str) and reference.split("://", 1)[0].lower() in ("http", "https", "ftp", "file")

@@ -29,7 +29,7 @@ def check_images(records: list[Record], skip_bad: bool, log=print) -> tuple[list
         except ImageLoadError as error:
             skipped += 1
             if skipped <= 5:
-                log(f"skipping {record.source_row}: {error}")
+                log(f"skipping {record.source_row}: {error.without_skip_hint()}")
     if not kept:
         raise DataError("every image failed to load; check the paths and --images-dir")
     if skipped:

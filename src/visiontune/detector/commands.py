@@ -86,11 +86,11 @@ def export(settings: DetectorExportSettings) -> dict:
         from .config import DetectorConfig
 
         records, _, _ = _eval_records(settings.calibration_data, DetectorConfig.load(settings.model).classes,
-                                      max_samples=settings.calibration_images)
+                                      max_samples=settings.calibration_images, images_dir=settings.images_dir)
         calibration = [record.load_image() for record in records]
     report = export_detector(settings.model, settings.output, precision, calibration, peak_window=settings.peak_window)
     if settings.eval_data:
-        report["mAP"] = compare_exports_map(settings.model, report, settings.eval_data, settings.eval_images_dir, settings.max_samples,
+        report["mAP"] = compare_exports_map(settings.model, report, settings.eval_data, settings.images_dir, settings.max_samples,
                                             settings.peak_window)
     Path(settings.output).with_suffix(".report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

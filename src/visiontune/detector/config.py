@@ -156,7 +156,8 @@ class DetectorExportSettings:
     calibration_images: int = field(default=64, metadata={"help": "how many calibration images"})
     eval_data: str | None = field(default=None, metadata={
         "help": "report the mAP of PyTorch, fp32 ONNX and this export on this data"})
-    eval_images_dir: str | None = None
+    images_dir: str | None = field(default=None, metadata={
+        "help": "folder that relative image paths of --eval-data and --calibration-data are under"})
     max_samples: int | None = field(default=None, metadata={"help": "evaluate on the first N images of --eval-data"})
     peak_window: int | None = field(default=None, metadata={"help": "override the model's peak window in the graph"})
 

@@ -41,9 +41,19 @@ def read_rows(path: Path) -> list[tuple[str, dict]]:
         return [(f"{path.name} item {i}", row) for i, row in enumerate(payload)]
     if suffix in (".csv", ".tsv"):
         with path.open(newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            reader = csv.DictReader(handle, delimiter=_delimiter(handle.readline(), suffix))
+            handle.seek(0)
             return [(f"{path.name} row {i}", dict(row)) for i, row in enumerate(reader, start=2)]
     raise DataError(f"{path}: unknown row-file type {suffix!r}; use .jsonl, .json, .csv or .tsv")
+
+
+def _delimiter(header: str, suffix: str) -> str:
+    """The suffix's delimiter, unless the header has none of it and another one (`;` as spreadsheets in many
+    locales write CSV, tab, |)."""
+    default = "\t" if suffix == ".tsv" else ","
+    if default in header:
+        return default
+    return max((";", "\t", ",", "|"), key=header.count) if any(d in header for d in ";\t,|") else default
 
 
 def _image_rows(path: Path, image_column: str | None) -> tuple[list[tuple[str, dict]], list[str], str]:
