@@ -45,7 +45,7 @@ def test_box_grid_writes_reads_and_maps_back_on_its_own_grid():
     (example,) = task.training_examples(record)
     assert example.target == "dog: [0,0,4,4]; [5,4,9,9]"  # one digit a coordinate
     assert "0-9 grid" in _prompt(example)
-    (name, grid_box), = task.parse("dog: [5,4,9,9]").boxes
+    (_, grid_box), = task.parse("dog: [5,4,9,9]").boxes
     assert task.to_pixels(grid_box, 200, 100) == [111.11, 44.44, 200.0, 100.0]
     assert task.parse("dog: [5,4,12,9]").problems["clipped"] == 1  # off this grid, not the default one
     from visiontune.tasks import task_from_metadata
