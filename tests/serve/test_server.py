@@ -254,6 +254,8 @@ def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(guarded_ser
         "wrong API key": (httpx.post(f"{url}/v1/predict", headers={"Authorization": "Bearer nope"},
                                      files={"file": ("a.png", good_file.read_bytes(), "image/png")}), 401),
         "no API key on metrics": (httpx.get(f"{url}/metrics"), 401),
+        "unknown route": (httpx.get(f"{url}/v2/nothing", headers=auth), 404),
+        "wrong method": (httpx.get(f"{url}/v1/predict", headers=auth), 405),
     }
     for name, (response, status) in cases.items():
         assert response.status_code == status, (name, response.status_code, response.text[:300])

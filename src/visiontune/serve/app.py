@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import serve_defaults as defaults
 from .batcher import DynamicBatcher
@@ -159,6 +160,12 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     @app.exception_handler(RequestError)
     async def request_error(_request, exc: RequestError):
         return error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):  # unknown routes, wrong methods
+        message = {404: f"no route {request.url.path}; see GET / for the page and /v1/models for the API",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return error(exc.status_code, message, "not_found_error" if exc.status_code == 404 else "invalid_request_error")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc: RequestValidationError):
