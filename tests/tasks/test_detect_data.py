@@ -53,6 +53,9 @@ def test_coco_instances(tmp_path):
                                                  class_names=["dog"]), log=logged.append)
     assert names == ["dog"] and sum(len(r.boxes) for r in subset) == 1
     assert "2 boxes of classes outside the 1 used were left out" in logged[-1]
+    with pytest.raises(DataError, match=r"--class-names 'dogs' \(did you mean 'dog'\?\) not a class of the data; "
+                                         r"its classes: person, dog, toothbrush"):
+        load_box_records(DataSpec(path=str(path), images_dir=str(tmp_path / "img"), class_names=["dogs"]), **QUIET)
 
 
 @pytest.mark.parametrize("annotation, message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
 from dataclasses import dataclass, fields
@@ -167,6 +168,8 @@ def load_box_records(spec: DataSpec, classes: list[str] | None = None,
     if message:
         log(message)
     chosen = check_class_names(list(classes or spec.class_names or names), spec.path, minimum=1)
+    if spec.class_names and not classes:
+        _check_asked_classes(chosen, names, spec.path)
     outside = 0
     for record in records:
         outside += sum(box.label not in chosen for box in record.boxes)
@@ -177,6 +180,16 @@ def load_box_records(spec: DataSpec, classes: list[str] | None = None,
         log(f"{spec.path}: {outside} boxes of classes outside the {len(chosen)} used were left out")
     ids = {name: category_ids.get(name, index) for index, name in enumerate(chosen)}
     return finish_records(records, spec), chosen, ids
+
+
+def _check_asked_classes(asked: list[str], known: list[str], where: str) -> None:
+    """--class-names picks classes of the data: a name the data does not have would train on no boxes."""
+    missing = [name for name in asked if name not in known]
+    if missing:
+        near = {name: difflib.get_close_matches(name, known, 1, cutoff=0.3) for name in missing}
+        hints = ", ".join(f"{name!r}" + (f" (did you mean {near[name][0]!r}?)" if near[name] else "") for name in missing)
+        raise DataError(f"{where}: --class-names {hints} not a class of the data; its classes: "
+                        f"{', '.join(known[:30])}{'…' if len(known) > 30 else ''}")
 
 
 def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[list[Record], int]:
