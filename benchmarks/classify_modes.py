@@ -47,7 +47,7 @@ def main() -> None:
     test_dir = write_shape_classes(root / "test", per_class=args.test_per_class, seed=2, label_by=args.label_by)
     run = root / "run"
     if args.epochs > 0:
-        train(task="classify", model=args.model, data=str(train_dir), eval_data=str(val_dir), output=str(run),
+        train(task="classify", model=args.model, data=str(train_dir), eval_data=str(val_dir), output=str(run), overwrite=True,
               epochs=args.epochs, calibrate=not args.no_calibrate,
               batch_size=16, learning_rate=args.learning_rate, method=args.method, train=args.train,
               warmup_ratio=0.0, lora_r=32, lora_alpha=64, lora_dropout=0.0, num_workers=0, report_to="none", log=lambda *_: None)

@@ -54,7 +54,7 @@ def main() -> None:
     results = {}
     for name in args.recipes:
         start = time.perf_counter()
-        train(task="detect", model=args.model, data=str(train_data), output=str(root / name), max_steps=args.steps,
+        train(task="detect", model=args.model, data=str(train_data), output=str(root / name), overwrite=True, max_steps=args.steps,
               batch_size=args.batch, learning_rate=args.learning_rate, warmup_ratio=0.03, lora_r=32, lora_alpha=64,
               lora_dropout=0.0, num_workers=0, report_to="none", logging_steps=100, save_total_limit=1,
               train=args.train, image_size=args.image_size, **RECIPES[name], **quiet)

@@ -87,7 +87,7 @@ def vlm_detect(args, train_json: Path, val_json: Path, output: Path) -> dict:
 
     quiet = {"log": lambda *_: None}
     started = time.perf_counter()
-    train(task="detect", model=args.vlm, data=str(train_json), output=str(output / "vlm"), epochs=args.vlm_epochs,
+    train(task="detect", model=args.vlm, data=str(train_json), output=str(output / "vlm"), overwrite=True, epochs=args.vlm_epochs,
           batch_size=args.vlm_batch_size, learning_rate=args.vlm_learning_rate, num_workers=args.workers,
           report_to="none", save_total_limit=1, image_size=args.vlm_image_size, **quiet)
     trained = time.perf_counter() - started

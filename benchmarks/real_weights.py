@@ -43,7 +43,7 @@ from linear_probe import probe_dataset
 
 SECTIONS = ("classify", "generality", "caption", "detect", "kept")
 QUIET = {"log": lambda *_: None}
-PLUMBING = {"num_workers": 0, "report_to": "none", "logging_steps": 10}
+PLUMBING = {"num_workers": 0, "report_to": "none", "logging_steps": 10, "overwrite": True}
 CAPTION_PROMPT = "Describe this image in one sentence."
 
 

@@ -88,7 +88,9 @@ class TrainConfig(DataOptions):
     save_total_limit: int = 2
     logging_steps: int = 10
     early_stopping: int | None = field(default=None, metadata={"help": "stop after N evaluations without improvement"})
-    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in --output"})
+    resume: bool = field(default=False, metadata={
+        "help": "resume from the last checkpoint in --output (the same task, base model and data)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run that --output holds"})
     num_workers: int = 2
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard|wandb|none"})
     preflight: bool = field(default=True, metadata={"help": "run the pre-flight check before step one"})

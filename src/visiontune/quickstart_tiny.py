@@ -31,7 +31,7 @@ def tiny_quickstart(output: str = "runs/quickstart-tiny", log=print) -> dict:
     model = build_tiny_model("smolvlm", root / "tiny-smolvlm")
     log(f"quickstart: tiny SmolVLM-family model at {model}; 36 training / 12 held-out images")
     summary = train(TrainConfig(model=str(model), data=str(root / "data" / "train.jsonl"),
-                                eval_data=str(root / "data" / "val.jsonl"), output=str(root / "run"),
+                                eval_data=str(root / "data" / "val.jsonl"), output=str(root / "run"), overwrite=True,
                                 method="lora", lora_r=32, lora_alpha=64, lora_dropout=0.0, learning_rate=3e-3,
                                 epochs=30, batch_size=12, warmup_ratio=0.0, logging_steps=10, num_workers=0,
                                 eval_steps=30, report_to="tensorboard"), log=log)
@@ -60,7 +60,7 @@ def _classify(model: Path, root: Path, log) -> dict:
     splits = {name: write_shape_classes(root / "data" / name, per_class=count, seed=seed, label_by="colour")
               for name, count, seed in (("train", 16, 1), ("val", 16, 3), ("test", 16, 2))}
     summary = train(TrainConfig(task="classify", model=str(model), data=str(splits["train"]),
-                                eval_data=str(splits["val"]), output=str(root / "run"), lora_r=32, lora_alpha=64,
+                                eval_data=str(splits["val"]), output=str(root / "run"), overwrite=True, lora_r=32, lora_alpha=64,
                                 lora_dropout=0.0, learning_rate=3e-3, epochs=30, batch_size=16, warmup_ratio=0.0,
                                 logging_steps=10, num_workers=0, report_to="tensorboard"), log=log)
     test = str(splits["test"])

@@ -20,6 +20,7 @@ from ..data.loading import data_spec, fingerprint
 from ..data.validate import check_images
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
+from ..models.references import resolve_model_reference
 from ..models.run_base import recorded_base
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
@@ -30,6 +31,7 @@ from ..training.checkpoints import last_complete_checkpoint
 from ..training.examples import ExampleDataset
 from ..training.mfu import flops_per_token, matmul_peak, mfu_summary
 from ..training.preflight import run_preflight
+from ..training.run_folder import check_same_run, prepare_run_folder
 from ..training.run_record import write_run_record
 from ..training.vlm_trainer import VLMTrainer
 
@@ -166,14 +168,17 @@ def build_trainer(config: TrainConfig, log=print) -> tuple[Run, VLMTrainer, Thro
         raise ValueError("no training data: pass --data PATH (COCO JSON, JSONL/CSV, save_to_disk folder or hub id)")
     if config.balance not in BALANCE_MODES:
         raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
+    earlier = prepare_run_folder(config.output, config.resume, config.overwrite)
+    config.model = resolve_model_reference(config.model)
     set_seed(config.seed)
-    run = _build_data(config, log)
+    run = _build_data(config, log, earlier)
     _build_model(run, log)
     return run, *_build_trainer(run, log)
 
 
-def _build_data(config: TrainConfig, log) -> Run:
-    """The task, its records and examples, class balancing, and the run record (config, data fingerprints)."""
+def _build_data(config: TrainConfig, log, earlier: dict) -> Run:
+    """The task, its records and examples, class balancing, and the run record (config, data fingerprints);
+    `earlier`: the run record of the run a --resume continues."""
     task, records = _build_task(config, log)
     train_records, train_skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
     eval_records, eval_skipped = _load_eval_records(config, task, log)
@@ -188,6 +193,7 @@ def _build_data(config: TrainConfig, log) -> Run:
         log(line)
     log(f"data: {len(train_records)} training images -> {len(train_set)} examples"
         + (f"; {len(eval_records)} evaluation images -> {len(eval_set)} examples" if eval_records else ""))
+    check_same_run(earlier, to_dict(config), fingerprint(train_records))
     write_run_record(Path(config.output), to_dict(config), {
         "train_fingerprint": fingerprint(train_records), "train_images": len(train_records),
         "train_examples": len(train_set), "train_skipped_images": train_skipped,
