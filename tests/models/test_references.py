@@ -5,17 +5,17 @@ import time
 import pytest
 
 from visiontune.cli import main
-from visiontune.models.references import resolve_model_reference
+from visiontune.model_references import check_model_reference
 
 
 def test_a_local_typo_names_the_closest_folder(tmp_path, monkeypatch):
     (tmp_path / "models" / "smolvlm").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_reference("./models/smolvlm") == "models/smolvlm"
+    assert check_model_reference("./models/smolvlm") == "models/smolvlm"
     with pytest.raises(FileNotFoundError, match=r"--model ./models/smolvm: no such folder; did you mean models/smolvlm\?"):
-        resolve_model_reference("./models/smolvm")
+        check_model_reference("./models/smolvm")
     with pytest.raises(FileNotFoundError, match="models/smolvm: no such folder"):  # 'models' is here: a path, not a hub id
-        resolve_model_reference("models/smolvm")
+        check_model_reference("models/smolvm")
 
 
 def test_a_hub_id_offline_fails_fast_in_one_line(tmp_path, monkeypatch, capsys):

@@ -17,10 +17,10 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
     run folder's visiontune.json says; `base_model` replaces a LoRA run's recorded base. An ONNX export (its
     folder or `onnx/` inside it) runs on the torch-free runtime; `dtype` then picks the variant (auto = fp32,
     int8, q4, fp16)."""
-    from ..models.references import resolve_model_reference
+    from ..model_references import check_model_reference
 
-    path = resolve_model_reference(str(path))
-    base_model = resolve_model_reference(base_model, "--base-model") if base_model else None
+    path = check_model_reference(str(path))
+    base_model = check_model_reference(base_model, "--base-model") if base_model else None
     root = export_folder(path)
     if root is not None:
         from ..runtime.predictor import OnnxPredictor

@@ -18,9 +18,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config import TrainConfig, build_config, to_dict
 from ..data.loading import data_spec, fingerprint
 from ..data.validate import check_images
+from ..model_references import check_model_reference
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
-from ..models.references import resolve_model_reference
 from ..models.run_base import recorded_base
 from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
 from ..report.curves import plot_training_curves
@@ -169,7 +169,7 @@ def build_trainer(config: TrainConfig, log=print) -> tuple[Run, VLMTrainer, Thro
     if config.balance not in BALANCE_MODES:
         raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
     earlier = prepare_run_folder(config.output, config.resume, config.overwrite)
-    config.model = resolve_model_reference(config.model)
+    config.model = check_model_reference(config.model)
     set_seed(config.seed)
     run = _build_data(config, log, earlier)
     _build_model(run, log)

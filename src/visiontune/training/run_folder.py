@@ -7,6 +7,7 @@ the training data are the ones its run.json records; `--overwrite` clears a fold
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def prepare_run_folder(output: str | Path, resume: bool, overwrite: bool) -> dic
     folder = Path(output)
     if resume and overwrite:
         raise ValueError("--resume continues the run in --output and --overwrite replaces it: give one of them")
+    if int(os.environ.get("RANK", "0")):
+        return {}  # under torchrun the first process checks (the others would find the folder it has started)
     if not folder.exists() or not any(folder.iterdir()):
         if resume:
             raise FileNotFoundError(f"{folder}: no run to resume; train without --resume")

@@ -48,7 +48,7 @@ def _in_hub_cache(reference: str) -> bool:
     return isinstance(try_to_load_from_cache(reference, "config.json"), str)
 
 
-def resolve_model_reference(reference: str, flag: str = "--model") -> str:
+def check_model_reference(reference: str, flag: str = "--model") -> str:
     """`reference` as transformers should load it; raises (one line) when it names nothing loadable."""
     path = Path(reference).expanduser()
     if path.is_dir():
