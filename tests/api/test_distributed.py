@@ -36,3 +36,9 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_models, shapes,
         torch.testing.assert_close(distributed[key], single[key], rtol=0, atol=1e-5)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["feature_cache"]["reused"] > 0  # rank 0's cache served its later epochs
+    # One process speaks for the run, and its counts are the run's: both processes' samples, over its wall time.
+    assert (two.stdout + two.stderr).count("saved " + str(tmp_path / "two")) == 1
+    assert (two.stdout + two.stderr).count(f"data: {shapes['jsonl']}: ") == 1
+    alone = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["samples"] == alone["samples"] == 24  # 3 epochs x 8 images
+    assert summary["samples_per_second"] == pytest.approx(summary["samples"] / summary["train_seconds"], rel=0.01)

@@ -94,3 +94,48 @@ def test_csv_delimiter_is_read_from_the_header(tmp_path, shapes, delimiter):
     table.write_text("\n".join([f"image{delimiter}caption"] + [f"{r['image']}{delimiter}{r['caption']}" for r in rows]))
     records = load_caption_records(DataSpec(path=str(table), images_dir=str(shapes["jsonl"].parent)))
     assert [r.captions for r in records] == [[r["caption"]] for r in rows]
+
+
+def _split_folder(root, splits):
+    from PIL import Image
+
+    for split, count in splits.items():
+        for label in ("red", "blue"):
+            (root / split / label).mkdir(parents=True)
+            for index in range(count):
+                Image.new("RGB", (8, 8), label).save(root / split / label / f"{index}.png")
+    return root
+
+
+def test_evaluation_reads_the_test_split_by_default_and_says_so(tmp_path):
+    """Without --split, evaluation reads test (else validation), training reads train; the line says which."""
+    from visiontune.api.evaluate import _task_records
+    from visiontune.config import EvalConfig
+
+    folder = _split_folder(tmp_path / "data", {"train": 3, "test": 2})
+    lines = []
+    _, _, records = _task_records(EvalConfig(task="classify", data=str(folder), model=None), lines.append)
+    assert len(records) == 4 and all("/test/" in r.image for r in records)
+    assert any("split test (the default for evaluation among" in line and "4 records" in line for line in lines)
+    _, _, records = _task_records(EvalConfig(task="classify", data=str(folder), split="train"), lines.append)
+    assert len(records) == 6 and "split train, 6 records" in lines[-1]
+
+
+def test_default_split_per_source_and_purpose(tmp_path):
+    import datasets
+
+    from visiontune.data.loading import resolve_split
+
+    folder = _split_folder(tmp_path / "folder", {"train": 1, "val": 1})
+    assert resolve_split(DataSpec(str(folder)), "train")[0].split == "train"
+    assert resolve_split(DataSpec(str(folder)), "eval")[0].split == "val"
+    saved = tmp_path / "saved"
+    rows = {"text": ["a"]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                          "validation": datasets.Dataset.from_dict(rows)}).save_to_disk(str(saved))
+    assert resolve_split(DataSpec(str(saved)), "eval")[0].split == "validation"
+    assert resolve_split(DataSpec("zoo:digits"), "eval")[0].split == "test"
+    assert resolve_split(DataSpec("zoo:digits", split="train"), "eval")[0].split == "train"  # asked for: kept
+    only = _split_folder(tmp_path / "only", {"train": 1})
+    spec, line = resolve_split(DataSpec(str(only)), "eval")
+    assert spec.split == "train" and "among train" in line  # the one split there is, named

@@ -42,6 +42,11 @@ def test_export_layout_report_and_logits(exported):
     assert report["pixel_max_abs_difference"] < 1e-5  # numpy preprocessing vs the transformers processor
     assert report["variants"]["int8"]["megabytes"] < report["variants"]["fp32"]["megabytes"]
     assert json.loads((root / "onnx" / "export_report.json").read_text()) == report
+    # The code files config.json's auto_map names are there (a composed VLM's configuration/modeling files).
+    auto_map = json.loads((root / "config.json").read_text()).get("auto_map", {})
+    named = {value.split(".")[0] + ".py" for value in auto_map.values() if isinstance(value, str)}
+    assert all((root / name).is_file() for name in named), (named, sorted(p.name for p in root.iterdir()))
+    assert ("modeling.py" in named) == (root.parent.name.startswith("onnx-composed"))
 
 
 def test_greedy_generation_gives_the_same_tokens_as_pytorch(exported):

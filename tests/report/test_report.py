@@ -37,3 +37,21 @@ def test_drawn_boxes_change_only_their_outline():
     drawn = np.asarray(draw_boxes(image, [{"label": "cat", "box": [10, 10, 40, 40], "score": 0.9}]))
     assert drawn[25, 10].tolist() != [255, 255, 255]  # on the left edge
     assert drawn[25, 25].tolist() == [255, 255, 255] and drawn[55, 55].tolist() == [255, 255, 255]
+
+
+def test_a_run_shorter_than_logging_steps_has_its_loss_and_both_curve_panels(tiny_models, shapes, tmp_path):
+    """Every optimizer step's loss and learning rate are kept: a 3-step run logging every 10 steps, with no
+    eval data, still reports its final loss and draws the loss and the learning-rate panels."""
+    from visiontune.api.train import train
+
+    output = tmp_path / "run"
+    summary = train(task="caption", model=str(tiny_models["smolvlm"]), data=str(shapes["jsonl"]), output=str(output),
+                    max_steps=3, logging_steps=10, warmup_ratio=0.5, num_workers=0, report_to="none",
+                    log=lambda *_: None)
+    assert summary["steps"] == 3 and summary["final_train_loss"] > 0
+    pixels = np.asarray(Image.open(output / "training_curves.png").convert("L"))
+    left, right = pixels[:, : pixels.shape[1] // 2], pixels[:, pixels.shape[1] // 2:]
+    # A panel with a curve holds more dark (drawn) pixels than its axes and labels alone.
+    empty = np.asarray(Image.open(plot_training_curves([{"step": 1, "eval_loss": 1.0}], tmp_path / "e.png"))
+                       .convert("L"))[:, pixels.shape[1] // 2:]
+    assert (right < 128).sum() > (empty < 128).sum() + 50 and (left < 200).sum() > 0

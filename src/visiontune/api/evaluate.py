@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import EvalConfig, build_config
 from ..data.images import ImageLoadError
-from ..data.loading import data_spec
+from ..data.loading import data_spec, resolve_split
 from ..data.records import DataError
 from ..data.sources.table import read_rows
 from ..data.validate import check_images
@@ -120,8 +120,9 @@ def _task_records(config: EvalConfig, log) -> tuple[str, dict, list]:
     options = task_options(config)
     # The classes: --class-names, else the run's, else (a base model, or a predictions file) the data's own.
     known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
-    records, from_data = task_class(name).load_records(data_spec(config.data, config), known={"classes": known},
-                                                       log=log)
+    spec, read = resolve_split(data_spec(config.data, config), "eval")
+    records, from_data = task_class(name).load_records(spec, known={"classes": known}, log=log)
+    log(f"data: {config.data}: {read}, {len(records)} records")
     return name, {**options, **from_data}, records
 
 

@@ -7,6 +7,7 @@ after training) comes from the task (`tasks/base.py`); this file never looks at 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import TrainConfig, build_config, to_dict
-from ..data.loading import data_spec, fingerprint
+from ..data.loading import data_spec, fingerprint, resolve_split
 from ..data.validate import check_images
 from ..model_references import check_model_reference
 from ..models.feature_cache import FeatureCache
@@ -42,22 +43,24 @@ MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safete
 def _build_task(config: TrainConfig, log):
     """The task and its training records: the data gives what the task needs of it (classes, category ids)."""
     cls = task_class(config.task)
-    spec = data_spec(config.data, config, split=config.split, max_samples=config.max_samples)
+    spec, read = resolve_split(data_spec(config.data, config, split=config.split, max_samples=config.max_samples),
+                               "train")
     records, from_data = cls.load_records(spec, log=log)
+    log(f"data: {config.data}: {read}, {len(records)} records")
     return get_task(config.task, **{**task_options(config), **from_data}), records
 
 
 def _load_eval_records(config: TrainConfig, task, log) -> tuple[list, int]:
     if not config.eval_data:
         return [], 0
-    spec = data_spec(config.eval_data, config, split=config.eval_split, max_samples=config.max_eval_samples)
+    spec, read = resolve_split(data_spec(config.eval_data, config, split=config.eval_split,
+                                         max_samples=config.max_eval_samples), "eval", "--eval-split")
     records, _ = type(task).load_records(spec, known={"classes": getattr(task, "classes", None)}, log=log)
+    log(f"eval data: {config.eval_data}: {read}, {len(records)} records")
     return check_images(records, skip_bad=config.skip_bad_images, log=log)
 
 
 def _training_arguments(config: TrainConfig, has_eval: bool, best_metric: str = "eval_loss") -> TrainingArguments:
-    import os
-
     # TensorBoard event files go under <output>/logs (transformers 5 reads the folder from the environment).
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(config.output) / "logs"))
     learning_rate = config.learning_rate or (2e-4 if config.method in ("lora", "qlora") else 2e-5)
@@ -151,9 +154,15 @@ class Run:
         return Path(self.config.output)
 
 
+def _silent(*_) -> None:
+    return
+
+
 def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     """Fine-tune a VLM on a task. Returns the run summary (also written to `<output>/summary.json`)."""
     config = config or build_config(TrainConfig, overrides)
+    if int(os.environ.get("RANK", "0")):  # under torchrun the first process speaks for the run
+        log = _silent
     run, trainer, throughput, best_metric = build_trainer(config, log)
     peak = matmul_peak(next(run.model.parameters()).device) if config.measure_mfu else None
     resume_from = str(last_complete_checkpoint(run.output, log=log)) if config.resume else None
@@ -168,7 +177,11 @@ def build_trainer(config: TrainConfig, log=print) -> tuple[Run, VLMTrainer, Thro
         raise ValueError("no training data: pass --data PATH (COCO JSON, JSONL/CSV, save_to_disk folder or hub id)")
     if config.balance not in BALANCE_MODES:
         raise ValueError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
-    earlier = prepare_run_folder(config.output, config.resume, config.overwrite)
+    from accelerate import PartialState
+
+    # Under torchrun the first process checks (or clears) the folder before any process writes to it.
+    with PartialState().main_process_first():
+        earlier = prepare_run_folder(config.output, config.resume, config.overwrite)
     config.model = check_model_reference(config.model)
     set_seed(config.seed)
     run = _build_data(config, log, earlier)
@@ -283,8 +296,9 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
         log(run.cache.describe())
     if run.eval_records:
         summary.update(_final_evaluation(trainer, task, calibration))
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_training_curves(trainer.state.log_history, output / "training_curves.png")
+    if trainer.is_world_process_zero():
+        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_training_curves(trainer.state.log_history, output / "training_curves.png", throughput.steps)
     log(f"saved {output} — {summary['samples_per_second']} samples/s, {summary['tokens_per_second']} tokens/s, "
         f"peak memory {summary['peak_bytes'] / 2**30:.2f} GiB ({summary['device']})"
         + (f", MFU {summary['mfu']:.1%} of a measured {summary['matmul_peak_dtype']} matmul peak" if "mfu" in summary else ""))

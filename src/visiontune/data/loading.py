@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .boxes import clip_to_image, describe_cleanup
@@ -20,6 +20,7 @@ from .sources.image_folder import is_image_folder, load_image_folder
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
 from .sources.zoo_datasets import ZOO_DATA_PREFIX, load_zoo_dataset  # --data zoo:fashion-mnist
+from .splits import available_splits, default_split, split_note
 
 
 @dataclass
@@ -34,6 +35,17 @@ def data_spec(path: str, options, **changes) -> DataSpec:
     detector settings: whatever shares `DataOptions`' fields), `changes` winning."""
     values = {f.name: getattr(options, f.name) for f in fields(DataOptions) if hasattr(options, f.name)}
     return DataSpec(path=path, **{**values, **changes})
+
+
+def resolve_split(spec: DataSpec, purpose: str, flag: str = "--split") -> tuple[DataSpec, str]:
+    """`spec` with its split chosen for `purpose` ("train" / "eval") when none was given (data/splits.py), and
+    how to say what is read."""
+    if spec.split is not None:
+        return spec, split_note(spec.split, True, [], purpose, flag)
+    kind = detect_format(spec.path) if spec.format == "auto" else spec.format
+    available = available_splits(kind, spec.path)
+    chosen = default_split(available, purpose)
+    return replace(spec, split=chosen), split_note(chosen, False, available, purpose, flag)
 
 
 def detect_format(path_text: str) -> str:

@@ -27,10 +27,13 @@ def load_detector(reference: str, device: str, peak_window: int | None = None):
 
 def _eval_records(path: str, classes: list[str], settings=None, **changes):
     """Labelled records of `path` for the detector's classes, read with the settings' data options."""
-    from ..data.loading import DataSpec, data_spec, load_box_records
+    from ..data.loading import DataSpec, data_spec, load_box_records, resolve_split
 
-    spec = data_spec(path, settings, **changes) if settings is not None else DataSpec(path, **changes)
-    return load_box_records(spec, classes, log=print)
+    spec, read = resolve_split(data_spec(path, settings, **changes) if settings is not None
+                               else DataSpec(path, **changes), "eval")
+    loaded = load_box_records(spec, classes, log=print)
+    print(f"data: {path}: {read}, {len(loaded[0])} records")
+    return loaded
 
 
 def predict(settings: DetectorPredictSettings) -> None:

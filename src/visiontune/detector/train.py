@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.loading import data_spec, load_box_records
+from ..data.loading import data_spec, load_box_records, resolve_split
 from .augment import AugmentSettings
 from .config import DetectorTrainSettings
 from .data import DetectionDataset, collate
@@ -57,9 +57,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load(settings: DetectorTrainSettings, path: str, images_dir, split, classes=None, max_samples=None, log=print):
-    spec = data_spec(path, settings, images_dir=images_dir, split=split, max_samples=max_samples)
-    return load_box_records(spec, classes, log=log)
+def _load(settings: DetectorTrainSettings, path: str, images_dir, split, classes=None, max_samples=None,
+          purpose: str = "train", log=print):
+    spec, read = resolve_split(data_spec(path, settings, images_dir=images_dir, split=split, max_samples=max_samples),
+                               purpose, "--split" if purpose == "train" else "--eval-split")
+    loaded = load_box_records(spec, classes, log=log)
+    log(f"{'data' if purpose == 'train' else 'eval data'}: {path}: {read}, {len(loaded[0])} records")
+    return loaded
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -173,7 +177,7 @@ def train_detector(settings: DetectorTrainSettings, log=print) -> dict:
     eval_records = None
     if settings.eval_data:
         eval_records, _, category_ids = _load(settings, settings.eval_data, settings.eval_images_dir,
-                                              settings.eval_split, classes=classes, log=log)
+                                              settings.eval_split, classes=classes, purpose="eval", log=log)
     detector = _create(settings, classes, len(records), log)
     engine = _engine(settings, detector, records, classes)
     if engine.rank:  # one process speaks and writes; the others train

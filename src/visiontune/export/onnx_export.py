@@ -118,6 +118,11 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
     log(f"exporting a {family.name} model to {root / 'onnx'}")
     export_graphs(torch_model, family, batch["pixel_values"], root / "onnx")
     processor.save_pretrained(root)
+    if getattr(torch_model, "_auto_class", None) is not None:
+        # A composed VLM: the code files its config.json's auto_map names go with it, as save_pretrained does.
+        from transformers.dynamic_module_utils import custom_object_save
+
+        custom_object_save(torch_model, root, config=torch_model.config)
     torch_model.config.save_pretrained(root)
     torch_model.generation_config.save_pretrained(root)
     # transformers.js reads the image processor here, and `processor_class` picks its processor

@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_training_curves(log_history: list[dict], path: str | Path) -> Path | None:
+def plot_training_curves(log_history: list[dict], path: str | Path, steps: list[dict] | None = None) -> Path | None:
+    """Train loss and learning rate (from `steps`, one {step, loss, learning_rate} per optimizer step, else the
+    logged entries), eval loss and accuracy from the log; None when there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    entries = steps if steps else log_history
+    train = [(e["step"], e["loss"]) for e in entries if e.get("loss") is not None and "step" in e]
+    rates = [(e["step"], e["learning_rate"]) for e in entries if e.get("learning_rate") is not None and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
-    rates = [(e["step"], e["learning_rate"]) for e in log_history if "learning_rate" in e]
     accuracy = [(e["step"], e["eval_accuracy"]) for e in log_history if "eval_accuracy" in e]
     if not train and not evals:
         return None

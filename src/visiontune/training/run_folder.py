@@ -32,7 +32,7 @@ def prepare_run_folder(output: str | Path, resume: bool, overwrite: bool) -> dic
     if resume and overwrite:
         raise ValueError("--resume continues the run in --output and --overwrite replaces it: give one of them")
     if int(os.environ.get("RANK", "0")):
-        return {}  # under torchrun the first process checks (the others would find the folder it has started)
+        return {}  # under torchrun the first process checks, before the others start (api/train.py)
     if not folder.exists() or not any(folder.iterdir()):
         if resume:
             raise FileNotFoundError(f"{folder}: no run to resume; train without --resume")

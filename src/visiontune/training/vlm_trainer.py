@@ -67,6 +67,8 @@ class VLMTrainer(Trainer):
         loss, outputs = answer_token_loss(model, inputs, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
+        if model.training and self.throughput is not None:
+            self.throughput.count_loss(loss)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
