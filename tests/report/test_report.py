@@ -49,6 +49,8 @@ def test_a_run_shorter_than_logging_steps_has_its_loss_and_both_curve_panels(tin
                     max_steps=3, logging_steps=10, warmup_ratio=0.5, num_workers=0, report_to="none",
                     log=lambda *_: None)
     assert summary["steps"] == 3 and summary["final_train_loss"] > 0
+    assert {"data", "model", "preflight", "train"} <= set(summary["phase_seconds"]), summary["phase_seconds"]
+    assert 0 < summary["phase_seconds"]["train"] <= summary["train_seconds"] * 1.5 + 1
     pixels = np.asarray(Image.open(output / "training_curves.png").convert("L"))
     left, right = pixels[:, : pixels.shape[1] // 2], pixels[:, pixels.shape[1] // 2:]
     # A panel with a curve holds more dark (drawn) pixels than its axes and labels alone.

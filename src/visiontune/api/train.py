@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +150,15 @@ class Run:
     collator: VLMCollator | None = None
     cache: FeatureCache | None = None
     hooks: dict = field(default_factory=dict)  # what the model-side steps report: preflight, probe start, replay
+    seconds: dict = field(default_factory=dict)  # wall time of each phase, for the summary
+
+    @contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 1)
 
     @property
     def output(self) -> Path:
@@ -164,9 +175,11 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     if int(os.environ.get("RANK", "0")):  # under torchrun the first process speaks for the run
         log = _silent
     run, trainer, throughput, best_metric = build_trainer(config, log)
-    peak = matmul_peak(next(run.model.parameters()).device) if config.measure_mfu else None
+    with run.phase("mfu"):
+        peak = matmul_peak(next(run.model.parameters()).device) if config.measure_mfu else None
     resume_from = str(last_complete_checkpoint(run.output, log=log)) if config.resume else None
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    with run.phase("train"):
+        train_output = trainer.train(resume_from_checkpoint=resume_from)
     return _finalize(run, trainer, throughput, best_metric, train_output, peak, log)
 
 
@@ -184,7 +197,9 @@ def build_trainer(config: TrainConfig, log=print) -> tuple[Run, VLMTrainer, Thro
         earlier = prepare_run_folder(config.output, config.resume, config.overwrite)
     config.model = check_model_reference(config.model)
     set_seed(config.seed)
+    started = time.perf_counter()
     run = _build_data(config, log, earlier)
+    run.seconds["data"] = round(time.perf_counter() - started, 1)
     _build_model(run, log)
     return run, *_build_trainer(run, log)
 
@@ -219,27 +234,31 @@ def _build_model(run: Run, log) -> None:
     """Processor and model set up to train, then what runs before step one: self-replay, the probe start, the
     feature cache, the collator and the pre-flight check."""
     config = run.config
-    run.processor = load_processor(config.model, config.image_size, config.image_splitting, log=log)
-    setup = TrainableSetup(method=config.method, train=config.train, lora_r=config.lora_r,
-                           lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                           gradient_checkpointing=config.gradient_checkpointing)
-    run.model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
-    if torch.cuda.is_available() and config.method != "qlora":
-        run.model.to("cuda")
-    run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor, run.train_records,
-                                                    run.train_set, run.sample_weights, log)
+    with run.phase("model"):
+        run.processor = load_processor(config.model, config.image_size, config.image_splitting, log=log)
+        setup = TrainableSetup(method=config.method, train=config.train, lora_r=config.lora_r,
+                               lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                               gradient_checkpointing=config.gradient_checkpointing)
+        run.model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
+        if torch.cuda.is_available() and config.method != "qlora":
+            run.model.to("cuda")
+    with run.phase("self_replay"):
+        run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor,
+                                                        run.train_records, run.train_set, run.sample_weights, log)
     run.hooks["probe_start"] = None
     if config.probe_start and not config.resume:  # a resumed run loads its own start from the checkpoint
         from ..training.probe_start import start_summary_from_probe
 
-        run.hooks["probe_start"] = start_summary_from_probe(
-            run.model, run.processor, getattr(run.task, "classes", None), run.train_records,
-            run.task.probe_targets(run.train_records), config.batch_size, log=log)
+        with run.phase("probe_start"):
+            run.hooks["probe_start"] = start_summary_from_probe(
+                run.model, run.processor, getattr(run.task, "classes", None), run.train_records,
+                run.task.probe_targets(run.train_records), config.batch_size, log=log)
     if config.feature_cache:
         run.cache = FeatureCache.for_model(run.model, folder=run.output / "feature-cache", log=log)
     run.collator = VLMCollator(run.processor, max_length=config.max_length, image_keys=run.cache is not None)
-    run.hooks["preflight"] = (run_preflight(run.model, run.collator, run.train_set, config.batch_size, log=log)
-                              if config.preflight else None)
+    with run.phase("preflight"):
+        run.hooks["preflight"] = (run_preflight(run.model, run.collator, run.train_set, config.batch_size, log=log)
+                                  if config.preflight else None)
 
 
 def _build_trainer(run: Run, log) -> tuple[VLMTrainer, ThroughputCallback, str]:
@@ -276,8 +295,9 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
             run.processor.save_pretrained(output / "final")
     trainer.save_model(str(output))
     run.processor.save_pretrained(output)
-    calibration = (task.after_training(trainer.model, run.processor, run.eval_records, config.batch_size, log=log)
-                   if run.eval_records else None)
+    with run.phase("after_training"):
+        calibration = (task.after_training(trainer.model, run.processor, run.eval_records, config.batch_size, log=log)
+                       if run.eval_records else None)
     metadata = {**task.metadata(), **recorded_base(config.model, output), "method": config.method,
                 "train": config.train, "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
@@ -289,13 +309,16 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    truncated_answers=run.collator.truncated_answers, calibration=calibration, **run.hooks,
-                   feature_cache=run.cache.summary() if run.cache is not None else None,
-                   **mfu_summary(_flops_per_token(trainer, run.collator, run.train_set, config) if peak else None,
-                                 summary["tokens_per_second"], peak))
+                   feature_cache=run.cache.summary() if run.cache is not None else None)  # before the MFU batch
+    with run.phase("mfu"):
+        flops = _flops_per_token(trainer, run.collator, run.train_set, config) if peak else None
+    summary.update(mfu_summary(flops, summary["tokens_per_second"], peak))
     if run.cache is not None:
         log(run.cache.describe())
     if run.eval_records:
-        summary.update(_final_evaluation(trainer, task, calibration))
+        with run.phase("final_eval"):
+            summary.update(_final_evaluation(trainer, task, calibration))
+    summary["phase_seconds"] = run.seconds
     if trainer.is_world_process_zero():
         (output / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_training_curves(trainer.state.log_history, output / "training_curves.png", throughput.steps)

@@ -12,6 +12,16 @@ import torch
 
 from .answer_trie import AnswerTrie
 
+
+def cache_keyword(model) -> str:
+    """The name under which the model (under LoRA, its base) takes a KV cache: `cache` from transformers 5.2x
+    on, `past_key_values` before (passing the old name there only warns)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
 POSITIONS_PER_PASS = 2048  # (image, trie node) logits rows per forward pass: ~400 MB of fp32 at a 49k vocabulary
 
 
@@ -42,8 +52,8 @@ def score_prompt_batch(model, batch: dict, trie: AnswerTrie) -> torch.Tensor:
                              trie.ancestry(device)[None].expand(rows, nodes, nodes)], dim=2)
         mask = torch.zeros(visible.shape, dtype=model.get_input_embeddings().weight.dtype, device=device)
         mask = mask.masked_fill(~visible, torch.finfo(mask.dtype).min)[:, None]  # additive (rows, 1, q, kv)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=prompt.past_key_values, use_cache=False)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                    **{cache_keyword(model): prompt.past_key_values})
         logits.append(out.logits)
     logits = torch.cat(logits, dim=1).float()  # (rows, 1 + nodes, vocab)
     where, tokens, valid = trie.paths(device)  # (answers, longest answer)

@@ -7,11 +7,18 @@ generation, LoRA and merging all go through the LM's own forward. A plain `PreTr
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 
 from .configuration import ComposedVLMConfig
+
+
+def _cache_keyword(module: nn.Module) -> str:
+    """The name under which `module.forward` takes its KV cache in this transformers version."""
+    return "cache" if "cache" in inspect.signature(type(module).forward).parameters else "past_key_values"
 
 
 def pixel_shuffle(features: torch.Tensor, factor: int) -> torch.Tensor:
@@ -177,6 +184,10 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
                     raise ValueError(f"{int(placeholders.sum())} image tokens in the text but {features.shape[0]} "
                                      f"images x {features.shape[1]} tokens; build inputs with this model's processor")
                 inputs_embeds = inputs_embeds.masked_scatter(placeholders.unsqueeze(-1), features.reshape(-1, features.shape[-1]))
+        # transformers renamed the cache argument `past_key_values` -> `cache` (5.2x); take either, pass the LM's own.
+        past = past_key_values if past_key_values is not None else kwargs.pop("cache", None)
+        kwargs.pop("cache", None)
+        if past is not None:
+            kwargs[_cache_keyword(self.language_model)] = past
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                   past_key_values=past_key_values, labels=labels, use_cache=use_cache,
-                                   logits_to_keep=logits_to_keep, **kwargs)
+                                   labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs)
