@@ -97,3 +97,32 @@ def test_detection_summary_token_spends_presence_logits_on_class_names(tmp_path)
     logits = torch.linalg.lstsq(embeddings.T, token.T).solution.T  # (images, classes)
     present = torch.tensor([[any(b.label == name for b in r.boxes) for name in classes] for r in records])
     assert ((logits > 0) == present).float().mean() >= 0.9
+
+
+def test_the_probe_start_costs_training_no_extra_vision_forwards(tmp_path, monkeypatch):
+    """The probe's encoder pass goes through the run's feature cache, so training reads those features instead
+    of encoding every image again: the run encodes as many images with the probe start as without it."""
+    from visiontune.api.train import train
+    from visiontune.models.compose.modeling import ComposedVLMForConditionalGeneration
+
+    model_path = build_tiny_model("composed", tmp_path / "model")
+    from visiontune.data.builtin.shapes import write_shape_classes
+
+    data = write_shape_classes(tmp_path / "data", per_class=6, seed=1, size=32, label_by="colour")
+    encoded = []
+    original = ComposedVLMForConditionalGeneration.encode_images
+
+    def counted(self, pixel_values):
+        encoded.append(int(pixel_values.shape[0]))
+        return original(self, pixel_values)
+
+    monkeypatch.setattr(ComposedVLMForConditionalGeneration, "encode_images", counted)
+    counts = {}
+    for probe in (True, False):
+        encoded.clear()
+        summary = train(task="classify", model=str(model_path), data=str(data), output=str(tmp_path / f"run-{probe}"),
+                        epochs=2, batch_size=4, probe_start=probe, keep_skills=False, num_workers=0,
+                        report_to="none", **QUIET)
+        assert (summary["probe_start"] is not None) == probe
+        counts[probe] = sum(encoded)
+    assert counts[True] == counts[False], counts

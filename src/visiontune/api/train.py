@@ -245,16 +245,16 @@ def _build_model(run: Run, log) -> None:
     with run.phase("self_replay"):
         run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor,
                                                         run.train_records, run.train_set, run.sample_weights, log)
+    if config.feature_cache:
+        run.cache = FeatureCache.for_model(run.model, folder=run.output / "feature-cache", log=log)
     run.hooks["probe_start"] = None
     if config.probe_start and not config.resume:  # a resumed run loads its own start from the checkpoint
         from ..training.probe_start import start_summary_from_probe
 
-        with run.phase("probe_start"):
+        with run.phase("probe_start"):  # its encoder pass fills the feature cache that training then reads
             run.hooks["probe_start"] = start_summary_from_probe(
                 run.model, run.processor, getattr(run.task, "classes", None), run.train_records,
-                run.task.probe_targets(run.train_records), config.batch_size, log=log)
-    if config.feature_cache:
-        run.cache = FeatureCache.for_model(run.model, folder=run.output / "feature-cache", log=log)
+                run.task.probe_targets(run.train_records), config.batch_size, log=log, cache=run.cache)
     run.collator = VLMCollator(run.processor, max_length=config.max_length, image_keys=run.cache is not None)
     with run.phase("preflight"):
         run.hooks["preflight"] = (run_preflight(run.model, run.collator, run.train_set, config.batch_size, log=log)

@@ -31,14 +31,20 @@ def _summary_maps(model) -> list:
 
 
 @torch.no_grad()
-def summary_features(base_model, summary_map, processor, records, batch_size: int) -> np.ndarray:
-    """The summary map's normalised inputs for each record (what its linear layer sees)."""
+def summary_features(base_model, summary_map, processor, records, batch_size: int, cache=None) -> np.ndarray:
+    """The summary map's normalised inputs for each record (what its linear layer sees). With the run's feature
+    `cache`, the encoder's outputs computed here are the ones training then reuses."""
+    from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
+
     device = next(base_model.parameters()).device
     out = []
     for start in range(0, len(records), batch_size):
         images = [record.load_image().convert("RGB") for record in records[start:start + batch_size]]
         pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
-        _, summary = base_model.encode_images(pixels)
+        if cache is not None:
+            summary = cache.apply(base_model, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})["vision_summary"]
+        else:
+            _, summary = base_model.encode_images(pixels)
         out.append(summary_map.norm(summary.to(summary_map.norm.weight.dtype)).float().cpu().numpy())
     return np.concatenate(out)
 
@@ -87,7 +93,7 @@ def _presence_probe(features: np.ndarray, present: np.ndarray) -> tuple[np.ndarr
 
 
 def start_summary_from_probe(model, processor, classes: list[str], records, targets: np.ndarray | None,
-                             batch_size: int = 32, log=print) -> dict | None:
+                             batch_size: int = 32, log=print, cache=None) -> dict | None:
     """Set the summary token's map from a probe fitted on `records`; returns what was done (None: not a
     composed VLM with a trained summary token, or nothing for a probe to learn). `targets`: one class index
     per record (a softmax probe), or a records x classes presence matrix (one present/absent probe per class),
@@ -108,7 +114,7 @@ def start_summary_from_probe(model, processor, classes: list[str], records, targ
     chosen, targets = records[:MAX_PROBE_IMAGES], np.asarray(targets)[:MAX_PROBE_IMAGES]
     was_training = model.training
     model.eval()
-    features = summary_features(base, maps[0], processor, chosen, batch_size)
+    features = summary_features(base, maps[0], processor, chosen, batch_size, cache)
     model.train(was_training)
     # One BLAS thread: numpy's OpenBLAS pool, once started with several threads, keeps competing with
     # torch's threads for the rest of training (detection steps measured 2.4x slower after a multi-threaded fit).
