@@ -138,7 +138,8 @@ def test_per_class_detection_runs_the_vision_encoder_once_per_image(tmp_path):
                     preflight=False, **QUIET)
     cache = summary["feature_cache"]
     assert cache["computed"] == 6, cache  # 6 images, whatever the number of queries and epochs
-    assert cache["reused"] + cache["computed"] == summary["samples"] > 12
+    # the starts fitted before training encode every image first, so every training sample is a reuse
+    assert cache["reused"] >= summary["samples"] > 12, (cache, summary["samples"])
 
 
 def test_predictions_are_identical_with_and_without_the_cache_and_images_encode_once(tmp_path, shapes):

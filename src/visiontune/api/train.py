@@ -25,7 +25,9 @@ from ..model_references import check_model_reference
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
 from ..models.run_base import recorded_base
-from ..models.vlm import RUN_METADATA_FILE, TrainableSetup, load_processor, prepare_for_training, resolve_dtype
+from ..models.families import family_for
+from ..models.vlm import (MODEL_CONFIG_KEY, RUN_METADATA_FILE, TrainableSetup, load_processor, model_type_of,
+                          prepare_for_training, resolve_dtype)
 from ..report.curves import plot_training_curves
 from ..tasks import Task, get_task, task_class, task_options
 from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
@@ -149,6 +151,7 @@ class Run:
     model: object = None
     collator: VLMCollator | None = None
     cache: FeatureCache | None = None
+    model_config: dict | None = None  # config attributes this run sets on its base (region slots)
     hooks: dict = field(default_factory=dict)  # what the model-side steps report: preflight, probe start, replay
     seconds: dict = field(default_factory=dict)  # wall time of each phase, for the summary
 
@@ -231,34 +234,51 @@ def _build_data(config: TrainConfig, log, earlier: dict) -> Run:
 
 
 def _build_model(run: Run, log) -> None:
-    """Processor and model set up to train, then what runs before step one: self-replay, the probe start, the
-    feature cache, the collator and the pre-flight check."""
+    """Processor and model set up to train (with the task's region slots where the family has them), then what
+    runs before step one: the feature cache, the fitted starts and self-replay, the collator, the pre-flight."""
     config = run.config
     with run.phase("model"):
         run.processor = load_processor(config.model, config.image_size, config.image_splitting, log=log)
+        run.model_config = _region_slots(config.model, run.task, run.train_records, run.processor, log)
         setup = TrainableSetup(method=config.method, train=config.train, lora_r=config.lora_r,
                                lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                                gradient_checkpointing=config.gradient_checkpointing)
-        run.model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log)
+        run.model = prepare_for_training(config.model, setup, resolve_dtype(config.dtype), log=log,
+                                         config_overrides=run.model_config)
         if torch.cuda.is_available() and config.method != "qlora":
             run.model.to("cuda")
-    with run.phase("self_replay"):
-        run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor,
-                                                        run.train_records, run.train_set, run.sample_weights, log)
     if config.feature_cache:
         run.cache = FeatureCache.for_model(run.model, folder=run.output / "feature-cache", log=log)
-    run.hooks["probe_start"] = None
-    if config.probe_start and not config.resume:  # a resumed run loads its own start from the checkpoint
-        from ..training.probe_start import start_summary_from_probe
-
-        with run.phase("probe_start"):  # its encoder pass fills the feature cache that training then reads
-            run.hooks["probe_start"] = start_summary_from_probe(
-                run.model, run.processor, getattr(run.task, "classes", None), run.train_records,
-                run.task.probe_targets(run.train_records), config.batch_size, log=log, cache=run.cache)
+    _fit_starts(run, log)
     run.collator = VLMCollator(run.processor, max_length=config.max_length, image_keys=run.cache is not None)
     with run.phase("preflight"):
         run.hooks["preflight"] = (run_preflight(run.model, run.collator, run.train_set, config.batch_size, log=log)
                                   if config.preflight else None)
+
+
+def _fit_starts(run: Run, log) -> None:
+    """What runs before step one on the model: the region slots' fit (whenever the run has them: unfitted slots
+    would write noise), self-replay (the model's own answers, slots in place), then the summary token's probe
+    start (--probe-start). A resumed run loads its fitted parts from the checkpoint. The fits' encoder passes
+    fill the feature cache that training then reads."""
+    from ..training.probe_start import start_summary_from_probe
+    from ..training.region_start import start_regions_from_probe
+
+    config, classes = run.config, getattr(run.task, "classes", None)
+    run.hooks["probe_start"] = run.hooks["region_start"] = None
+    if run.model_config and not config.resume:
+        with run.phase("region_start"):
+            run.hooks["region_start"] = start_regions_from_probe(
+                run.model, run.processor, classes, run.train_records, run.task.region_targets, config.batch_size,
+                log=log, cache=run.cache)
+    with run.phase("self_replay"):
+        run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor,
+                                                        run.train_records, run.train_set, run.sample_weights, log)
+    if config.probe_start and not config.resume:
+        with run.phase("probe_start"):
+            run.hooks["probe_start"] = start_summary_from_probe(
+                run.model, run.processor, classes, run.train_records, run.task.probe_targets(run.train_records),
+                config.batch_size, log=log, cache=run.cache)
 
 
 def _build_trainer(run: Run, log) -> tuple[VLMTrainer, ThroughputCallback, str]:
@@ -298,7 +318,8 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
     with run.phase("after_training"):
         calibration = (task.after_training(trainer.model, run.processor, run.eval_records, config.batch_size, log=log)
                        if run.eval_records else None)
-    metadata = {**task.metadata(), **recorded_base(config.model, output), "method": config.method,
+    metadata = {**task.metadata(), **recorded_base(config.model, output), MODEL_CONFIG_KEY: run.model_config or None,
+                "method": config.method,
                 "train": config.train, "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
@@ -336,6 +357,21 @@ def _final_evaluation(trainer: VLMTrainer, task: Task, calibration: dict | None)
     final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
     trainer.extra_eval = extra_eval
     return {k: v for k, v in final_eval.items() if k == "eval_loss" or k.removeprefix("eval_") in task.headline_metrics}
+
+
+def _region_slots(model: str, task: Task, records: list, processor, log) -> dict | None:
+    """Config overrides giving the model region slots (what the image's regions hold, written as text after
+    the image) when the task asks for them and the family has them; the processor is set to match."""
+    request = task.region_request(records)
+    family = family_for(model_type_of(model))
+    hook = family.hook("region_slots") if family is not None and request else None
+    if hook is None:
+        return None
+    overrides = hook(model, processor, request["classes"], request["grid"], request["slots"])
+    log(f"region slots: {overrides['region_slots']} after each image, each a region token and a line "
+        f"'<class or none>: [x1,y1,x2,y2]' the LM can answer from ({processor.image_seq_len} image tokens; "
+        f"--region-slots 0 turns them off)")
+    return overrides
 
 
 def _add_self_replay(config: TrainConfig, task, model, processor, records, train_set, sample_weights, log) -> int:

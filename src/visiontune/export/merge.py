@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from ..models.prompt_encoding import VLMCollator
-from ..models.vlm import base_model_of, is_adapter_folder, load_base_model, load_processor, read_run_metadata
+from ..models.vlm import (MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor,
+                          read_run_metadata)
 from ..tasks import task_from_metadata
 
 _RELOAD_SCRIPT = r"""
@@ -74,7 +75,8 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
     processor = load_processor(adapter)
     task = task_from_metadata(metadata)
     # fp32 for the check: the comparison then measures merging, not rounding.
-    model = PeftModel.from_pretrained(load_base_model(base_model_of(adapter), torch.float32), adapter).eval()
+    base = load_base_model(base_model_of(adapter), torch.float32, config_overrides=metadata.get(MODEL_CONFIG_KEY))
+    model = PeftModel.from_pretrained(base, adapter).eval()
     batch = sample_batch(processor, task)
     merged, merged_logits, difference = merge_checked(model, batch, tolerance, log)
     report = {"adapter": adapter, "output": output, "max_abs_logit_difference": difference, "tolerance": tolerance}

@@ -3,7 +3,7 @@
 A family entry says where the vision encoder, the connector and the language model sit (module paths
 relative to the `...ForConditionalGeneration` model), how `--image-size` / `--no-image-splitting` map onto
 that family's processor, and which optional hooks it has: the feature cache's adapter, the ONNX vision graph,
-the torch-free runtime's image preparation, the tiny builder. Hooks are "module:attribute" names imported on
+the torch-free runtime's image preparation, the tiny builder, region slots for detection. Hooks are "module:attribute" names imported on
 use, so this table stays free of torch and of the layers above it, and each hook lives with the code it
 serves. Code elsewhere asks this table; it never tests model or family names.
 """
@@ -31,6 +31,9 @@ class Family:
     runtime_images: str = "fixed"  # the torch-free runtime's image preparation (runtime/images.py): fixed | tiles
     flatten_image_parts: bool = False  # its chat template takes "<image>\n" + text, not structured content parts
     tiny: str | None = None  # seed -> (model, processor) or a folder writer, models/tiny.py
+    # (model path, processor, classes, grid, slots) -> config overrides that write what the image's regions
+    # hold as text after the image (models/compose/regions.py); the processor is set to match
+    region_slots: str | None = None
 
     def hook(self, name: str):
         """The object a hook names (None when the family has no such hook)."""
@@ -92,7 +95,8 @@ FAMILIES = (
            lora_default_train=("connector", "language"),
            feature_cache="visiontune.models.vision_cache:COMPOSED_CACHE",
            onnx_vision="visiontune.export.onnx_graphs:COMPOSED_VISION", flatten_image_parts=True,
-           tiny="visiontune.models.tiny:build_tiny_composed"),
+           tiny="visiontune.models.tiny:build_tiny_composed",
+           region_slots="visiontune.models.compose.regions:slot_overrides"),
     Family("qwen2-vl", ("qwen2_vl", "qwen2_5_vl"), vision=("model.visual",), connector=("model.visual.merger",),
            language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor,
            tiny="visiontune.models.tiny:build_qwen2_vl"),

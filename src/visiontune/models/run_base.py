@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 RUN_METADATA_FILE = "visiontune.json"
+MODEL_CONFIG_KEY = "model_config"  # config attributes the run set on its base (region slots), set again on loading
 
 
 def recorded_base(model: str, run_folder: str | Path) -> dict:

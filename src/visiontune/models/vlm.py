@@ -10,7 +10,7 @@ import torch
 
 from .families import family_for
 from .roles import ROLES, module_roles
-from .run_base import RUN_METADATA_FILE, resolve_base
+from .run_base import MODEL_CONFIG_KEY, RUN_METADATA_FILE, resolve_base
 
 METHODS = ("lora", "qlora", "full")
 
@@ -42,7 +42,7 @@ def load_processor(path: str | Path, image_size: int | None = None, image_splitt
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(str(path))
-    model_type = _model_type(path, base_model)
+    model_type = model_type_of(path, base_model)
     family = family_for(model_type)
     if family is not None:
         notes = family.configure_processor(processor, image_size, image_splitting)
@@ -61,18 +61,26 @@ def base_model_of(path: str | Path, override: str | None = None) -> str:
     return str(path)
 
 
-def _model_type(path: str | Path, base_model: str | None = None) -> str:
+def model_type_of(path: str | Path, base_model: str | None = None) -> str:
     from transformers import AutoConfig
 
     return getattr(AutoConfig.from_pretrained(base_model_of(path, base_model)), "model_type", "")
 
 
-def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=None, attention: str = "sdpa"):
+def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=None, attention: str = "sdpa",
+                    config_overrides: dict | None = None):
+    """`config_overrides`: config attributes a run changed on its base (region slots), set before the model
+    is built."""
     from transformers import AutoModelForImageTextToText
 
-    kwargs = {"dtype": dtype, "attn_implementation": attention}
+    from transformers.utils import logging as transformers_logging
+
+    kwargs = {"dtype": dtype, "attn_implementation": attention, **(config_overrides or {})}
     if quantization_config is not None:
         kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
+    verbosity = transformers_logging.get_verbosity()
+    if config_overrides:  # the parts the overrides add are "missing" from the checkpoint until fitted or loaded
+        transformers_logging.set_verbosity_error()
     try:
         return AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
     except ValueError as error:
@@ -80,6 +88,8 @@ def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=No
             kwargs.pop("attn_implementation")  # families without SDPA fall back to their default
             return AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
         raise
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 @dataclass
@@ -129,17 +139,19 @@ def _language_linear_names(model, roles) -> list[str]:
             if isinstance(module, torch.nn.Linear) and module is not output_head and roles.role_of(name) == "language"]
 
 
-def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: torch.dtype, log=print):
-    """Load the model and make exactly the asked parts trainable; returns the (possibly PEFT) model."""
+def prepare_for_training(model_path: str | Path, setup: TrainableSetup, dtype: torch.dtype, log=print,
+                         config_overrides: dict | None = None):
+    """Load the model (with `config_overrides` set on its config) and make exactly the asked parts trainable;
+    returns the (possibly PEFT) model."""
     if setup.method not in METHODS:
         raise ValueError(f"unknown --method {setup.method!r}; choose one of {', '.join(METHODS)}")
-    trained = setup.trained_roles(family_for(_model_type(model_path)))
+    trained = setup.trained_roles(family_for(model_type_of(model_path)))
     quantization = None
     if setup.method == "qlora":
         # Keep the vision tower, connector and output head in full precision; 4-bit only the LM's layers.
         probe = module_roles(_meta_model(model_path))
         quantization = _qlora_config(list(probe.paths["vision"] + probe.paths["connector"]) + ["lm_head"])
-    model = load_base_model(model_path, dtype, quantization)
+    model = load_base_model(model_path, dtype, quantization, config_overrides=config_overrides)
     roles = module_roles(model)
     # LoRA applies to the language model; without it (--train projector) the chosen parts train in full
     # and the run saves a whole model, as --method full does.
@@ -233,7 +245,8 @@ def load_for_inference(path: str | Path, dtype: str = "auto", merge_adapter: boo
     if Path(path).is_dir() and is_adapter_folder(path):
         from peft import PeftModel
 
-        model = load_base_model(base_model_of(path, base_model), torch_dtype)
+        model = load_base_model(base_model_of(path, base_model), torch_dtype,
+                                config_overrides=metadata.get(MODEL_CONFIG_KEY))
         model = PeftModel.from_pretrained(model, path)
         if merge_adapter:
             model = model.merge_and_unload()  # plain weights generate faster than an adapter wrapper

@@ -91,6 +91,15 @@ class Task:
         indices (one class per image) or a presence matrix (images x classes); None: no probe start."""
         return
 
+    def region_request(self, records: list[Record]) -> dict | None:
+        """What region slots should write after the image for this task, on families that have them:
+        {"classes", "grid", "slots"}, fitted on `region_targets`. None: the task has no use for them."""
+        return
+
+    def region_targets(self, records: list[Record]) -> list[list[tuple[int, tuple]]] | None:
+        """Per record, (class index, box as x1, y1, x2, y2 in 0..1) of each object the region slots learn from."""
+        return
+
     def in_training_eval(self, records: list[Record], processor, batch_size: int):
         """A function model -> {metric: value} run at each evaluation during training (None: the loss only)."""
         return

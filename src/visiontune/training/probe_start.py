@@ -24,7 +24,7 @@ PROBE_C = 0.5  # inverse L2 strength of the probe (standardised features)
 
 
 def _summary_maps(model) -> list:
-    from ..models.compose.modeling import FeatureMap
+    from ..models.compose.feature_map import FeatureMap
 
     return [module for name, module in model.named_modules()
             if isinstance(module, FeatureMap) and name.split(".")[-1] == "summary"]
@@ -59,11 +59,12 @@ def class_name_embeddings(base_model, tokenizer, classes: list[str]) -> torch.Te
     return torch.stack(rows)
 
 
-def _multiclass_probe(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _multiclass_probe(features: np.ndarray, labels: np.ndarray, classes: int,
+                      c: float = PROBE_C) -> tuple[np.ndarray, np.ndarray, float]:
     """(weights (classes, dim), bias (classes,), training accuracy) of a softmax probe on standardised features."""
     from sklearn.linear_model import LogisticRegression
 
-    probe = LogisticRegression(C=PROBE_C, max_iter=1000).fit(features, labels)
+    probe = LogisticRegression(C=c, max_iter=1000).fit(features, labels)
     # Logits over all classes (a binary probe has one row; a class absent from the data gets a zero row).
     weights, bias = np.zeros((classes, features.shape[1])), np.zeros(classes)
     if len(probe.classes_) == 2:

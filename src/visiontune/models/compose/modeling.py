@@ -14,6 +14,8 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 
 from .configuration import ComposedVLMConfig
+from .feature_map import FeatureMap
+from .regions import RegionSlots
 
 
 def _cache_keyword(module: nn.Module) -> str:
@@ -34,33 +36,6 @@ def pixel_shuffle(features: torch.Tensor, factor: int) -> torch.Tensor:
     return x.reshape(batch, (side // factor) ** 2, factor * factor * channels)
 
 
-class FeatureMap(nn.Module):
-    """Layer norm, then linear | MLP (GELU) | SwiGLU from `width_in` to `width_out`."""
-
-    def __init__(self, kind: str, width_in: int, width_out: int, hidden: int | None = None):
-        super().__init__()
-        hidden = hidden or width_in
-        self.kind = kind
-        self.norm = nn.LayerNorm(width_in)
-        if kind == "linear":
-            self.out = nn.Linear(width_in, width_out)
-        elif kind == "mlp":
-            self.up = nn.Linear(width_in, hidden)
-            self.out = nn.Linear(hidden, width_out)
-        else:
-            self.gate = nn.Linear(width_in, hidden, bias=False)
-            self.up = nn.Linear(width_in, hidden, bias=False)
-            self.out = nn.Linear(hidden, width_out, bias=False)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.norm(features)
-        if self.kind == "linear":
-            return self.out(x)
-        if self.kind == "mlp":
-            return self.out(nn.functional.gelu(self.up(x)))
-        return self.out(nn.functional.silu(self.gate(x)) * self.up(x))
-
-
 class ModalityProjector(FeatureMap):
     """Pixel-shuffled patch features -> LM-width image tokens; optionally a summary token from [CLS, mean patch]
     first, and an RMS norm at the text-embedding scale on every image token (see ComposedVLMConfig).
@@ -73,6 +48,8 @@ class ModalityProjector(FeatureMap):
         super().__init__(config.projector, vision_width * config.pixel_shuffle ** 2, width_out, config.projector_hidden)
         self.summary = FeatureMap("linear", 2 * vision_width, width_out) if config.summary_token else None
         self.output_norm = nn.RMSNorm(width_out, eps=1e-6) if config.output_norm else None
+        self.regions = (RegionSlots(config, vision_width * config.pixel_shuffle ** 2, vision_width, width_out)
+                        if config.region_slots else None)
         side = config.token_grid_side
         self.row_positions = nn.Parameter(torch.zeros(side, width_out)) if config.grid_positions else None
         self.column_positions = nn.Parameter(torch.zeros(side, width_out)) if config.grid_positions else None
@@ -154,12 +131,17 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
 
     def get_image_features(self, pixel_values: torch.Tensor | None = None, vision_patches: torch.Tensor | None = None,
                            vision_summary: torch.Tensor | None = None) -> torch.Tensor:
-        """(images, image_seq_len, LM width): the summary token (if configured), then the patch tokens. From
-        pixels, or from the encoder's outputs computed before (`encode_images`; the frozen-vision cache)."""
+        """(images, image_seq_len, LM width): the summary token (if configured), the patch tokens, then the region
+        slots (if configured). From pixels, or from the encoder's outputs computed before (`encode_images`; the
+        frozen-vision cache)."""
         if vision_patches is None:
             vision_patches, vision_summary = self.encode_images(pixel_values)
-        return self.projector(pixel_shuffle(vision_patches, self.config.pixel_shuffle),
-                              vision_summary if self.config.summary_token else None)
+        cells = pixel_shuffle(vision_patches, self.config.pixel_shuffle)
+        tokens = self.projector(cells, vision_summary if self.config.summary_token else None)
+        if self.projector.regions is None:
+            return tokens
+        slots = self.projector.regions(vision_patches, cells, self.get_input_embeddings())
+        return torch.cat([tokens, slots.to(tokens.dtype)], dim=1)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         """Precomputed vision features, like pixels, belong to the prompt's forward only."""

@@ -17,6 +17,9 @@ class TrainOptions:
     box_grid: int | None = field(default=None, metadata={
         "help": "boxes are written as integers 0..N of the image's width and height (default 1000; 9 spends one "
                 "token a coordinate)"})
+    region_slots: int | None = field(default=None, metadata={
+        "help": "composed VLMs: what the image's regions hold written as text after the image, this many slots "
+                "(default: the most objects of any training image, at most 16; 0: off)"})
 
 
 @dataclass(kw_only=True)

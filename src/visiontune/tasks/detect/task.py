@@ -31,6 +31,7 @@ from ..base import Example, Task, system_turn, user_turn
 from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, to_grid
 
 QUERY_MODES = ("per-class", "all", "both")
+MAX_AUTO_REGION_SLOTS = 16
 DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
                   "corners on a 0-{grid} grid, or none.")
 
@@ -39,15 +40,15 @@ class DetectTask(Task):
     name = "detect"
     default_prompt = DEFAULT_PROMPT
     max_new_tokens = 512  # ~18 tokens a box
-    option_names = ("classes", "queries", "negatives", "max_objects", "box_grid", "score_threshold", "seed",
-                    "category_ids")
+    option_names = ("classes", "queries", "negatives", "max_objects", "box_grid", "region_slots", "score_threshold",
+                    "seed", "category_ids")
     default_balance = "sampler"  # balance the positive queries' classes
     report_only = ("detections",)  # what `score` returns for the report files, not for the headline
     keeps_skills_by_replay = True
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
-                 box_grid: int = GRID, score_threshold: float = 0.0, seed: int = 0,
+                 box_grid: int = GRID, region_slots: int | None = None, score_threshold: float = 0.0, seed: int = 0,
                  category_ids: dict[str, int] | None = None):
         """`category_ids`: each class's id in COCO files written and read (default 1..K in class order)."""
         if not classes:
@@ -61,11 +62,14 @@ class DetectTask(Task):
             raise ValueError(f"--max-objects must be at least 1, got {max_objects}")
         if int(box_grid) < 1:
             raise ValueError(f"--box-grid is the largest coordinate boxes are written with, at least 1; got {box_grid}")
+        if region_slots is not None and int(region_slots) < 0:
+            raise ValueError(f"--region-slots is how many region slots follow the image (0: none); got {region_slots}")
         super().__init__(prompt=prompt, system_prompt=system_prompt)
         self.classes = check_class_names(list(classes), "--class-names", minimum=1)
         self.queries, self.negatives = queries, float(negatives)
         self.max_objects = int(max_objects) if max_objects else None
         self.box_grid = int(box_grid)
+        self.region_slots = None if region_slots is None else int(region_slots)
         self.score_threshold, self.seed = float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
 
@@ -154,6 +158,20 @@ class DetectTask(Task):
                             for record in records], dtype=int)
         return present if (present.min(0) != present.max(0)).any() else None
 
+    def region_request(self, records: list[Record]) -> dict | None:
+        """Slots labelled with the classes, on the answers' grid; as many as the most objects of any training
+        image (at most MAX_AUTO_REGION_SLOTS) unless --region-slots says (0: none)."""
+        if self.region_slots == 0:
+            return None
+        most = max((len(self._answer_boxes(record, self.classes)) for record in records), default=0)
+        slots = self.region_slots or min(max(most, 1), MAX_AUTO_REGION_SLOTS)
+        return {"classes": self.classes, "grid": self.box_grid, "slots": slots}
+
+    def region_targets(self, records: list[Record]) -> list[list[tuple[int, tuple]]]:
+        return [[(self.classes.index(box.label), tuple(v / size for v, size in zip(box.xyxy, (record.width,
+                                                                                        record.height) * 2)))
+                 for box in self._answer_boxes(record, self.classes)] for record in records]
+
     # --- inference -----------------------------------------------------------------------------------------
     def results(self, predictor, images: list) -> list[dict]:
         from .queries import detect_boxes
@@ -233,5 +251,5 @@ class DetectTask(Task):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,
-                "max_objects": self.max_objects, "box_grid": self.box_grid, "score_threshold": self.score_threshold,
-                "category_ids": self.category_ids}
+                "max_objects": self.max_objects, "box_grid": self.box_grid, "region_slots": self.region_slots,
+                "score_threshold": self.score_threshold, "category_ids": self.category_ids}

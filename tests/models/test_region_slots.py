@@ -1,0 +1,139 @@
+"""Region slots: a composed VLM fine-tuned for detection writes, after each image, what its regions hold as
+lines of a detection answer (`<class>: [x1,y1,x2,y2]`), which the LM answers from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from visiontune.models.compose.regions import PAD, RegionSlots, box_text_codes, pool_boxes, region_text_ids
+
+QUIET = dict(log=lambda *_: None)
+
+
+def _decode(tokenizer, codes) -> str:
+    ids = region_text_ids(tokenizer)
+    return tokenizer.decode([ids[c] for c in codes])
+
+
+def test_box_text_is_the_answer_format_without_leading_zeros_then_padding(tiny_models):
+    from transformers import AutoProcessor
+
+    tokenizer = AutoProcessor.from_pretrained(tiny_models["smolvlm"]).tokenizer
+    codes = box_text_codes(torch.tensor([[12, 40, 100, 0], [5, 7, 9, 61]]), digits=3)
+    assert codes.shape == (2, 17)
+    assert _decode(tokenizer, codes[0]).rstrip() == "[12,40,100,0]"
+    assert _decode(tokenizer, codes[1]).rstrip() == "[5,7,9,61]"
+    assert (codes[1, 10:] == PAD).all() and (codes[0, 13:] == PAD).all()
+
+
+class _Config:
+    region_slots, region_grid, token_grid_side, region_text_ids, region_labels = 3, 100, 2, None, None
+
+
+def test_slots_take_one_cell_per_object_in_reading_order():
+    """Greedy: a cell whose box repeats a chosen one (IoU > 0.5) is taken only when nothing else is left, and
+    its gate is 0, so its region token is silent and its label `none`."""
+    slots = RegionSlots(_Config, cell_width=8, vision_width=4, width_out=6)
+    boxes = torch.tensor([[[0, 0, .5, .5], [0, 0, .5, .45], [.5, .5, 1, 1], [.6, .6, 1, 1]]])
+    slots.cell_boxes = lambda cells: (torch.tensor([[5.0, 4.0, 3.0, 2.0]]), boxes)
+    chosen, gates = slots.chosen(None)
+    assert chosen[0].tolist() == boxes[0, :3].tolist()  # cells 0, 1 (the repeat, taken last), 2; reading order
+    assert gates[0, 1] == 0 and gates[0, 0] > 0.99 and gates[0, 2] > 0.9
+
+
+def test_pooling_is_the_area_weighted_mean_of_the_patches_under_a_box():
+    patches = torch.arange(64 * 2, dtype=torch.float32).reshape(1, 64, 2)
+    boxes = torch.tensor([[[0, 0, 1 / 8, 1 / 8], [0, 0, 1, 1], [0.5, 0.5, 0.5 + 1 / 16, 0.5 + 1 / 8]]])
+    pooled = pool_boxes(patches, boxes)[0]
+    assert pooled[0].tolist() == [0.0, 1.0] and pooled[1].tolist() == patches[0].mean(0).tolist()
+    assert pooled[2].tolist() == patches[0, 4 * 8 + 4].tolist()  # half of one patch: that patch
+
+
+@pytest.fixture(scope="module")
+def region_run(tmp_path_factory):
+    """A tiny composed VLM (4 x 4 image cells) detection-trained a few steps on canvases of large shapes that
+    have their own colour. Its vision tower is random, so its slots find fewer objects than real features do."""
+    from visiontune.api.train import train
+    from visiontune.data.builtin.shapes import write_shape_detection
+    from visiontune.models.tiny import build_tiny_composed
+
+    root = tmp_path_factory.mktemp("regions")
+    model = build_tiny_composed(root / "model", image_size=64)
+    data = write_shape_detection(root / "canvases", count=60, seed=2, size=64, objects=(1, 2), extent=(0.25, 0.45),
+                                 colour_by_class=True)
+    summary = train(task="detect", model=str(model), data=str(data), output=str(root / "run"), max_steps=2,
+                    batch_size=4, box_grid=100, keep_skills=False, num_workers=0, report_to="none", **QUIET)
+    off = train(task="detect", model=str(model), data=str(data), output=str(root / "off"), max_steps=1,
+                batch_size=4, region_slots=0, keep_skills=False, num_workers=0, report_to="none", **QUIET)
+    return root, data, summary, off
+
+
+def test_detection_fine_tuning_gives_a_composed_vlm_fitted_region_slots(region_run):
+    root, _, summary, off = region_run
+    fitted = summary["region_start"]
+    assert fitted["objects"] > 60 and fitted["boxed"] >= 0.25 * fitted["objects"], fitted  # random boxes: ~0.05
+    metadata = json.loads((root / "run" / "visiontune.json").read_text())
+    assert metadata["model_config"]["region_slots"] == 2 and metadata["model_config"]["region_grid"] == 100
+    assert off["region_start"] is None
+    assert json.loads((root / "off" / "visiontune.json").read_text())["model_config"] is None
+
+
+def test_a_run_loads_with_its_slots_and_they_read_as_answer_lines(region_run, tmp_path, monkeypatch):
+    """From another folder, the run's base gets its slots again; the slot text, read back through the nearest
+    token embeddings, is `<label>: [x1,y1,x2,y2]` lines, and many name and box a real object."""
+    from visiontune.data.loading import DataSpec, load_box_records
+    from visiontune.models.vlm import load_for_inference
+    from visiontune.tasks.detect.box_text import from_grid, parse_boxes
+
+    root, data, _, _ = region_run
+    monkeypatch.chdir(tmp_path)
+    model, processor, _ = load_for_inference(str(root / "run"), **QUIET)
+    records, classes, _ = load_box_records(DataSpec(str(data)), **QUIET)
+    config = model.config
+    before = config.token_grid_side ** 2 + int(config.summary_token)  # the summary and patch tokens come first
+    with torch.no_grad():
+        features = model.get_image_features(
+            processor.image_processor([r.load_image() for r in records[:12]], return_tensors="pt")["pixel_values"])
+    assert features.shape[1] == config.image_seq_len == processor.image_seq_len > before
+    table = model.get_input_embeddings().weight
+    right = total = 0
+    for record, image in zip(records, features):
+        for slot in image[before:].reshape(config.region_slots, -1, image.shape[-1]):
+            ids = torch.cdist(slot[1:], table).argmin(-1)  # the text part: embeddings of tokens
+            text = processor.tokenizer.decode(ids).strip()
+            parsed = parse_boxes(text, ["none", *classes], 100)
+            assert len(parsed.boxes) == 1, text
+            label, box = parsed.boxes[0]
+            if label == "none":
+                continue
+            total += 1
+            pixels = from_grid(box, record.width, record.height, 100)
+            right += any(b.label == label and _iou(b.xyxy, pixels) >= 0.5 for b in record.boxes)
+    assert total >= 6 and right >= 0.25 * total, (right, total)
+
+
+def _iou(a, b) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_an_onnx_export_writes_the_same_slots_without_the_embedding_table(region_run, tmp_path):
+    import onnx
+
+    from visiontune.api.predict import load_predictor
+    from visiontune.export.onnx_export import export_onnx
+
+    root, data, _, _ = region_run
+    export_onnx(str(root / "run"), str(tmp_path / "export"), **QUIET)
+    graph = onnx.load(str(tmp_path / "export" / "onnx" / "vision_encoder.onnx")).graph
+    model, _, _ = __import__("visiontune.models.vlm", fromlist=["x"]).load_for_inference(str(root / "run"), **QUIET)
+    vocabulary = tuple(model.get_input_embeddings().weight.shape)
+    assert all(tuple(tensor.dims) != vocabulary for tensor in graph.initializer)  # folded into the slots' few rows
+    images = sorted((data.parent / "images").glob("*.png"))[:3]
+    kwargs = dict(task="detect", batch_size=2, max_new_tokens=24, **QUIET)
+    rows = [load_predictor(str(path), **kwargs).predict([str(i) for i in images], progress=False)
+            for path in (root / "run", tmp_path / "export" / "onnx")]
+    assert [r["replies"] for r in rows[0]] == [r["replies"] for r in rows[1]]
