@@ -68,14 +68,17 @@ class TrainConfig(DataOptions):
     image_splitting: bool | None = field(default=None, metadata={"help": "SmolVLM/Idefics3 tiling on/off"})
     max_length: int | None = field(default=None, metadata={"help": "max tokens per example; never cuts image tokens"})
     # optimisation
-    epochs: float = 3.0
+    epochs: float | None = field(default=None, metadata={
+        "help": "passes over the training data (default 3; 1 for detection with region slots, whose answers the "
+                "LM learns to copy in one pass)"})
     max_steps: int = -1
     batch_size: int = 8
     grad_accum: int = 1
     group_by_length: bool = field(default=False, metadata={
         "help": "batch examples of similar answer length together (less padding when answers vary, e.g. "
                 "detection box lists); the order stays random across groups"})
-    learning_rate: float | None = field(default=None, metadata={"help": "default 2e-4 for LoRA, 2e-5 for full"})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "default 2e-4 for LoRA (1e-3 with region slots), 2e-5 for full"})
     connector_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the connector (projector) when it trains (default: --learning-rate)"})
     weight_decay: float = 0.0

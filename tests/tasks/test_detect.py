@@ -29,8 +29,8 @@ def test_positive_and_negative_queries():
     task = get_task("detect", classes=CLASSES, negatives=0.5, seed=3)
     examples = task.training_examples(record)
     positives = [e for e in examples if e.group]
-    assert [(e.group, e.target) for e in positives] == [("person", "person: [100,100,200,900]; [500,500,1000,1000]"),
-                                                        ("dog", "dog: [0,0,500,500]")]
+    assert [(e.group, e.target) for e in positives] == [("person", "person: [10,10,20,90]; [50,50,100,100]"),
+                                                        ("dog", "dog: [0,0,50,50]")]
     assert "Detect every person in the image" in _prompt(positives[0])
     negatives = [e for e in examples if not e.group]
     assert len(negatives) == 1 and negatives[0].target == "none" and "traffic light" in _prompt(negatives[0])
@@ -70,7 +70,7 @@ def test_all_queries_and_max_objects():
     task = get_task("detect", classes=CLASSES, queries="all", max_objects=2)
     (example,) = task.training_examples(record)
     assert example.group is None and "person, traffic light, dog, cat" in _prompt(example)
-    assert example.target == "dog: [0,0,100,200]; [250,0,750,1000]"  # the largest two kept; the person dropped
+    assert example.target == "dog: [0,0,10,20]; [25,0,75,100]"  # the largest two kept; the person dropped
     assert task.dropped_by_max_objects(record) == 1
     both = get_task("detect", classes=CLASSES, queries="both", negatives=0)
     assert len(both.training_examples(record)) == 3 and both.inference_queries() == [[c] for c in CLASSES]

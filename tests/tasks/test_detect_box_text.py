@@ -41,7 +41,7 @@ def test_messy_replies_are_fixed_or_counted():
     parsed = parse_boxes("  Traffic  Light :( 10 , 20,30 ,40 ),[50,60,70,80]\n"
                          "unicorn: [1,2,3,4]\n"
                          "car: [300,400,100,200]; [-5,10,1200,50]; [7,7,7,9]\n"
-                         "dog: [1,2,3,4]; [5,6,", CLASSES)
+                         "dog: [1,2,3,4]; [5,6,", CLASSES, grid=1000)
     assert parsed.boxes == [("traffic light", (10, 20, 30, 40)), ("traffic light", (50, 60, 70, 80)),
                             ("car", (100, 200, 300, 400)), ("car", (0, 10, 1000, 50)), ("dog", (1, 2, 3, 4))]
     assert parsed.problems == {"unknown_class": 1, "swapped": 1, "clipped": 1, "empty": 1, "truncated": 1}
@@ -50,6 +50,6 @@ def test_messy_replies_are_fixed_or_counted():
 
 
 def test_grid_conversion():
-    assert to_grid((0, 0, 640, 480), 640, 480) == (0, 0, 1000, 1000)
-    assert to_grid((64, 48, 700, 240), 640, 480) == (100, 100, 1000, 500)
-    assert from_grid((100, 100, 1000, 500), 640, 480) == (64.0, 48.0, 640.0, 240.0)
+    assert to_grid((0, 0, 640, 480), 640, 480) == (0, 0, GRID, GRID)
+    assert to_grid((64, 48, 700, 240), 640, 480, grid=1000) == (100, 100, 1000, 500)
+    assert from_grid((100, 100, 1000, 500), 640, 480, grid=1000) == (64.0, 48.0, 640.0, 240.0)

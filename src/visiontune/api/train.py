@@ -40,6 +40,7 @@ from ..training.run_folder import check_same_run, prepare_run_folder
 from ..training.run_record import write_run_record
 from ..training.vlm_trainer import VLMTrainer
 
+DEFAULT_EPOCHS, REGION_SLOT_EPOCHS, REGION_SLOT_LORA_RATE = 3.0, 1.0, 1e-3
 MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",
                "generation_config.json", "model.safetensors.index.json")
 
@@ -64,10 +65,11 @@ def _load_eval_records(config: TrainConfig, task, log) -> tuple[list, int]:
     return check_images(records, skip_bad=config.skip_bad_images, log=log)
 
 
-def _training_arguments(config: TrainConfig, has_eval: bool, best_metric: str = "eval_loss") -> TrainingArguments:
+def _training_arguments(config: TrainConfig, schedule: tuple[float, float], has_eval: bool,
+                        best_metric: str = "eval_loss") -> TrainingArguments:
     # TensorBoard event files go under <output>/logs (transformers 5 reads the folder from the environment).
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(config.output) / "logs"))
-    learning_rate = config.learning_rate or (2e-4 if config.method in ("lora", "qlora") else 2e-5)
+    epochs, learning_rate = schedule
     on_cuda = torch.cuda.is_available()
     dtype = resolve_dtype(config.dtype)
     eval_steps = config.eval_steps
@@ -83,7 +85,7 @@ def _training_arguments(config: TrainConfig, has_eval: bool, best_metric: str = 
         warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type=config.lr_scheduler,
         max_grad_norm=config.max_grad_norm,
-        num_train_epochs=config.epochs,
+        num_train_epochs=epochs,
         max_steps=config.max_steps,
         # The model is loaded in `dtype` already; autocast only for fp16 weights' master copies is not used.
         bf16=on_cuda and dtype == torch.bfloat16,
@@ -281,13 +283,28 @@ def _fit_starts(run: Run, log) -> None:
                 config.batch_size, log=log, cache=run.cache)
 
 
+def _schedule(run: Run, log) -> tuple[float, float]:
+    """(epochs, learning rate): --epochs and --learning-rate, or their defaults: 3 epochs at 2e-4 for LoRA and
+    2e-5 for full fine-tuning; with region slots, 1 epoch at 1e-3 (LoRA): the LM only learns to copy the slot
+    lines of the asked class, which one pass teaches at the higher rate."""
+    config = run.config
+    lora = config.method in ("lora", "qlora")
+    slots = bool((run.model_config or {}).get("region_slots"))
+    epochs = config.epochs if config.epochs is not None else REGION_SLOT_EPOCHS if slots else DEFAULT_EPOCHS
+    learning_rate = config.learning_rate or ((REGION_SLOT_LORA_RATE if slots else 2e-4) if lora else 2e-5)
+    if slots and (config.epochs is None or not config.learning_rate):
+        log(f"schedule: {epochs:g} epochs at learning rate {learning_rate:g} (the defaults with region slots; "
+            f"--epochs, --learning-rate to change)")
+    return epochs, learning_rate
+
+
 def _build_trainer(run: Run, log) -> tuple[VLMTrainer, ThroughputCallback, str]:
     """The trainer, its throughput callback, and the metric that picks the best checkpoint."""
     config = run.config
     extra_eval = (run.task.in_training_eval(run.eval_records, run.processor, config.batch_size)
                   if run.eval_records else None)
     best_metric = run.task.best_metric if extra_eval is not None else "eval_loss"
-    args = _training_arguments(config, has_eval=bool(run.eval_records), best_metric=best_metric)
+    args = _training_arguments(config, _schedule(run, log), has_eval=bool(run.eval_records), best_metric=best_metric)
     throughput = ThroughputCallback(run.output)
     callbacks = [throughput]
     if config.early_stopping:

@@ -43,7 +43,7 @@ class ComposedVLMConfig(PretrainedConfig):
     def __init__(self, vision_config=None, text_config=None, projector: str = "swiglu", projector_hidden: int | None = None,
                  pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None,
                  summary_token: bool = False, output_norm: bool = False, grid_positions: bool = False,
-                 region_slots: int = 0, region_grid: int = 1000, region_text_ids: list[int] | None = None,
+                 region_slots: int = 0, region_grid: int = 100, region_text_ids: list[int] | None = None,
                  region_labels: list[list[int]] | None = None, **kwargs):
         self.vision_config = _sub_config(vision_config)
         self.text_config = _sub_config(text_config)

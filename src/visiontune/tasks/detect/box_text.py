@@ -3,8 +3,8 @@
 Format, one line per class that has boxes, classes in the order given, boxes top-to-bottom then
 left-to-right; coordinates are integers on a 0..GRID grid of the original image (x1, y1, x2, y2):
 
-    person: [12,40,180,610]; [400,38,520,590]
-    traffic light: [700,20,720,80]
+    person: [1,4,18,61]; [40,4,52,59]
+    traffic light: [70,2,72,8]
 
 An empty answer is the word `none`. `parse_boxes` inverts `format_boxes` exactly on its own output and
 tolerates what models write instead: any spacing, () or [] brackets, `,` or `;` between boxes, class
@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-GRID = 1000
+GRID = 100  # two digits a coordinate (one token each for SmolLM2-like tokenizers), 1 % of the side
 NONE_ANSWER = "none"
 
 _LINE = re.compile(r"^\s*([^:\[\]()]+?)\s*:\s*(.*)$")

@@ -15,8 +15,8 @@ class TrainOptions:
     max_objects: int | None = field(default=None, metadata={
         "help": "most boxes per answer; the largest are kept (default: all)"})
     box_grid: int | None = field(default=None, metadata={
-        "help": "boxes are written as integers 0..N of the image's width and height (default 1000; 9 spends one "
-                "token a coordinate)"})
+        "help": "boxes are written as integers 0..N of the image's width and height (default 100: two digits a "
+                "coordinate, 1 %% of the side; 1000 for finer boxes, 9 for one digit)"})
     region_slots: int | None = field(default=None, metadata={
         "help": "composed VLMs: what the image's regions hold written as text after the image, this many slots "
                 "(default: the most objects of any training image, at most 16; 0: off)"})
