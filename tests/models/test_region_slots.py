@@ -115,6 +115,36 @@ def test_a_run_loads_with_its_slots_and_they_read_as_answer_lines(region_run, tm
     assert total >= 6 and right >= 0.25 * total, (right, total)
 
 
+def test_slots_hide_for_the_models_own_earlier_answers(region_run, tmp_path, monkeypatch):
+    """Self-replay asks the model as it was before it had slots: inside `slots_hidden` nothing follows the patch
+    tokens, for the model and its processor alike, so generation runs; afterwards the slots are back."""
+    from visiontune.inference.predictor import Predictor
+    from visiontune.models.compose.regions import slots_hidden
+    from visiontune.models.vlm import load_for_inference
+    from visiontune.tasks.base import user_turn
+    from visiontune.tasks.caption.task import CaptionTask
+
+    root, data, _, _ = region_run
+    monkeypatch.chdir(tmp_path)
+    model, processor, _ = load_for_inference(str(root / "run"), **QUIET)
+    config = model.config
+    before = config.token_grid_side ** 2 + int(config.summary_token)
+    pixels = processor.image_processor([_first_image(data)], return_tensors="pt")["pixel_values"]
+    with torch.no_grad(), slots_hidden(model, processor):
+        assert model.get_image_features(pixels).shape[1] == processor.image_seq_len == before
+        replies = Predictor(model, processor, CaptionTask(), max_new_tokens=4).generate(
+            [_first_image(data)], [[user_turn("Describe this image.")]])["texts"]
+    assert len(replies) == 1
+    with torch.no_grad():
+        assert model.get_image_features(pixels).shape[1] == processor.image_seq_len == config.image_seq_len > before
+
+
+def _first_image(data):
+    from visiontune.data.loading import DataSpec, load_box_records
+
+    return load_box_records(DataSpec(str(data)), **QUIET)[0][0].load_image().convert("RGB")
+
+
 def _iou(a, b) -> float:
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

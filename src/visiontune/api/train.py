@@ -260,9 +260,11 @@ def _build_model(run: Run, log) -> None:
 
 def _fit_starts(run: Run, log) -> None:
     """What runs before step one on the model: the region slots' fit (whenever the run has them: unfitted slots
-    would write noise), self-replay (the model's own answers, slots in place), then the summary token's probe
-    start (--probe-start). A resumed run loads its fitted parts from the checkpoint. The fits' encoder passes
-    fill the feature cache that training then reads."""
+    would write noise), self-replay (the model's own answers as it gave them before it had slots: trained on
+    them with the slots in place, it answers general prompts as before, whatever the slots say), then the
+    summary token's probe start (--probe-start). A resumed run loads its fitted parts from the checkpoint. The
+    fits' encoder passes fill the feature cache that training then reads."""
+    from ..models.compose.regions import slots_hidden
     from ..training.probe_start import start_summary_from_probe
     from ..training.region_start import start_regions_from_probe
 
@@ -273,7 +275,7 @@ def _fit_starts(run: Run, log) -> None:
             run.hooks["region_start"] = start_regions_from_probe(
                 run.model, run.processor, classes, run.train_records, run.task.region_targets, config.batch_size,
                 log=log, cache=run.cache)
-    with run.phase("self_replay"):
+    with run.phase("self_replay"), slots_hidden(run.model, run.processor):
         run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor,
                                                         run.train_records, run.train_set, run.sample_weights, log)
     if config.probe_start and not config.resume:

@@ -138,7 +138,7 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
             vision_patches, vision_summary = self.encode_images(pixel_values)
         cells = pixel_shuffle(vision_patches, self.config.pixel_shuffle)
         tokens = self.projector(cells, vision_summary if self.config.summary_token else None)
-        if self.projector.regions is None:
+        if self.projector.regions is None or self.projector.regions.hidden:
             return tokens
         slots = self.projector.regions(vision_patches, cells, self.get_input_embeddings())
         return torch.cat([tokens, slots.to(tokens.dtype)], dim=1)

@@ -17,6 +17,8 @@ arithmetic only, so the slots trace into the ONNX vision graph as they are.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -109,6 +111,8 @@ class RegionSlots(nn.Module):
         # The tokens slots write, as one small vocabulary: the text pieces, then each label's tokens.
         self.vocabulary = list(config.region_text_ids or [0] * PIECES) + [t for ids in labels for t in ids]
         width = max(len(ids) for ids in labels)
+        self.slot_length = 1 + width + 5 + 4 * len(str(self.grid))  # tokens a slot adds after the image
+        self.hidden = False  # True: the image's tokens end before the slots (the model as it was before them)
         starts = [PIECES + sum(len(ids) for ids in labels[:index]) for index in range(len(labels))]
         self.label_codes = [[start + i for i in range(len(ids))] + [PAD] * (width - len(ids))
                             for start, ids in zip(starts, labels)]
@@ -158,6 +162,26 @@ class RegionSlots(nn.Module):
         table = embeddings(torch.tensor(self.vocabulary, dtype=torch.long, device=patches.device))
         slots = torch.cat([tokens.unsqueeze(2).to(table.dtype), table[codes]], dim=2)
         return slots.reshape(slots.shape[0], -1, slots.shape[-1])
+
+
+@contextmanager
+def slots_hidden(model, processor):
+    """The model and its processor as they were before they had region slots: nothing follows the image's
+    patch tokens. Self-replay generates the model's earlier answers this way."""
+    modules = [module for module in model.modules() if isinstance(module, RegionSlots)]
+    if not modules:
+        yield
+        return
+    length = processor.image_seq_len
+    processor.image_seq_len = length - modules[0].slots * modules[0].slot_length
+    for module in modules:
+        module.hidden = True
+    try:
+        yield
+    finally:
+        processor.image_seq_len = length
+        for module in modules:
+            module.hidden = False
 
 
 def slot_overrides(model_path: str, processor, classes: list[str], grid: int, slots: int) -> dict:
