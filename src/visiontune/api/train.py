@@ -295,8 +295,8 @@ def _schedule(run: Run, log) -> tuple[float, float]:
     epochs = config.epochs if config.epochs is not None else REGION_SLOT_EPOCHS if slots else DEFAULT_EPOCHS
     learning_rate = config.learning_rate or ((REGION_SLOT_LORA_RATE if slots else 2e-4) if lora else 2e-5)
     if slots and (config.epochs is None or not config.learning_rate):
-        log(f"schedule: {epochs:g} epochs at learning rate {learning_rate:g} (the defaults with region slots; "
-            f"--epochs, --learning-rate to change)")
+        log(f"schedule: {epochs:g} epoch{'' if epochs == 1 else 's'} at learning rate {learning_rate:g} (the "
+            f"defaults with region slots; --epochs, --learning-rate to change)")
     return epochs, learning_rate
 
 
