@@ -31,22 +31,30 @@ def _summary_maps(model) -> list:
 
 
 @torch.no_grad()
-def summary_features(base_model, summary_map, processor, records, batch_size: int, cache=None) -> np.ndarray:
-    """The summary map's normalised inputs for each record (what its linear layer sees). With the run's feature
-    `cache`, the encoder's outputs computed here are the ones training then reuses."""
+def encoded_images(base_model, processor, records, batch_size: int, cache=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(patch features, summary features) of the encoder for each record, float32 on the CPU. With the run's
+    feature `cache`, the encoder's outputs computed here are the ones training then reuses."""
     from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
 
-    device = next(base_model.parameters()).device
-    out = []
+    device, patches, summaries = next(base_model.parameters()).device, [], []
     for start in range(0, len(records), batch_size):
         images = [record.load_image().convert("RGB") for record in records[start:start + batch_size]]
         pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
         if cache is not None:
-            summary = cache.apply(base_model, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})["vision_summary"]
+            encoded = cache.apply(base_model, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})
+            patch, summary = encoded["vision_patches"], encoded["vision_summary"]
         else:
-            _, summary = base_model.encode_images(pixels)
-        out.append(summary_map.norm(summary.to(summary_map.norm.weight.dtype)).float().cpu().numpy())
-    return np.concatenate(out)
+            patch, summary = base_model.encode_images(pixels)
+        patches.append(patch.float().cpu())
+        summaries.append(summary.float().cpu())
+    return torch.cat(patches), torch.cat(summaries)
+
+
+@torch.no_grad()
+def summary_features(base_model, summary_map, processor, records, batch_size: int, cache=None) -> np.ndarray:
+    """The summary map's normalised inputs for each record (what its linear layer sees)."""
+    _, summary = encoded_images(base_model, processor, records, batch_size, cache)
+    return summary_map.norm(summary.to(summary_map.norm.weight.dtype)).float().numpy()
 
 
 def class_name_embeddings(base_model, tokenizer, classes: list[str]) -> torch.Tensor:

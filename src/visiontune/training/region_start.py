@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .probe_start import MAX_PROBE_IMAGES, _multiclass_probe, class_name_embeddings
+from .probe_start import MAX_PROBE_IMAGES, _multiclass_probe, class_name_embeddings, encoded_images
 
 OBJECTNESS_C = 0.05  # inverse L2 strength of the objectness probe (standardised features)
 BOX_RIDGE = 1000.0  # L2 strength of the box regression (standardised features); best held out of 10-3000
@@ -48,23 +48,6 @@ def _numpy_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(high - low, 0, None).prod(-1)
     area_a, area_b = (a[:, 2:] - a[:, :2]).prod(-1), (b[:, 2:] - b[:, :2]).prod(-1)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
-@torch.no_grad()
-def _encoded(base, processor, records, batch_size: int, cache=None) -> torch.Tensor:
-    """(records, patches, width) encoder patch features, through the run's feature cache when there is one."""
-    from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
-
-    device, out = next(base.parameters()).device, []
-    for start in range(0, len(records), batch_size):
-        images = [record.load_image().convert("RGB") for record in records[start:start + batch_size]]
-        pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
-        if cache is not None:
-            patches = cache.apply(base, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})["vision_patches"]
-        else:
-            patches, _ = base.encode_images(pixels)
-        out.append(patches.float().cpu())
-    return torch.cat(out)
 
 
 def _fit_box_head(regions, cells: torch.Tensor, objects, side: int) -> float:
@@ -151,7 +134,7 @@ def start_regions_from_probe(model, processor, classes: list[str], records, obje
     objects = objects[: len(chosen)]
     was_training = model.training
     model.eval()
-    patches = _encoded(base, processor, chosen, batch_size, cache)
+    patches, _ = encoded_images(base, processor, chosen, batch_size, cache)
     cells = pixel_shuffle(patches, base.config.pixel_shuffle)
     # One BLAS thread: see start_summary_from_probe.
     with threadpool_limits(limits=1, user_api="blas"):
