@@ -338,8 +338,7 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
         calibration = (task.after_training(trainer.model, run.processor, run.eval_records, config.batch_size, log=log)
                        if run.eval_records else None)
     metadata = {**task.metadata(), **recorded_base(config.model, output), MODEL_CONFIG_KEY: run.model_config or None,
-                "method": config.method,
-                "train": config.train, "image_size": config.image_size, "image_splitting": config.image_splitting,
+                "method": config.method, "train": config.train, "image_size": config.image_size, "image_splitting": config.image_splitting,
                 "max_length": config.max_length, "best_checkpoint": trainer.state.best_model_checkpoint}
     (output / RUN_METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     record = task.training_record(run.train_set, {"balance": run.balance, "best_metric": best_metric,

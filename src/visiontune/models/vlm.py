@@ -72,7 +72,6 @@ def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=No
     """`config_overrides`: config attributes a run changed on its base (region slots), set before the model
     is built."""
     from transformers import AutoModelForImageTextToText
-
     from transformers.utils import logging as transformers_logging
 
     kwargs = {"dtype": dtype, "attn_implementation": attention, **(config_overrides or {})}
