@@ -4,8 +4,8 @@ A family entry says where the vision encoder, the connector and the language mod
 relative to the `...ForConditionalGeneration` model), how `--image-size` / `--no-image-splitting` map onto
 that family's processor, and which optional hooks it has: the feature cache's adapter, the ONNX vision graph,
 the torch-free runtime's image preparation, the tiny builder, region slots for detection. Hooks are
-"module:attribute" names imported on use, so this table stays free of torch and of the layers above it, and each hook lives with the code it
-serves. Code elsewhere asks this table; it never tests model or family names.
+"module:attribute" names imported on use, so this table stays free of torch and of the layers above it, and
+each hook lives with the code it serves. Code elsewhere asks this table; it never tests model or family names.
 """
 
 from __future__ import annotations
