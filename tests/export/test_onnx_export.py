@@ -72,6 +72,10 @@ def test_greedy_generation_gives_the_same_tokens_as_pytorch(exported):
     assert got["tokens"] == expected["tokens"]
     assert got["texts"] == expected["texts"]
     assert np.allclose(np.concatenate(got["log_probs"]), np.concatenate(expected["log_probs"]), atol=1e-3)
+    stop = lambda text: len(text) >= 5
+    got = runtime.generate(_images(), messages, max_new_tokens=12, stop_when=stop)
+    assert got["tokens"] == predictor.generate(_images(), messages, with_scores=True, stop_when=stop)["tokens"]
+    assert all(len(tokens) < 12 for tokens in got["tokens"])
 
 
 def test_score_mode_matches_pytorch(exported, shape_classes):

@@ -6,7 +6,10 @@ is the task's business: `results` hands each batch of images to `task.results(pr
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator, answer_suffix
@@ -17,6 +20,20 @@ from .base_predictor import BasePredictor
 from .token_text import token_pieces
 
 FEATURE_MEMORY_BYTES = 512 * 2**20  # the most recent images' vision features kept while predicting
+
+
+class ReplyStop(StoppingCriteria):
+    """Ends a row when `stop_when(its reply so far)` holds, and remembers how many tokens the reply had then."""
+
+    def __init__(self, decode: Callable[[list[int]], str], stop_when: Callable[[str], bool], prompt_length: int):
+        self.decode, self.stop_when, self.prompt_length = decode, stop_when, prompt_length
+        self.lengths: dict[int, int] = {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        for row, reply in enumerate(input_ids[:, self.prompt_length:].tolist()):
+            if row not in self.lengths and self.stop_when(self.decode(reply)):
+                self.lengths[row] = len(reply)
+        return torch.tensor([row in self.lengths for row in range(len(input_ids))], device=input_ids.device)
 
 
 class Predictor(BasePredictor):
@@ -36,26 +53,32 @@ class Predictor(BasePredictor):
 
     @torch.inference_mode()
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
-                 max_new_tokens: int | None = None) -> dict:
+                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None) -> dict:
         """Replies to one prompt per image (an image may be a list of images). `texts` are stripped. With
         `with_scores`: `tokens` (each reply's token ids up to and including its end token) and `log_probs`
-        (each of those tokens' log-probability)."""
+        (each of those tokens' log-probability). `stop_when(reply so far)` ends a reply early (not with beams)."""
         batch = self.collator.encode_prompts(images, messages)
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         if self.features is not None and "pixel_values" in batch:
             batch = self.features.apply(self.model, {**batch, IMAGE_KEYS: pixel_unit_keys(batch["pixel_values"])})
+        decode = lambda ids: self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        stop = None
+        if stop_when is not None and self.generation.get("num_beams", 1) == 1:
+            stop = ReplyStop(decode, stop_when, batch["input_ids"].shape[1])
         output = self.model.generate(**batch, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                     return_dict_in_generate=True, output_scores=with_scores, **self.generation)
+                                     return_dict_in_generate=True, output_scores=with_scores,
+                                     stopping_criteria=StoppingCriteriaList([stop] if stop else []), **self.generation)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
-        texts = [t.strip() for t in self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        # Tokens after a row's end of sequence are padding; only the reply itself (end token included) counts.
+        ended = torch.isin(new_tokens, torch.tensor(sorted(end_token_ids(self.model)), device=new_tokens.device))
+        lengths = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, new_tokens.shape[1]).tolist()
+        lengths = [min(n, stop.lengths.get(row, n)) if stop else n for row, n in enumerate(lengths)]
+        texts = [decode(new_tokens[row, :n].tolist()).strip() for row, n in enumerate(lengths)]
         if not with_scores:
             return {"texts": texts}
         steps = self.model.compute_transition_scores(output.sequences, output.scores,
                                                      getattr(output, "beam_indices", None), normalize_logits=True)
-        # Tokens after a row's end of sequence are padding; only the reply itself (end token included) counts.
-        ended = torch.isin(new_tokens, torch.tensor(sorted(end_token_ids(self.model)), device=new_tokens.device))
-        lengths = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, new_tokens.shape[1]).tolist()
         steps = steps.float().cpu()
         return {"texts": texts, "tokens": [new_tokens[i, :n].tolist() for i, n in enumerate(lengths)],
                 "log_probs": [steps[i, :n].tolist() for i, n in enumerate(lengths)]}

@@ -6,7 +6,7 @@ every task predicts, evaluates and serves from an ONNX export as it does from a 
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -19,9 +19,10 @@ class PredictorProtocol(Protocol):
     end_ids: set[int]  # tokens that end a reply
 
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
-                 max_new_tokens: int | None = None) -> dict:
+                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None) -> dict:
         """Replies to one prompt per image: `texts` (stripped); with `with_scores`, `tokens` (each reply's ids up
-        to and including its end token) and `log_probs` (each of those tokens' log-probability)."""
+        to and including its end token) and `log_probs` (each of those tokens' log-probability). A reply ends
+        early once `stop_when(its text so far)` holds."""
 
     def generate_texts(self, images: list, with_log_probs: bool = False):
         """Replies to the task's own prompt (and, with `with_log_probs`, each reply's summed log-probability)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..inference.base_predictor import BasePredictor
 from ..inference.token_text import token_pieces
 from .vlm import OnnxVLM
@@ -19,10 +21,10 @@ class OnnxPredictor(BasePredictor):
         self.end_ids = runtime.end_ids
 
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
-                 max_new_tokens: int | None = None) -> dict:
+                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None) -> dict:
         if any(isinstance(image, (list, tuple)) for image in images):
             raise ValueError("the ONNX runtime takes one image per prompt")
-        generated = self.runtime.generate(images, messages, max_new_tokens or self.max_new_tokens)
+        generated = self.runtime.generate(images, messages, max_new_tokens or self.max_new_tokens, stop_when)
         return generated if with_scores else {"texts": generated["texts"]}
 
     def token_pieces(self, tokens: list[int]) -> list[str]:

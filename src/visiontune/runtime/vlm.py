@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -133,8 +134,10 @@ class OnnxVLM:
         logits, present = self.decode(embeds, mask, positions, self.empty_past(len(mask)))
         return logits[:, -1], present, positions[:, -1]
 
-    def generate(self, images: list, messages: list[list[dict]], max_new_tokens: int) -> dict:
-        """Greedy replies: `texts` (stripped), `tokens` (up to and including the end token), `log_probs`."""
+    def generate(self, images: list, messages: list[list[dict]], max_new_tokens: int,
+                 stop_when: Callable[[str], bool] | None = None) -> dict:
+        """Greedy replies: `texts` (stripped), `tokens` (up to and including the end token), `log_probs`. A reply
+        ends early once `stop_when(its text so far)` holds."""
         batch = self.encode_prompts(images, messages)
         logits, past, last = self.prompt_pass(batch)
         mask = batch["attention_mask"]
@@ -147,7 +150,8 @@ class OnnxVLM:
             for row in np.flatnonzero(~done):
                 tokens[row].append(int(chosen[row]))
                 log_probs[row].append(float(logp[row, chosen[row]]))
-                done[row] = int(chosen[row]) in self.end_ids
+                done[row] = int(chosen[row]) in self.end_ids or (
+                    stop_when is not None and stop_when(self.tokenizer.decode(tokens[row], skip_special_tokens=True)))
             if done.all():
                 break
             chosen = np.where(done, self.pad_id, chosen)

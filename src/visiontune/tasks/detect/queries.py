@@ -38,7 +38,7 @@ def detect_boxes(predictor, images: list) -> list[dict]:
     for start in range(0, len(prompts), predictor.batch_size):
         chunk = prompts[start:start + predictor.batch_size]
         generated = predictor.generate([images[i] for i, _ in chunk], [task.query_messages(a) for _, a in chunk],
-                                       with_scores=True)
+                                       with_scores=True, stop_when=task.reply_is_over)
         for (index, asked), text, tokens, log_probs in zip(chunk, generated["texts"], generated["tokens"],
                                                            generated["log_probs"]):
             row, (width, height) = rows[index], images[index].size

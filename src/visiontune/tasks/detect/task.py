@@ -28,7 +28,7 @@ from ...data.loading import load_box_records
 from ...data.records import DataError, Record
 from ...metrics.detection import box_references
 from ..base import Example, Task, system_turn, user_turn
-from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, to_grid
+from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, repeats_a_box, to_grid
 
 QUERY_MODES = ("per-class", "all", "both")
 MAX_AUTO_REGION_SLOTS = 16
@@ -145,6 +145,10 @@ class DetectTask(Task):
 
     def parse(self, text: str) -> ParsedBoxes:
         return parse_boxes(text, self.classes, self.box_grid)
+
+    def reply_is_over(self, text: str) -> bool:
+        """A reply that has repeated a box is over (`box_text.py`): generation stops there."""
+        return repeats_a_box(text, self.classes, self.box_grid)
 
     def to_pixels(self, grid_box, width: int, height: int) -> list[float]:
         return [round(v, 2) for v in from_grid(grid_box, width, height, self.box_grid)]
