@@ -18,6 +18,9 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
               AP/AP50/APs, AR by objects per image, hallucination rate on absent classes, duplicates, parse
               failures; the dedicated detector on the same canvases (upper reference); and the same defaults,
               untouched, on canvases of 4 zoo:digits classes, which the alignment never saw.
+- imbalance:  the detection defaults (class-balanced sampling) against the same without balancing
+              (--balance none), trained on long-tailed canvases where one class's objects are 10x rarer;
+              AP per class on the usual test canvases.
 - kept:       after detection fine-tuning with self-replay at shares 0 (--no-keep-skills), 0.1 (the default) and
               0.25, the caption metrics on the held-out caption canvases beside the aligned model before it, and
               the detection metrics (the trade).
@@ -43,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from linear_probe import probe_dataset
 
-SECTIONS = ("classify", "generality", "caption", "detect", "kept")
+SECTIONS = ("classify", "generality", "caption", "detect", "imbalance", "kept")
 QUIET = {"log": lambda *_: None}
 PLUMBING = {"num_workers": 0, "report_to": "none", "logging_steps": 10, "overwrite": True}
 CAPTION_PROMPT = "Describe this image in one sentence."
@@ -63,6 +66,7 @@ class Sizes:
     detect_epochs: float | None = None  # None: the default
     second_source: str = "zoo:digits"
     second_classes: tuple[str, ...] = ("0", "1", "4", "7")
+    rare_class: str = "Bag"  # 10x rarer in the imbalance section's training canvases
     detector_epochs: int = 36
 
 
@@ -80,7 +84,9 @@ def hardware() -> str:
 
 def rounded(value):
     """A metric to 4 places; a breakdown ({subset: value}) likewise."""
-    return {k: rounded(v) for k, v in value.items()} if isinstance(value, dict) else round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return None if value is None else round(value, 4)
 
 
 def timed(function, *args, **kwargs):
@@ -223,14 +229,18 @@ DETECT_REPORTED = ("AP", "AP50", "APs", "APm", "AR100", "AR100_by_objects", "hal
 REPLAY_SHARES = (0.0, 0.1, 0.25)
 
 
-def detection_data(root: Path, sizes: Sizes, source: str = "zoo:fashion-mnist") -> tuple[dict, dict]:
+def detection_data(root: Path, sizes: Sizes, source: str = "zoo:fashion-mnist",
+                   long_tailed: bool = False) -> tuple[dict, dict]:
+    """Train and test canvases; `long_tailed`: the training canvases' `sizes.rare_class` objects 10x rarer."""
     from visiontune.zoo.canvases import write_canvases
 
     side = sizes.detect_size
     classes = list(sizes.detect_classes if source == "zoo:fashion-mnist" else sizes.second_classes)
     shape = dict(size=side, objects=(1, 4), scale=(side * 5 // 28, side * 3 // 7), classes=classes, source=source)
     name = source.split(":")[-1]
-    return (write_canvases(root / "data" / f"detect-{name}-train", count=sizes.detect_train, seed=5, **shape),
+    weights = {"class_weights": {sizes.rare_class: 0.1}} if long_tailed else {}
+    train_folder = root / "data" / f"detect-{name}-train{'-long-tailed' if long_tailed else ''}"
+    return (write_canvases(train_folder, count=sizes.detect_train, seed=5, **shape, **weights),
             write_canvases(root / "data" / f"detect-{name}-test", count=sizes.detect_test, seed=6, split="test",
                            **shape))
 
@@ -245,11 +255,11 @@ def train_detection(model: str, train_data: dict, output: Path, sizes: Sizes, **
                  **length, **options, **PLUMBING, **QUIET)
 
 
-def detection_scores(model: str, test_data: dict, output: Path) -> dict:
+def detection_scores(model: str, test_data: dict, output: Path, extra: tuple[str, ...] = ()) -> dict:
     from visiontune.api.evaluate import evaluate
 
     metrics = evaluate(task="detect", model=model, data=str(test_data["instances"]), output=str(output), **QUIET)
-    return {k: rounded(metrics[k]) for k in DETECT_REPORTED if k in metrics}
+    return {k: rounded(metrics[k]) for k in DETECT_REPORTED + extra if k in metrics}
 
 
 def dedicated_detector_scores(train_data: dict, test_data: dict, output: Path, sizes: Sizes) -> dict:
@@ -293,6 +303,24 @@ def run_detect(root: Path, args, sizes: Sizes) -> dict:
     return rows
 
 
+def run_imbalance(root: Path, args, sizes: Sizes) -> dict:
+    """Class balancing on a long-tailed training set: the defaults against --balance none, AP per class."""
+    model = aligned_model(root, args)
+    train_data, test_data = detection_data(root, sizes, long_tailed=True)
+    annotations = json.loads(train_data["instances"].read_text())["annotations"]
+    rare_id = list(sizes.detect_classes).index(sizes.rare_class) + 1
+    rows = {"training objects": {"rare class": sizes.rare_class,
+                                 "rare": sum(a["category_id"] == rare_id for a in annotations),
+                                 "others": sum(a["category_id"] != rare_id for a in annotations)}}
+    for name, options in (("balanced (default)", {}), ("not balanced", {"balance": "none"})):
+        output = root / "imbalance" / name.split(" ")[0]
+        _, seconds = train_detection(model, train_data, output, sizes, **options)
+        rows[name] = {**detection_scores(str(output), test_data, output / "eval", extra=("per_class_AP",)),
+                      "train_seconds": seconds}
+        print("imbalance", name, json.dumps(rows[name]), flush=True)
+    return rows
+
+
 def run_kept(root: Path, args, sizes: Sizes) -> dict:
     """Captions after a detection fine-tune, with self-replay at a few shares (0 = --no-keep-skills)."""
     model = aligned_model(root, args)
@@ -327,6 +355,7 @@ def main() -> None:
     results_file = root / "results.json"
     runners = {"classify": lambda: run_classify(root, args), "generality": lambda: run_generality(root, args, sizes),
                "caption": lambda: run_caption(root, args, sizes), "detect": lambda: run_detect(root, args, sizes),
+               "imbalance": lambda: run_imbalance(root, args, sizes),
                "kept": lambda: run_kept(root, args, sizes)}
     for section in args.only:
         result, seconds = timed(runners[section])

@@ -167,6 +167,11 @@ def test_canvases_boxes_lie_exactly_on_the_pasted_items(tmp_path):
     assert {a["category_id"] for a in coco["annotations"]} <= {1, 2} and coco["annotations"]
     with pytest.raises(ValueError, match="no class Hat"):
         write_canvases(tmp_path / "d", count=1, classes=["Hat"])
+    # A long-tailed set: one class's objects about 10x rarer.
+    tailed = write_canvases(tmp_path / "e", count=120, seed=3, size=96, classes=["Bag", "Sneaker"],
+                            class_weights={"Bag": 0.1})
+    labels = [a["category_id"] for a in json.loads(tailed["instances"].read_text())["annotations"]]
+    assert 5 <= labels.count(2) / max(labels.count(1), 1) <= 20
 
 
 def test_llava_pretrain_conversations_are_a_caption_source(tmp_path):

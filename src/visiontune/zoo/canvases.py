@@ -55,11 +55,14 @@ def _place(rng: random.Random, size: int, side: int, taken: list[tuple[int, int,
 
 def write_canvases(folder: str | Path, count: int = 64, seed: int = 0, size: int = 112, objects: tuple[int, int] = (1, 4),
                    scale: tuple[int, int] = (28, 56), classes_per_canvas: int = 2, split: str = "train",
-                   source: str = "zoo:fashion-mnist", classes: list[str] | None = None) -> dict[str, Path]:
+                   source: str = "zoo:fashion-mnist", classes: list[str] | None = None,
+                   class_weights: dict[str, float] | None = None) -> dict[str, Path]:
     """Write `count` canvases; returns paths of the images folder, instances.json and captions.json.
-    `classes`: draw items of these classes only (all of the source's by default)."""
+    `classes`: draw items of these classes only (all of the source's by default). `class_weights` (a long-tailed
+    set): each object's class is drawn from all the classes with these weights (missing ones weigh 1), instead
+    of from `classes_per_canvas` classes chosen per canvas."""
     records, all_classes = load_labelled_records(DataSpec(source, split=split), log=lambda *_: None)
-    unknown = sorted(set(classes or []) - set(all_classes))
+    unknown = sorted((set(classes or []) | set(class_weights or {})) - set(all_classes))
     if unknown:
         raise ValueError(f"{source} has no class {', '.join(unknown)}; its classes: {', '.join(all_classes)}")
     classes = list(classes or all_classes)
@@ -76,7 +79,8 @@ def write_canvases(folder: str | Path, count: int = 64, seed: int = 0, size: int
         canvas = np.zeros((size, size), dtype=np.uint8)
         taken, labels = [], []
         for _ in range(rng.randint(*objects)):
-            label = rng.choice(chosen)
+            label = rng.choice(chosen) if class_weights is None else \
+                rng.choices(classes, [class_weights.get(name, 1.0) for name in classes])[0]
             item = np.asarray(rng.choice(by_class[label]).load_image().convert("L"))
             side = rng.randint(*scale)
             place = _place(rng, size, side, taken)
