@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from visiontune.data.loading import DataSpec, detect_format, load_box_records
+from visiontune.data.loading import DataSpec, detect_format, load_box_records, resolve_split
 from visiontune.data.records import DataError
 from visiontune.data.sources.hf_datasets import guess_bbox_convention
 
@@ -115,6 +115,82 @@ def test_yolo_bad_lines_error_or_skip(tmp_path, line, message):
     assert "one.txt line 2" in str(error.value)
     records, _, _ = load_box_records(DataSpec(path=str(root), skip_bad_rows=True), **QUIET)
     assert sum(len(r.boxes) for r in records) == 1
+
+
+def test_yolo_folder_without_splits_is_read_whole(tmp_path):
+    """What supervision's `DetectionDataset.as_yolo` writes: data.yaml with `nc` and `names` only, images/ and
+    labels/ beside it."""
+    root = tmp_path / "as_yolo"
+    root.mkdir()
+    (root / "data.yaml").write_text("names:\n- cat\n- dog\nnc: 2\n")
+    _image(root / "images" / "a.png")
+    _image(root / "images" / "b.png")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    for purpose in ("train", "eval"):
+        spec, note = resolve_split(DataSpec(path=str(root)), purpose)
+        records, classes, _ = load_box_records(spec, **QUIET)
+        assert note == "no splits" and classes == ["cat", "dog"] and len(records) == 2
+    a = next(r for r in records if r.image_id == "a")
+    assert [(b.label, b.xyxy) for b in a.boxes] == [("dog", (80.0, 30.0, 120.0, 70.0))]
+    with pytest.raises(DataError, match="no 'val' entry; splits: none"):
+        load_box_records(DataSpec(path=str(root), split="val"), **QUIET)
+
+
+VOC_OBJECT = ("<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
+              "<difficult>{difficult}</difficult><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
+              "<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>")
+
+
+def _voc_xml(filename, objects, size=(200, 100)):
+    """An annotation as supervision's `as_pascal_voc` (and the VOC devkit) write it: 1-based xmin/ymin."""
+    body = "".join(VOC_OBJECT.format(name=n, box=b, difficult=d) for n, b, d in objects)
+    return (f"<annotation><folder>VOC</folder><filename>{filename}</filename><source><database>roboflow.ai"
+            f"</database></source><size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+            f"<segmented>0</segmented>{body}</annotation>")
+
+
+def test_pascal_voc_folders(tmp_path):
+    # supervision's layout: annotations/*.xml beside images/
+    root = tmp_path / "as_voc"
+    (root / "annotations").mkdir(parents=True)
+    _image(root / "images" / "a.jpg")
+    _image(root / "images" / "b.jpg")
+    (root / "annotations" / "a.xml").write_text(_voc_xml("a.jpg", [("cat", (11, 21, 50, 60), 0),
+                                                                   ("dog", (1, 1, 200, 100), 1)]))
+    (root / "annotations" / "b.xml").write_text(_voc_xml("b.jpg", []))
+    for data in (root, root / "annotations"):
+        assert detect_format(str(data)) == "voc"
+        records, classes, _ = load_box_records(resolve_split(DataSpec(path=str(data)), "eval")[0], **QUIET)
+        assert classes == ["cat", "dog"] and [r.image_id for r in records] == ["a", "b"]
+        a = records[0]
+        assert [(b.label, b.xyxy, b.crowd) for b in a.boxes] == [("cat", (10.0, 20.0, 50.0, 60.0), False),
+                                                                 ("dog", (0.0, 0.0, 200.0, 100.0), True)]
+        assert (a.width, a.height) == (200, 100) and a.image.endswith("images/a.jpg")
+    # the devkit's layout, with its split lists
+    devkit = tmp_path / "VOC2007"
+    (devkit / "Annotations").mkdir(parents=True)
+    (devkit / "ImageSets" / "Main").mkdir(parents=True)
+    for name in ("x", "y"):
+        _image(devkit / "JPEGImages" / f"{name}.jpg")
+        (devkit / "Annotations" / f"{name}.xml").write_text(_voc_xml(f"{name}.jpg", [("cat", (5, 5, 20, 20), 0)]))
+    (devkit / "ImageSets" / "Main" / "train.txt").write_text("x\n")
+    (devkit / "ImageSets" / "Main" / "test.txt").write_text("y\n")
+    (devkit / "ImageSets" / "Main" / "cat_train.txt").write_text("x  1\n")  # per-class lists are not splits
+    for purpose, expected in (("train", "x"), ("eval", "y")):
+        spec, note = resolve_split(DataSpec(path=str(devkit)), purpose)
+        assert [r.image_id for r in load_box_records(spec, **QUIET)[0]] == [expected], note
+    # bad input names the file; --skip-bad-rows counts and skips it
+    (root / "annotations" / "c.xml").write_text(_voc_xml("missing.jpg", [("cat", (1, 1, 5, 5), 0)]))
+    with pytest.raises(DataError, match="c.xml: image 'missing.jpg' not found .*--images-dir"):
+        load_box_records(DataSpec(path=str(root)), **QUIET)
+    (root / "annotations" / "c.xml").write_text(_voc_xml("a.jpg", [("cat", (30, 1, 5, 5), 0)]))
+    with pytest.raises(DataError, match="c.xml object 1: .*x2 < x1"):
+        load_box_records(DataSpec(path=str(root)), **QUIET)
+    (root / "annotations" / "c.xml").write_text("<annotation><filename>a.jpg")
+    with pytest.raises(DataError, match="c.xml: not readable XML"):
+        load_box_records(DataSpec(path=str(root)), **QUIET)
+    assert len(load_box_records(DataSpec(path=str(root), skip_bad_rows=True), **QUIET)[0]) == 2
 
 
 def _objects_dataset(tmp_path, boxes, categories, with_class_label=True):

@@ -17,6 +17,7 @@ from .sources.coco_instances import load_coco_instances
 from .sources.hf_datasets import is_save_to_disk_folder, load_box_dataset, load_caption_dataset, load_label_dataset
 from .sources.idx import is_idx_folder, load_idx_folder
 from .sources.image_folder import is_image_folder, load_image_folder
+from .sources.pascal_voc import is_pascal_voc_folder, load_pascal_voc
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
 from .sources.zoo_datasets import ZOO_DATA_PREFIX, load_zoo_dataset  # --data zoo:fashion-mnist
@@ -57,13 +58,16 @@ def detect_format(path_text: str) -> str:
             return "hf"
         if yolo_yaml(path):
             return "yolo"
+        if is_pascal_voc_folder(path):
+            return "voc"
         if is_idx_folder(path):
             return "idx"
         if is_image_folder(path):
             return "imagefolder"
         raise DataError(f"{path}: a folder, but neither a datasets.save_to_disk folder (dataset_info.json / "
                         f"dataset_dict.json) nor an image folder (root/<class>/<images>); give a COCO JSON, "
-                        f"JSONL/CSV file, a saved dataset, a YOLO folder (data.yaml) or a class-per-folder tree")
+                        f"JSONL/CSV file, a saved dataset, a YOLO folder (data.yaml), a Pascal VOC folder (*.xml) or a "
+                        f"class-per-folder tree")
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return "yolo"
@@ -147,9 +151,11 @@ def _load_box_source(spec: DataSpec, log) -> tuple[list[Record], list[str] | Non
     return read_source(spec, {
         "coco": lambda s: load_coco_instances(Path(s.path), _images_dir(s), s.skip_bad_rows, log),
         "yolo": yolo,
+        "voc": lambda s: (load_pascal_voc(Path(s.path), s.split, _images_dir(s), s.skip_bad_rows, log), None, {}),
         "hf": lambda s: (*load_box_dataset(s.path, s.split, s.image_column, s.objects_column, s.bbox_format,
                                            s.bbox_normalised, s.skip_bad_rows, log), {}),
-    }, "detection data is a COCO instances JSON, a YOLO folder (data.yaml) or a dataset with an objects column")
+    }, "detection data is a COCO instances JSON, a YOLO folder (data.yaml), a Pascal VOC folder (*.xml) or a "
+       "dataset with an objects column")
 
 
 def load_box_records(spec: DataSpec, classes: list[str] | None = None,

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "idx", "zoo")
+SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "voc", "idx", "zoo")
 BBOX_FORMAT_HELP = "detect: box layout of a dataset's objects: auto|xyxy|xywh|cxcywh"
 
 
 @dataclass(kw_only=True)
 class DataOptions:
     format: str = field(default="auto", metadata={"help": "|".join(SOURCE_FORMATS)})
-    split: str | None = field(default=None, metadata={"help": "split of a hub / saved dataset, YOLO folder or zoo set"})
+    split: str | None = field(default=None, metadata={"help": "split of a hub / saved dataset, YOLO or VOC folder, zoo set"})
     image_column: str | None = field(default=None, metadata={"help": "dataset/table column with the image"})
     caption_column: str | None = field(default=None, metadata={"help": "caption: column with the caption(s)"})
     label_column: str | None = field(default=None, metadata={"help": "classify: column with the class (name or index)"})

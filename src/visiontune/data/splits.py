@@ -1,8 +1,8 @@
 """Which split a command reads when `--split` is not given: training reads the training split, evaluation the
 test split (else the validation split), never the training split while another one exists.
 
-A source's splits are listed without reading its rows: split folders, a YOLO file's entries, idx file pairs,
-a saved `DatasetDict`'s split names, the zoo's train/test. Sources without splits (COCO, JSONL, CSV) read whole.
+A source's splits are listed without reading its rows: split folders, a YOLO file's entries, VOC's ImageSets
+lists, idx file pairs, a saved `DatasetDict`'s split names, the zoo's train/test. Sources without splits (COCO, JSONL, CSV) read whole.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def available_splits(kind: str, path_text: str) -> list[str]:
 
         config, _ = read_yolo_yaml(yolo_yaml(path) if path.is_dir() else path)
         return [name for name in ("train", "val", "test") if config.get(name)]
+    if kind == "voc":
+        from .sources.pascal_voc import voc_splits
+
+        return voc_splits(path)
     if kind == "hf" and (path / "dataset_dict.json").is_file():
         return list(json.loads((path / "dataset_dict.json").read_text()).get("splits", []))
     return []

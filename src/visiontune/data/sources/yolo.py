@@ -2,7 +2,8 @@
 
 `data.yaml` names the classes (`names`: a list, or {index: name}) and each split's images (`train`,
 `val`, `test`: a folder, a .txt list of image paths, or a list of those), relative to `path` or to the
-yaml's folder. An image's label file is its path with the last `/images/` replaced by `/labels/` and
+yaml's folder. A yaml with no split entries (`nc` and `names` only, as `supervision`'s `as_yolo` writes it)
+is one unsplit set: the `images/` folder beside it. An image's label file is its path with the last `/images/` replaced by `/labels/` and
 the suffix by `.txt`; a missing or empty label file means an image without objects. Each line is
 `class cx cy w h`, normalised to 0..1; a segmentation polygon line (`class x1 y1 x2 y2 …`) becomes the
 box around its points. A line with another count of numbers, or a class index outside `names`, is an
@@ -37,12 +38,18 @@ def read_yolo_yaml(path: Path) -> tuple[dict, list[str]]:
     return config, [str(name).strip() for name in names]
 
 
-def _split_images(config: dict, yaml_path: Path, split: str) -> list[Path]:
-    if split not in config:
-        present = [key for key in ("train", "val", "test") if key in config]
-        raise DataError(f"{yaml_path}: no {split!r} entry; splits: {', '.join(present) or 'none'} (use --split)")
+def _split_images(config: dict, yaml_path: Path, split: str | None) -> list[Path]:
+    present = [key for key in ("train", "val", "test") if config.get(key)]
     root = Path(config.get("path") or ".")
     root = root if root.is_absolute() else yaml_path.parent / root
+    if split is None and not present:
+        if not (root / "images").is_dir():
+            raise DataError(f"{yaml_path}: no split entries (train / val / test) and no images/ folder beside it")
+        return sorted(p for p in (root / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    split = split or "train"
+    if split not in config:
+        raise DataError(f"{yaml_path}: no {split!r} entry; splits: {', '.join(present) or 'none'}"
+                        + (" (use --split)" if present else " (leave --split out to read images/ whole)"))
     entries = config[split] if isinstance(config[split], list) else [config[split]]
     images: list[Path] = []
     for entry in entries:
@@ -83,7 +90,7 @@ def load_yolo(root: Path, split: str | None, skip_bad_rows: bool = False, log=pr
         raise DataError(f"{root}: no {' / '.join(YAML_NAMES)} found; a YOLO dataset needs one naming its classes")
     config, classes = read_yolo_yaml(yaml_path)
     records, skipped = [], Counter()
-    for image_path in _split_images(config, yaml_path, split or "train"):
+    for image_path in _split_images(config, yaml_path, split):
         where = str(image_path)
         width, height = image_size(image_path, where=where)
         record = Record(image=str(image_path), image_id=image_path.stem, width=width, height=height,
@@ -115,7 +122,7 @@ def load_yolo(root: Path, split: str | None, skip_bad_rows: bool = False, log=pr
             record.boxes.append(Box(classes[int(numbers[0])], to_xyxy(box, "cxcywh", True, width, height)))
         records.append(record)
     if not records:
-        raise DataError(f"{yaml_path}: the {split or 'train'} split has no images")
+        raise DataError(f"{yaml_path}: {f'the {split} split' if split else 'images/'} has no images")
     if skipped:
         log(f"{yaml_path}: skipped {skipped['line']} bad label lines (--skip-bad-rows)")
     return records, classes
