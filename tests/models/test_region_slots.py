@@ -30,18 +30,25 @@ def test_box_text_is_the_answer_format_without_leading_zeros_then_padding(tiny_m
 
 
 class _Config:
-    region_slots, region_grid, token_grid_side, region_text_ids, region_labels = 3, 100, 2, None, None
+    region_slots, region_grid, token_grid_side, pixel_shuffle, region_text_ids, region_labels = 3, 100, 1, 2, None, None
 
 
-def test_slots_take_one_cell_per_object_in_reading_order():
-    """Greedy: a cell whose box repeats a chosen one (IoU > 0.5) is taken only when nothing else is left, and
+def test_slots_take_one_patch_per_object_in_reading_order():
+    """Greedy: a patch whose box repeats a chosen one (IoU > 0.5) is taken only when nothing else is left, and
     its gate is 0, so its region token is silent and its label `none`."""
-    slots = RegionSlots(_Config, cell_width=8, vision_width=4, width_out=6)
+    slots = RegionSlots(_Config, vision_width=4, width_out=6)
     boxes = torch.tensor([[[0, 0, .5, .5], [0, 0, .5, .45], [.5, .5, 1, 1], [.6, .6, 1, 1]]])
-    slots.cell_boxes = lambda cells: (torch.tensor([[5.0, 4.0, 3.0, 2.0]]), boxes)
+    slots.patch_boxes = lambda patches: (torch.tensor([[5.0, 4.0, 3.0, 2.0]]), boxes)
     chosen, gates = slots.chosen(None)
-    assert chosen[0].tolist() == boxes[0, :3].tolist()  # cells 0, 1 (the repeat, taken last), 2; reading order
+    assert chosen[0].tolist() == boxes[0, :3].tolist()  # patches 0, 1 (the repeat, taken last), 2; reading order
     assert gates[0, 1] == 0 and gates[0, 0] > 0.99 and gates[0, 2] > 0.9
+
+
+def test_box_features_add_each_patchs_neighbourhood_mean():
+    slots = RegionSlots(_Config, vision_width=1, width_out=6)  # a 2 x 2 patch grid
+    features = slots.box_features(torch.tensor([[[1.0], [2.0], [3.0], [6.0]]]))[0]
+    assert features[:, 0].tolist() == [1, 2, 3, 6]
+    assert features[:, 1].tolist() == [3, 3, 3, 3]  # every patch's 3 x 3 neighbourhood is the whole grid
 
 
 def test_pooling_is_the_area_weighted_mean_of_the_patches_under_a_box():
@@ -90,6 +97,9 @@ def test_a_run_loads_with_its_slots_and_they_read_as_answer_lines(region_run, tm
 
     root, data, _, _ = region_run
     monkeypatch.chdir(tmp_path)
+    # A random tower's objectness stays near the base rate (an object's centre in 2 % of the patches), below the
+    # gate real features clear; the labels are what is read here.
+    monkeypatch.setattr("visiontune.models.compose.regions.LABEL_GATE", 0.02)
     model, processor, _ = load_for_inference(str(root / "run"), **QUIET)
     records, classes, _ = load_box_records(DataSpec(str(data)), **QUIET)
     config = model.config

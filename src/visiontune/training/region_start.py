@@ -1,7 +1,7 @@
 """Detection on a composed VLM starts its region slots (`models/compose/regions.py`) from probes on the
 training boxes, fitted before the first step on the frozen encoder's features:
-- the box head: per image cell, logistic regression for "an object's centre lies here" and ridge regression
-  for that object's box (x1, y1, x2, y2, in cells from the cell's centre);
+- the box head: per patch (its features and its neighbourhood's), logistic regression for "an object's centre
+  lies here" and ridge regression for that object's box (x1, y1, x2, y2, in patches from the patch's centre);
 - the label classifier and the region token map: a softmax probe (`none` or the class) on the patch features
   pooled over each box the slots then choose on the training images (labelled by the object it boxes with
   IoU >= 0.5) and over every object's own box. The classifier's argmax writes the slot's label; the region
@@ -17,7 +17,7 @@ import torch
 from .probe_start import MAX_PROBE_IMAGES, _multiclass_probe, class_name_embeddings, encoded_images
 
 OBJECTNESS_C = 0.05  # inverse L2 strength of the objectness probe (standardised features)
-BOX_RIDGE = 1000.0  # L2 strength of the box regression (standardised features); best held out of 10-3000
+BOX_RIDGE = 300.0  # L2 strength of the box regression (standardised features); best held out of 30-3000
 MATCH_IOU = 0.5
 LABEL_C = 0.05  # of the label probe: held-out slot labels 0.71 right (0.66 at the summary probe's 0.5)
 
@@ -30,8 +30,8 @@ def _region_modules(model) -> list:
 
 
 def cell_targets(objects: list[list[tuple[int, tuple]]], side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per image and cell of a side x side grid: 1 where an object's centre lies (and that object's box as x1,
-    y1, x2, y2 in cells from the cell's centre), else 0. `objects`: per image, (class, box in 0..1) pairs."""
+    """Per image and cell of a side x side grid (the patches): 1 where an object's centre lies (and that
+    object's box as x1, y1, x2, y2 in cells from the cell's centre), else 0. `objects`: per image, (class, box in 0..1) pairs."""
     present = np.zeros((len(objects), side * side))
     offsets = np.zeros((len(objects), side * side, 4))
     for image, boxes in enumerate(objects):
@@ -50,15 +50,16 @@ def _numpy_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _fit_box_head(regions, cells: torch.Tensor, objects, side: int) -> float:
-    """Objectness (logistic) and box (ridge) regressions on the cells' normalised features, written into the
-    box head; returns the objectness training accuracy."""
+def _fit_box_head(regions, patches: torch.Tensor, objects) -> float:
+    """Objectness (logistic) and box (ridge) regressions on the patches' normalised box features, written into
+    the box head; returns the objectness training accuracy."""
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
 
-    present, offsets = cell_targets(objects, side)
+    present, offsets = cell_targets(objects, regions.side)
     with torch.no_grad():
-        features = regions.box_head.norm(cells.to(regions.box_head.norm.weight.dtype)).float().numpy()
+        features = regions.box_head.norm(regions.box_features(patches.to(regions.box_head.norm.weight.dtype)))
+    features = features.float().numpy()
     features, present, offsets = features.reshape(-1, features.shape[-1]), present.reshape(-1), offsets.reshape(-1, 4)
     scaler = StandardScaler().fit(features)
     standard = scaler.transform(features)
@@ -71,13 +72,13 @@ def _fit_box_head(regions, cells: torch.Tensor, objects, side: int) -> float:
     return float(objectness.score(standard, present))
 
 
-def _region_examples(regions, patches, cells, objects) -> tuple[torch.Tensor, np.ndarray, int]:
+def _region_examples(regions, patches, objects) -> tuple[torch.Tensor, np.ndarray, int]:
     """(pooled features, labels 0 = none or 1 + class, objects boxed by a slot): each chosen slot's box, labelled
     by the object it boxes, and every object's own box."""
     from ..models.compose.regions import pool_boxes
 
     with torch.no_grad():
-        chosen = regions.chosen(cells.to(regions.box_head.norm.weight.dtype))[0].float()
+        chosen = regions.chosen(patches.to(regions.box_head.norm.weight.dtype))[0].float()
     features, labels, found = [], [], 0
     for image, here in enumerate(objects):
         truth = np.array([box for _, box in here], dtype=np.float32).reshape(-1, 4)
@@ -122,26 +123,22 @@ def start_regions_from_probe(model, processor, classes: list[str], records, obje
     per record, (class index, box in 0..1) pairs (the task's `region_targets`). None: no region slots."""
     from threadpoolctl import threadpool_limits
 
-    from ..models.compose.modeling import pixel_shuffle
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     modules = _region_modules(model)
     objects = objects_of(records) if modules else None
     if not objects:
         return None
-    side = base.config.token_grid_side
-    chosen = records[:MAX_PROBE_IMAGES // side ** 2]
+    chosen = records[:MAX_PROBE_IMAGES // base.config.token_grid_side ** 2]
     objects = objects[: len(chosen)]
     was_training = model.training
     model.eval()
     patches, _ = encoded_images(base, processor, chosen, batch_size, cache)
-    cells = pixel_shuffle(patches, base.config.pixel_shuffle)
     # One BLAS thread: see start_summary_from_probe.
     with threadpool_limits(limits=1, user_api="blas"):
-        objectness_accuracy = _fit_box_head(modules[0], cells, objects, side)
+        objectness_accuracy = _fit_box_head(modules[0], patches, objects)
         for module in modules[1:]:
             module.box_head.load_state_dict(modules[0].box_head.state_dict())
-        pooled, labels, found = _region_examples(modules[0], patches, cells, objects)
+        pooled, labels, found = _region_examples(modules[0], patches, objects)
         probe_accuracy = _fit_region_probe(modules, base, processor.tokenizer, classes, pooled, labels)
     model.train(was_training)
     total = sum(len(here) for here in objects)

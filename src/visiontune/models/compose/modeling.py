@@ -48,7 +48,7 @@ class ModalityProjector(FeatureMap):
         super().__init__(config.projector, vision_width * config.pixel_shuffle ** 2, width_out, config.projector_hidden)
         self.summary = FeatureMap("linear", 2 * vision_width, width_out) if config.summary_token else None
         self.output_norm = nn.RMSNorm(width_out, eps=1e-6) if config.output_norm else None
-        self.regions = (RegionSlots(config, vision_width * config.pixel_shuffle ** 2, vision_width, width_out)
+        self.regions = (RegionSlots(config, vision_width, width_out)
                         if config.region_slots else None)
         side = config.token_grid_side
         self.row_positions = nn.Parameter(torch.zeros(side, width_out)) if config.grid_positions else None
@@ -140,7 +140,7 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
         tokens = self.projector(cells, vision_summary if self.config.summary_token else None)
         if self.projector.regions is None or self.projector.regions.hidden:
             return tokens
-        slots = self.projector.regions(vision_patches, cells, self.get_input_embeddings())
+        slots = self.projector.regions(vision_patches, self.get_input_embeddings())
         return torch.cat([tokens, slots.to(tokens.dtype)], dim=1)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
