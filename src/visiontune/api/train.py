@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import TrainConfig, build_config, to_dict
@@ -31,7 +32,7 @@ from ..models.vlm import (MODEL_CONFIG_KEY, RUN_METADATA_FILE, TrainableSetup, l
 from ..report.curves import plot_training_curves
 from ..tasks import Task, get_task, task_class, task_options
 from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
-from ..training.callbacks import ThroughputCallback
+from ..training.callbacks import ImagesProgressCallback, ThroughputCallback
 from ..training.checkpoints import last_complete_checkpoint
 from ..training.examples import ExampleDataset
 from ..training.mfu import flops_per_token, matmul_peak, mfu_summary
@@ -215,7 +216,8 @@ def _build_data(config: TrainConfig, log, earlier: dict) -> Run:
     task, records = _build_task(config, log)
     train_records, train_skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
     eval_records, eval_skipped = _load_eval_records(config, task, log)
-    train_set, eval_set = ExampleDataset(train_records, task), ExampleDataset(eval_records, task)
+    train_set = ExampleDataset(train_records, task, config.skip_bad_rows, config.skip_bad_images)
+    eval_set = ExampleDataset(eval_records, task, config.skip_bad_rows, config.skip_bad_images)
     balance = config.balance if config.balance != "auto" else task.default_balance
     sample_weights = None
     if balance == "sampler":
@@ -319,6 +321,8 @@ def _build_trainer(run: Run, log) -> tuple[VLMTrainer, ThroughputCallback, str]:
                          lengths=_grouping_lengths(config, run.train_set, run.processor, run.sample_weights, log),
                          role_learning_rates={"connector": config.connector_learning_rate}
                          if config.connector_learning_rate else None)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ImagesProgressCallback(throughput))
     return trainer, throughput, best_metric
 
 
@@ -348,6 +352,7 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
     summary = throughput.summary(trainer.state)
     summary.update(trainer_samples_per_second=train_output.metrics.get("train_samples_per_second"),
                    truncated_answers=run.collator.truncated_answers, calibration=calibration, **run.hooks,
+                   skipped_when_read={"count": trainer.skipped_count, "first": trainer.skipped_when_read},
                    feature_cache=run.cache.summary() if run.cache is not None else None)  # before the MFU batch
     with run.phase("mfu"):
         flops = _flops_per_token(trainer, run.collator, run.train_set, config) if peak else None

@@ -9,12 +9,15 @@ message names the image and the way out.
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .zip_images import is_zip, zip_images
 
 # Refuse images over ~179 MP (PIL's own default warns at 89 MP and errors at twice that).
 MAX_IMAGE_PIXELS = 178_956_970
@@ -106,6 +109,16 @@ def _open(data: bytes | str | Path, name: str) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = previous_limit
 
 
+def _open_zip_member(archive: Path, name: str) -> Image.Image:
+    try:
+        data = zip_images(archive).read(name)
+    except KeyError:
+        raise ImageLoadError(f"{archive}: no member {name!r}; check the name, or {SKIP_HINT}") from None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ImageLoadError(f"{archive}: {name!r} could not be read ({error}); {SKIP_HINT}") from None
+    return _open(data, f"{archive}:{name}")
+
+
 def load_image(reference: Any, base_dir: str | Path | None = None) -> Image.Image:
     """Load an image from a path, URL, bytes, PIL image, numpy array or datasets image dict as RGB."""
     if isinstance(reference, Image.Image):
@@ -127,6 +140,8 @@ def load_image(reference: Any, base_dir: str | Path | None = None) -> Image.Imag
         if is_url(text):
             return _open(_fetch_url(text), text)
         path = Path(text)
+        if not path.is_absolute() and is_zip(base_dir):
+            return _open_zip_member(Path(base_dir), text)
         if not path.is_absolute() and base_dir is not None:
             path = Path(base_dir) / path
         if not path.is_file():

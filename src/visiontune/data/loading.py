@@ -238,7 +238,9 @@ def finish_records(records: list[Record], spec: DataSpec) -> list[Record]:
     """What every loader does last: refuse an empty set, then --shuffle and --max-samples."""
     if not records:
         raise DataError(f"{spec.path}: no usable examples")
-    if spec.shuffle:
+    if spec.shuffle and hasattr(records, "shuffled"):  # a lazy sequence (data/lazy_records.py)
+        records = records.shuffled(spec.seed)
+    elif spec.shuffle:
         random.Random(spec.seed).shuffle(records)
     if spec.max_samples:
         records = records[: spec.max_samples]
@@ -250,6 +252,9 @@ def fingerprint(records: list[Record]) -> str:
     import hashlib
 
     digest = hashlib.sha256()
+    if hasattr(records, "fingerprint_text"):  # a lazy sequence: named without reading every row
+        digest.update(records.fingerprint_text().encode())
+        return digest.hexdigest()[:16]
     for record in records:
         digest.update(json.dumps([record.image_key(), record.captions, record.label, record.rationale,
                                   [(box.label, box.xyxy, box.crowd) for box in record.boxes]], default=str).encode())

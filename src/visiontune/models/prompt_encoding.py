@@ -142,4 +142,7 @@ class VLMCollator:
             out[key] = left_pad(extra[key], 0)
         if "weight" in examples[0]:  # --balance loss
             out["example_weight"] = torch.tensor([e["weight"] for e in examples], dtype=torch.float32)
+        skipped = [problem for example in examples for problem in example.get("skipped", ())]
+        if skipped:  # rows of a lazily read set skipped for these (training/examples.py); the trainer counts them
+            out["skipped"] = skipped
         return {**out, **keys}

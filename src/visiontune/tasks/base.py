@@ -48,6 +48,7 @@ class Task:
     headline_metrics: tuple[str, ...] = ()  # in-training evaluation metrics that summary.json reports
     report_only: tuple[str, ...] = ()  # what `score` returns for the report files only (not the returned metrics)
     keeps_skills_by_replay = False  # fine-tunes mix in the model's own general answers (tasks/self_replay.py)
+    one_example_per_record = False  # True: a large set can be read lazily (training/examples.py)
 
     def __init__(self, prompt: str | None = None, system_prompt: str | None = None):
         self.prompt = prompt or self.default_prompt

@@ -1,4 +1,4 @@
-"""Training callbacks: throughput and peak memory, curves at the end."""
+"""Training callbacks: throughput and peak memory, the progress bar with images/s, curves at the end."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 
 def peak_memory_bytes() -> dict:
@@ -76,3 +77,18 @@ class ThroughputCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.seconds = time.perf_counter() - self._started if self._started else 0.0
+
+
+class ImagesProgressCallback(ProgressCallback):
+    """Transformers' progress bar (steps, elapsed, time left), with the images per second trained on so far."""
+
+    def __init__(self, throughput: ThroughputCallback):
+        super().__init__()
+        self.throughput = throughput
+
+    def on_step_end(self, args, state, control, **kwargs):
+        super().on_step_end(args, state, control, **kwargs)
+        started = self.throughput._started
+        if self.training_bar is not None and started is not None:
+            rate = self.throughput.samples / max(time.perf_counter() - started, 1e-9)
+            self.training_bar.set_postfix_str(f"{rate:.1f} images/s", refresh=False)

@@ -38,6 +38,9 @@ def answer_token_loss(model, inputs: dict, num_items_in_batch=None):
     return loss / count, outputs
 
 
+SKIPPED_NAMED = 5  # skipped rows named in the summary
+
+
 class VLMTrainer(Trainer):
     """`sample_weights`: draw training examples with these weights (--balance sampler).
     `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
@@ -55,11 +58,17 @@ class VLMTrainer(Trainer):
         self.throughput = throughput  # a ThroughputCallback that counts what is trained on
         self.sample_weights, self.extra_eval = sample_weights, extra_eval
         self.lengths = lengths  # per-example lengths: batches of similar lengths (--group-by-length)
+        self.skipped_when_read: list[str] = []  # bad rows / images of a lazily read set, skipped (first few kept)
+        self.skipped_count = 0
         # Our loss is already normalised by the batch's answer-token count, so Trainer must not rescale it
         # for gradient accumulation.
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        skipped = inputs.pop("skipped", None)
+        if skipped:
+            self.skipped_count += len(skipped)
+            self.skipped_when_read += skipped[: max(0, SKIPPED_NAMED - len(self.skipped_when_read))]
         if model.training and self.throughput is not None:
             self.throughput.count_batch(inputs)
         if self.feature_cache is not None and IMAGE_KEYS in inputs:

@@ -7,7 +7,8 @@
 - Hugging Face messages: `{"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text",
   "text": "..."}]}, {"role": "assistant", "content": [{"type": "text", "text": "..."}]}], "images": [...]}`.
 
-from JSON / JSONL files or a `datasets` dataset (save_to_disk folder or hub id). `<image>` markers in text
+from JSON / JSONL files (read lazily: `data/lazy_records.py`) or a `datasets` dataset (save_to_disk folder or
+hub id). `<image>` markers in text
 (or `{"type": "image"}` parts) say where each image goes; a row whose text names no image gets its single
 image at the start of the first user turn. Images belong to the first user turn (that is where the
 processor encodes them); several are fine where the model family takes several.
@@ -16,11 +17,14 @@ processor encodes them); several are fine where the model family takes several.
 from __future__ import annotations
 
 import re
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
+from ...data.lazy_records import LazyRecords
 from ...data.loading import DataSpec, finish_records, read_source
 from ...data.records import DataError, Record
+from ...data.row_index import RowIndex, file_identity
 
 IMAGE_MARKER = re.compile(r"<image>")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
@@ -99,25 +103,43 @@ def conversation_record(row: dict, where: str, base_dir: Path | None, index: int
                   conversation=messages, base_dir=base_dir, source_row=where)
 
 
-def load_conversation_records(spec: DataSpec) -> list[Record]:
-    """The conversations of a JSON/JSONL file or a dataset, with --shuffle / --max-samples applied."""
+def load_conversation_records(spec: DataSpec, log=print):
+    """The conversations of a JSON/JSONL file (a lazy sequence) or a dataset, with --shuffle / --max-samples
+    applied."""
     records = read_source(spec, {
-        "table": lambda s: load_conversation_table(Path(s.path), Path(s.images_dir) if s.images_dir else None),
+        "table": lambda s: load_conversation_table(Path(s.path), Path(s.images_dir) if s.images_dir else None, log),
         "hf": lambda s: load_conversation_dataset(s.path, s.split),
     }, "conversations come as a JSON/JSONL file or a dataset with a 'conversations' or 'messages' column")
     return finish_records(records, spec)
 
 
-def load_conversation_table(path: Path, images_dir: Path | None = None) -> list[Record]:
+def _row_record(base_dir: Path, row: dict, where: str, number: int) -> Record:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: a row should be an object, got {type(row).__name__}")
+    return conversation_record(row, where, base_dir, number)
+
+
+def load_conversation_table(path: Path, images_dir: Path | None = None, log=print):
+    """JSON / JSONL rows, parsed as they are read (the first ones now); a CSV table, all at once."""
+    base_dir = images_dir or path.parent
+    if path.suffix.lower() in (".json", ".jsonl"):
+        rows = RowIndex.of(path, log=log)
+        return LazyRecords(rows, partial(_row_record, base_dir), str(path), file_identity(path)).check()
     from ...data.sources.table import read_rows
 
-    return [conversation_record(row, where, images_dir or path.parent, index)
-            for index, (where, row) in enumerate(read_rows(path))]
+    return [conversation_record(row, where, base_dir, index) for index, (where, row) in enumerate(read_rows(path))]
 
 
-def load_conversation_dataset(reference: str, split: str | None) -> list[Record]:
-    """Rows of a `datasets` dataset; image columns hold PIL images (decoded when a row is read)."""
+def load_conversation_dataset(reference: str, split: str | None) -> LazyRecords:
+    """Rows of a `datasets` dataset, read when needed; image columns stay undecoded until an image is loaded."""
+    import datasets
+
     from ...data.sources.hf_datasets import open_hf_dataset
 
     dataset = open_hf_dataset(reference, split)
-    return [conversation_record(dict(row), f"{reference} row {index}", None, index) for index, row in enumerate(dataset)]
+    for column, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        elif isinstance(feature, (datasets.Sequence, datasets.List)) and isinstance(feature.feature, datasets.Image):
+            dataset = dataset.cast_column(column, datasets.List(datasets.Image(decode=False)))
+    return LazyRecords(dataset, partial(_row_record, None), reference, f"{reference}|{dataset._fingerprint}").check()

@@ -32,10 +32,11 @@ class ChatTask(Task):
     name = "chat"
     default_prompt = "Describe this image."
     max_new_tokens = 128
+    one_example_per_record = True
 
     @classmethod
     def load_records(cls, spec, known: dict | None = None, log=print) -> tuple[list[Record], dict]:
-        records = load_conversation_records(spec)
+        records = load_conversation_records(spec, log=log)
         return records, {}
 
     def _with_system(self, messages: list[dict]) -> list[dict]:
@@ -44,6 +45,8 @@ class ChatTask(Task):
         return messages
 
     def describe_training_data(self, dataset, records: list[Record]) -> list[str]:
+        if dataset.lazy:
+            return [f"conversations: {len(records):,}, read as training reaches them"]
         answers = sum(m["role"] == "assistant" for r in records for m in r.conversation)
         images = sum(1 + len(r.more_images) for r in records)
         return [f"conversations: {len(records)} with {answers} answers trained on and {images} images"]
