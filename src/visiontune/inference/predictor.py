@@ -23,15 +23,22 @@ FEATURE_MEMORY_BYTES = 512 * 2**20  # the most recent images' vision features ke
 
 
 class ReplyStop(StoppingCriteria):
-    """Ends a row when `stop_when(its reply so far)` holds, and remembers how many tokens the reply had then."""
+    """Ends a row when `stop_when(its reply so far)` holds, and remembers how many tokens the reply had then.
+    A row that has written an end token is over and is not decoded again."""
 
-    def __init__(self, decode: Callable[[list[int]], str], stop_when: Callable[[str], bool], prompt_length: int):
-        self.decode, self.stop_when, self.prompt_length = decode, stop_when, prompt_length
+    def __init__(self, decode: Callable[[list[int]], str], stop_when: Callable[[str], bool], prompt_length: int,
+                 end_ids: set[int]):
+        self.decode, self.stop_when, self.prompt_length, self.end_ids = decode, stop_when, prompt_length, end_ids
         self.lengths: dict[int, int] = {}
+        self.ended: set[int] = set()
 
     def __call__(self, input_ids, scores, **kwargs):
         for row, reply in enumerate(input_ids[:, self.prompt_length:].tolist()):
-            if row not in self.lengths and self.stop_when(self.decode(reply)):
+            if row in self.lengths or row in self.ended:
+                continue
+            if reply and reply[-1] in self.end_ids:
+                self.ended.add(row)
+            elif self.stop_when(self.decode(reply)):
                 self.lengths[row] = len(reply)
         return torch.tensor([row in self.lengths for row in range(len(input_ids))], device=input_ids.device)
 
@@ -65,7 +72,7 @@ class Predictor(BasePredictor):
         decode = lambda ids: self.processor.tokenizer.decode(ids, skip_special_tokens=True)
         stop = None
         if stop_when is not None and self.generation.get("num_beams", 1) == 1:
-            stop = ReplyStop(decode, stop_when, batch["input_ids"].shape[1])
+            stop = ReplyStop(decode, stop_when, batch["input_ids"].shape[1], self.end_ids)
         output = self.model.generate(**batch, max_new_tokens=max_new_tokens or self.max_new_tokens,
                                      return_dict_in_generate=True, output_scores=with_scores,
                                      stopping_criteria=StoppingCriteriaList([stop] if stop else []), **self.generation)
