@@ -83,8 +83,8 @@ def test_a_source_of_the_wrong_kind_for_the_task_says_what_it_got(shapes, shape_
         load_labelled_records(DataSpec(str(shapes["coco"])))
     with pytest.raises(DataError, match="detection data is .*got a table source"):
         load_box_records(DataSpec(str(shapes["jsonl"])))
-    with pytest.raises(DataError, match="unknown data format 'parquet'"):
-        load_caption_records(DataSpec(str(shapes["jsonl"]), format="parquet"))
+    with pytest.raises(DataError, match="unknown data format 'arrow'"):
+        load_caption_records(DataSpec(str(shapes["jsonl"]), format="arrow"))
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t", ","])

@@ -10,6 +10,7 @@ from ..data.images import ImageLoadError
 from ..data.loading import data_spec, resolve_split
 from ..data.records import DataError
 from ..data.sources.table import read_rows
+from ..data.streams import read_whole
 from ..data.validate import check_images
 from ..models.vlm import read_run_metadata
 from ..report.grid import plot_sample_grid
@@ -122,6 +123,7 @@ def _task_records(config: EvalConfig, log) -> tuple[str, dict, list]:
     known = options["classes"] or (metadata.get("classes") if metadata.get("task") == name else None)
     spec, read = resolve_split(data_spec(config.data, config), "eval")
     records, from_data = task_class(name).load_records(spec, known={"classes": known}, log=log)
+    records = read_whole(records, spec.skip_bad_rows)
     log(f"data: {config.data}: {read}, {len(records)} records")
     return name, {**options, **from_data}, records
 

@@ -21,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import TrainConfig, build_config, to_dict
 from ..data.loading import data_spec, fingerprint, resolve_split
+from ..data.streams import StreamedRecords, read_whole
 from ..data.validate import check_images
 from ..model_references import check_model_reference
 from ..models.feature_cache import FeatureCache
@@ -34,7 +35,7 @@ from ..tasks import Task, get_task, task_class, task_options
 from ..training.balancing import BALANCE_MODES, inverse_frequency_weights
 from ..training.callbacks import ImagesProgressCallback, ThroughputCallback
 from ..training.checkpoints import last_complete_checkpoint
-from ..training.examples import ExampleDataset
+from ..training.examples import ExampleDataset, StreamExamples
 from ..training.mfu import flops_per_token, matmul_peak, mfu_summary
 from ..training.preflight import run_preflight
 from ..training.run_folder import check_same_run, prepare_run_folder
@@ -52,7 +53,8 @@ def _build_task(config: TrainConfig, log):
     spec, read = resolve_split(data_spec(config.data, config, split=config.split, max_samples=config.max_samples),
                                "train")
     records, from_data = cls.load_records(spec, log=log)
-    log(f"data: {config.data}: {read}, {len(records)} records")
+    count = records.describe() if isinstance(records, StreamedRecords) else f"{len(records)} records"
+    log(f"data: {config.data}: {read}, {count}")
     return get_task(config.task, **{**task_options(config), **from_data}), records
 
 
@@ -62,12 +64,14 @@ def _load_eval_records(config: TrainConfig, task, log) -> tuple[list, int]:
     spec, read = resolve_split(data_spec(config.eval_data, config, split=config.eval_split,
                                          max_samples=config.max_eval_samples), "eval", "--eval-split")
     records, _ = type(task).load_records(spec, known={"classes": getattr(task, "classes", None)}, log=log)
+    records = read_whole(records, spec.skip_bad_rows)
     log(f"eval data: {config.eval_data}: {read}, {len(records)} records")
     return check_images(records, skip_bad=config.skip_bad_images, log=log)
 
 
 def _training_arguments(config: TrainConfig, schedule: tuple[float, float], has_eval: bool,
-                        best_metric: str = "eval_loss") -> TrainingArguments:
+                        best_metric: str = "eval_loss", max_steps: int | None = None) -> TrainingArguments:
+    """`max_steps`: the run's length where the data has none of its own (a stream); else --max-steps."""
     # TensorBoard event files go under <output>/logs (transformers 5 reads the folder from the environment).
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(config.output) / "logs"))
     epochs, learning_rate = schedule
@@ -87,7 +91,8 @@ def _training_arguments(config: TrainConfig, schedule: tuple[float, float], has_
         lr_scheduler_type=config.lr_scheduler,
         max_grad_norm=config.max_grad_norm,
         num_train_epochs=epochs,
-        max_steps=config.max_steps,
+        max_steps=max_steps or config.max_steps,
+        ignore_data_skip=bool(max_steps),  # a stream skips its trained rows itself (`StreamExamples.skip`)
         # The model is loaded in `dtype` already; autocast only for fp16 weights' master copies is not used.
         bf16=on_cuda and dtype == torch.bfloat16,
         fp16=False,
@@ -126,7 +131,9 @@ def _flops_per_token(trainer, collator, dataset, config: TrainConfig) -> float:
 
     model = trainer.model
     device = next(model.parameters()).device
-    batch = collator([dataset[index] for index in range(min(config.batch_size, len(dataset)))])
+    examples = dataset.head(config.batch_size) if isinstance(dataset, StreamExamples) else \
+        [dataset[index] for index in range(min(config.batch_size, len(dataset)))]
+    batch = collator(examples)
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     if trainer.feature_cache is not None and IMAGE_KEYS in batch:
         batch = trainer.feature_cache.apply(model, batch)
@@ -146,7 +153,7 @@ class Run:
     task: Task
     train_records: list
     eval_records: list
-    train_set: ExampleDataset
+    train_set: ExampleDataset | StreamExamples
     eval_set: ExampleDataset
     balance: str
     sample_weights: list[float] | None
@@ -155,6 +162,7 @@ class Run:
     collator: VLMCollator | None = None
     cache: FeatureCache | None = None
     model_config: dict | None = None  # config attributes this run sets on its base (region slots)
+    stream_steps: int | None = None  # a streamed set: the steps that make --epochs passes (or --max-steps)
     hooks: dict = field(default_factory=dict)  # what the model-side steps report: preflight, probe start, replay
     seconds: dict = field(default_factory=dict)  # wall time of each phase, for the summary
 
@@ -184,6 +192,8 @@ def train(config: TrainConfig | None = None, log=print, **overrides) -> dict:
     with run.phase("mfu"):
         peak = matmul_peak(next(run.model.parameters()).device) if config.measure_mfu else None
     resume_from = str(last_complete_checkpoint(run.output, log=log)) if config.resume else None
+    if resume_from and isinstance(run.train_set, StreamExamples):
+        _skip_trained_rows(run, trainer, Path(resume_from), log)
     with run.phase("train"):
         train_output = trainer.train(resume_from_checkpoint=resume_from)
     return _finalize(run, trainer, throughput, best_metric, train_output, peak, log)
@@ -214,6 +224,8 @@ def _build_data(config: TrainConfig, log, earlier: dict) -> Run:
     """The task, its records and examples, class balancing, and the run record (config, data fingerprints);
     `earlier`: the run record of the run a --resume continues."""
     task, records = _build_task(config, log)
+    if isinstance(records, StreamedRecords):
+        return _build_stream_data(config, task, records, log, earlier)
     train_records, train_skipped = check_images(records, skip_bad=config.skip_bad_images, log=log)
     eval_records, eval_skipped = _load_eval_records(config, task, log)
     train_set = ExampleDataset(train_records, task, config.skip_bad_rows, config.skip_bad_images)
@@ -237,6 +249,47 @@ def _build_data(config: TrainConfig, log, earlier: dict) -> Run:
     return Run(config, task, train_records, eval_records, train_set, eval_set, balance, sample_weights)
 
 
+def _build_stream_data(config: TrainConfig, task: Task, records: StreamedRecords, log, earlier: dict) -> Run:
+    """`_build_data` for a streamed set: examples made as rows arrive, a run length in steps, no balancing."""
+    if config.balance not in ("auto", "none"):
+        raise ValueError(f"--balance {config.balance} counts the whole set; a streamed set is read as it comes "
+                         f"(drop --balance, or drop --streaming)")
+    eval_records, eval_skipped = _load_eval_records(config, task, log)
+    train_set = StreamExamples(records, task, config.skip_bad_rows, config.skip_bad_images)
+    eval_set = ExampleDataset(eval_records, task, config.skip_bad_rows, config.skip_bad_images)
+    steps = _stream_steps(config, records)
+    log(f"data: {records.describe()}, read as training reaches them; {steps:,} steps"
+        + (f"; {len(eval_records)} evaluation images" if eval_records else ""))
+    check_same_run(earlier, to_dict(config), fingerprint(records))
+    write_run_record(Path(config.output), to_dict(config), {
+        "train_fingerprint": fingerprint(records), "train_images": records.rows, "streamed": True,
+        "eval_fingerprint": fingerprint(eval_records) if eval_records else None,
+        "eval_images": len(eval_records), "eval_skipped_images": eval_skipped})
+    return Run(config, task, records, eval_records, train_set, eval_set, "none", None, stream_steps=steps)
+
+
+def _stream_steps(config: TrainConfig, records: StreamedRecords) -> int:
+    """--max-steps, else --epochs passes over the rows the stream says it holds (one example per row)."""
+    if config.max_steps and config.max_steps > 0:
+        return config.max_steps
+    if not records.rows:
+        raise ValueError(f"{records.name}: a stream of unknown length (tar shards say nothing of their size); "
+                         f"give --max-steps")
+    epochs = config.epochs if config.epochs is not None else DEFAULT_EPOCHS
+    batch = config.batch_size * config.grad_accum * max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    return max(1, round(records.rows * epochs / batch))
+
+
+def _skip_trained_rows(run: Run, trainer: VLMTrainer, checkpoint: Path, log) -> None:
+    """A resumed streamed run goes on from the next unseen row: the rows of the batches trained so far are
+    skipped (read, not decoded). The trainer's own data skip is off for streams."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    batches = state["global_step"] * run.config.grad_accum * trainer.args.world_size
+    run.train_set.skip(batches, run.config.batch_size)
+    log(f"resume: the stream's first {batches * run.config.batch_size:,} examples are skipped (rows read, images "
+        f"not decoded)")
+
+
 def _build_model(run: Run, log) -> None:
     """Processor and model set up to train (with the task's region slots where the family has them), then what
     runs before step one: the feature cache, the fitted starts and self-replay, the collator, the pre-flight."""
@@ -256,7 +309,9 @@ def _build_model(run: Run, log) -> None:
     _fit_starts(run, log)
     run.collator = VLMCollator(run.processor, max_length=config.max_length, image_keys=run.cache is not None)
     with run.phase("preflight"):
-        run.hooks["preflight"] = (run_preflight(run.model, run.collator, run.train_set, config.batch_size, log=log)
+        sample = run.train_set.head(16) if isinstance(run.train_set, StreamExamples) and config.preflight else \
+            run.train_set
+        run.hooks["preflight"] = (run_preflight(run.model, run.collator, sample, config.batch_size, log=log)
                                   if config.preflight else None)
 
 
@@ -308,7 +363,8 @@ def _build_trainer(run: Run, log) -> tuple[VLMTrainer, ThroughputCallback, str]:
     extra_eval = (run.task.in_training_eval(run.eval_records, run.processor, config.batch_size)
                   if run.eval_records else None)
     best_metric = run.task.best_metric if extra_eval is not None else "eval_loss"
-    args = _training_arguments(config, _schedule(run, log), has_eval=bool(run.eval_records), best_metric=best_metric)
+    args = _training_arguments(config, _schedule(run, log), has_eval=bool(run.eval_records), best_metric=best_metric,
+                               max_steps=run.stream_steps)
     throughput = ThroughputCallback(run.output)
     callbacks = [throughput]
     if config.early_stopping:
@@ -419,6 +475,9 @@ def _add_self_replay(config: TrainConfig, task, model, processor, records, train
 def _grouping_lengths(config: TrainConfig, train_set, processor, sample_weights, log) -> list[int] | None:
     """Answer lengths for --group-by-length, or None (off, or a weighted sampler / several processes draw)."""
     if not config.group_by_length:
+        return None
+    if isinstance(train_set, StreamExamples):
+        log("--group-by-length is off: a streamed set is read in the order it comes")
         return None
     if sample_weights is not None:
         log("--group-by-length is off: --balance sampler draws the examples")

@@ -6,9 +6,11 @@ import difflib
 import json
 import random
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 
 from .boxes import clip_to_image, describe_cleanup
+from .columns import CAPTION_COLUMN_NAMES, IMAGE_COLUMN_NAMES, normalise_captions, pick_column
 from .labels import check_class_names, discover_classes, resolve_label, resolve_labels
 from .options import SOURCE_FORMATS, DataOptions
 from .records import Box, DataError, Record
@@ -21,6 +23,7 @@ from .sources.pascal_voc import is_pascal_voc_folder, load_pascal_voc
 from .sources.table import load_caption_table, load_label_table
 from .sources.yolo import load_yolo, yolo_yaml
 from .sources.zoo_datasets import ZOO_DATA_PREFIX, load_zoo_dataset  # --data zoo:fashion-mnist
+from .streams import stream_files, stream_records
 from .splits import available_splits, default_split, split_note
 
 
@@ -62,12 +65,16 @@ def detect_format(path_text: str) -> str:
             return "voc"
         if is_idx_folder(path):
             return "idx"
+        if stream_files(path_text):
+            return stream_files(path_text)[0]
         if is_image_folder(path):
             return "imagefolder"
         raise DataError(f"{path}: a folder, but neither a datasets.save_to_disk folder (dataset_info.json / "
                         f"dataset_dict.json) nor an image folder (root/<class>/<images>); give a COCO JSON, "
                         f"JSONL/CSV file, a saved dataset, a YOLO folder (data.yaml), a Pascal VOC folder (*.xml) or a "
                         f"class-per-folder tree")
+    if stream_files(path_text):  # a .tar / .parquet file, or a glob of them
+        return stream_files(path_text)[0]
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return "yolo"
@@ -99,16 +106,52 @@ def _images_dir(spec: DataSpec) -> Path | None:
 
 
 def _load_caption_records(spec: DataSpec) -> list[Record]:
+    def dataset(s: DataSpec):
+        if s.streaming:
+            return stream_records(s.path, s.split, partial(_caption_stream_reader, s), s.skip_bad_rows)
+        return load_caption_dataset(s.path, s.split, s.image_column, s.caption_column)
+
     return read_source(spec, {
         "coco": lambda s: load_coco_captions(Path(s.path), _images_dir(s)),
         "table": lambda s: load_caption_table(Path(s.path), s.image_column, s.caption_column, _images_dir(s)),
-        "hf": lambda s: load_caption_dataset(s.path, s.split, s.image_column, s.caption_column),
-    }, "captions come as a COCO captions JSON, a JSONL/CSV with image + caption, or a dataset (a source with class "
-       "labels is for --task classify; for captions from zoo images, write canvases: visiontune zoo canvases --help)")
+        "hf": dataset, "parquet": dataset,
+        "webdataset": lambda s: dataset(replace(s, streaming=True)),
+    }, "captions come as a COCO captions JSON, a JSONL/CSV with image + caption, a dataset, parquet files or "
+       "webdataset shards (a source with class labels is for --task classify; for captions from zoo images, write "
+       "canvases: visiontune zoo canvases --help)")
+
+
+def _caption_stream_reader(spec: DataSpec, first: dict, reference: str):
+    """How rows of a streamed caption set are read: its image and caption columns, picked from the first row."""
+    columns = list(first)
+    typed = [name for name, value in first.items() if isinstance(value, dict) and {"bytes", "path"} & set(value)]
+    image_key = pick_column(columns, IMAGE_COLUMN_NAMES, "image", "--image-column", spec.image_column, reference,
+                            typed=typed)
+    caption_key = pick_column(columns, CAPTION_COLUMN_NAMES, "caption", "--caption-column", spec.caption_column,
+                              reference)
+    return partial(_caption_row, image_key, caption_key, _images_dir(spec))
+
+
+def _caption_row(image_key: str, caption_key: str, base_dir: Path | None, row: dict, where: str, number: int) -> Record:
+    captions = [c.strip() for c in normalise_captions(row.get(caption_key), where) if isinstance(c, str) and c.strip()]
+    if not captions:
+        raise DataError(f"{where}: empty or missing caption; fix the row, or pass --skip-bad-rows to count and skip "
+                        f"such rows")
+    if row.get(image_key) in (None, ""):
+        raise DataError(f"{where}: no image in column {image_key!r}; fix the row, or pass --skip-bad-rows")
+    return Record(image=row[image_key], image_id=str(row.get("id", where)), captions=captions, base_dir=base_dir,
+                  source_row=where)
+
+
+def _whole_set(spec: DataSpec, task: str) -> None:
+    if spec.streaming:
+        raise DataError(f"{spec.path}: --streaming reads caption and chat sets; {task} reads the whole set (its "
+                        f"classes, balancing): drop --streaming (parquet files and Hub datasets load without it)")
 
 
 def _load_label_source(spec: DataSpec) -> tuple[list[Record], list[str] | None]:
     """Records with raw labels, plus the class list the source itself declares (folder names, ClassLabel)."""
+    _whole_set(spec, "classification")
     return read_source(spec, {
         "imagefolder": lambda s: load_image_folder(Path(s.path), s.split),
         "idx": lambda s: load_idx_folder(Path(s.path), s.split),
@@ -116,7 +159,8 @@ def _load_label_source(spec: DataSpec) -> tuple[list[Record], list[str] | None]:
         "table": lambda s: (load_label_table(Path(s.path), s.image_column, s.label_column, s.rationale_column,
                                              _images_dir(s)), None),
         "hf": lambda s: load_label_dataset(s.path, s.split, s.image_column, s.label_column, s.rationale_column),
-    }, "classification data is an image folder, a JSONL/CSV with image + label, or a dataset (a COCO file has "
+        "parquet": lambda s: load_label_dataset(s.path, s.split, s.image_column, s.label_column, s.rationale_column),
+    }, "classification data is an image folder, a JSONL/CSV with image + label, a dataset or parquet files (a COCO file has "
        "captions or boxes, not one label per image)")
 
 
@@ -148,14 +192,19 @@ def _load_box_source(spec: DataSpec, log) -> tuple[list[Record], list[str] | Non
         records, classes = load_yolo(Path(s.path), s.split, s.skip_bad_rows, log)
         return records, classes, {name: index for index, name in enumerate(classes)}
 
+    def dataset(s: DataSpec):
+        return (*load_box_dataset(s.path, s.split, s.image_column, s.objects_column, s.bbox_format,
+                                  s.bbox_normalised, s.skip_bad_rows, log), {})
+
+    _whole_set(spec, "detection")
+
     return read_source(spec, {
         "coco": lambda s: load_coco_instances(Path(s.path), _images_dir(s), s.skip_bad_rows, log),
         "yolo": yolo,
         "voc": lambda s: (load_pascal_voc(Path(s.path), s.split, _images_dir(s), s.skip_bad_rows, log), None, {}),
-        "hf": lambda s: (*load_box_dataset(s.path, s.split, s.image_column, s.objects_column, s.bbox_format,
-                                           s.bbox_normalised, s.skip_bad_rows, log), {}),
-    }, "detection data is a COCO instances JSON, a YOLO folder (data.yaml), a Pascal VOC folder (*.xml) or a "
-       "dataset with an objects column")
+        "hf": dataset, "parquet": dataset,
+    }, "detection data is a COCO instances JSON, a YOLO folder (data.yaml), a Pascal VOC folder (*.xml), or a "
+       "dataset or parquet files with an objects column")
 
 
 def load_box_records(spec: DataSpec, classes: list[str] | None = None,
@@ -228,6 +277,8 @@ def clean_caption_records(records: list[Record], skip_bad_rows: bool) -> tuple[l
 def load_caption_records(spec: DataSpec, log=print) -> list[Record]:
     """Caption records (at least one non-empty caption each)."""
     records = _load_caption_records(spec)
+    if hasattr(records, "rows_of_pass"):  # a stream: rows are cleaned as they are read
+        return finish_records(records, spec)
     records, skipped = clean_caption_records(records, spec.skip_bad_rows)
     if skipped:
         log(f"{spec.path}: skipped {skipped} rows with no usable caption (--skip-bad-rows)")
@@ -243,7 +294,7 @@ def finish_records(records: list[Record], spec: DataSpec) -> list[Record]:
     elif spec.shuffle:
         random.Random(spec.seed).shuffle(records)
     if spec.max_samples:
-        records = records[: spec.max_samples]
+        records = records.take(spec.max_samples) if hasattr(records, "take") else records[: spec.max_samples]
     return records
 
 

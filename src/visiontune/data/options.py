@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "voc", "idx", "zoo")
+SOURCE_FORMATS = ("auto", "coco", "jsonl", "table", "hf", "imagefolder", "yolo", "voc", "idx", "zoo", "parquet",
+                  "webdataset")
 BBOX_FORMAT_HELP = "detect: box layout of a dataset's objects: auto|xyxy|xywh|cxcywh"
 
 
@@ -25,6 +26,8 @@ class DataOptions:
     bbox_normalised: bool | None = field(default=None, metadata={"help": "detect: dataset boxes are 0..1 (default: guessed)"})
     class_names: list[str] | None = field(default=None, metadata={
         "help": "the classes, in index order (classify: integer labels index them; detect: train on these only)"})
+    streaming: bool = field(default=False, metadata={
+        "help": "caption/chat: read a Hub dataset or parquet files as a stream (webdataset .tar shards always are)"})
     images_dir: str | None = field(default=None, metadata={"help": "folder that relative image paths are under"})
     max_samples: int | None = field(default=None, metadata={"help": "use the first N examples"})
     shuffle: bool = field(default=False, metadata={"help": "shuffle before --max-samples (deterministic with --seed)"})

@@ -1,5 +1,5 @@
 """Image checks before training: missing local files fail fast; with skipping, every image is decoded
-once and the bad ones are counted and dropped. A lazily read set is checked as it is read instead."""
+once and the bad ones are counted and dropped. A lazily read or streamed set is checked as it is read instead."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from tqdm.auto import tqdm
 from .images import SKIP_HINT, ImageLoadError, is_url
 from .lazy_records import LazyRecords
 from .records import DataError, Record
+from .streams import StreamedRecords
 
 
 def check_images(records: list[Record], skip_bad: bool, log=print) -> tuple[list[Record], int]:
-    if isinstance(records, LazyRecords):  # checked as they are read (training/examples.py)
+    if isinstance(records, (LazyRecords, StreamedRecords)):  # checked as they are read (training/examples.py)
         return records, 0
     if not skip_bad:
         for record in records:

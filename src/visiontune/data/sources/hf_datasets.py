@@ -38,8 +38,12 @@ def is_save_to_disk_folder(path: Path) -> bool:
 def open_hf_dataset(reference: str, split: str | None):
     import datasets
 
-    path = Path(reference)
-    if path.exists():
+    from ..streams import stream_files
+
+    path, files = Path(reference), stream_files(reference, split)
+    if files is not None and files[0] == "parquet":
+        loaded = datasets.load_dataset("parquet", data_files={"train": files[1]}, split="train")
+    elif path.exists():
         loaded = datasets.load_from_disk(str(path))
     else:
         loaded = datasets.load_dataset(reference, split=split)

@@ -7,8 +7,8 @@
 - Hugging Face messages: `{"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text",
   "text": "..."}]}, {"role": "assistant", "content": [{"type": "text", "text": "..."}]}], "images": [...]}`.
 
-from JSON / JSONL files (read lazily: `data/lazy_records.py`) or a `datasets` dataset (save_to_disk folder or
-hub id). `<image>` markers in text
+from JSON / JSONL files (read lazily: `data/lazy_records.py`), a `datasets` dataset (save_to_disk folder,
+parquet files or hub id), or a stream (`data/streams.py`: webdataset shards, or --streaming). `<image>` markers in text
 (or `{"type": "image"}` parts) say where each image goes; a row whose text names no image gets its single
 image at the start of the first user turn. Images belong to the first user turn (that is where the
 processor encodes them); several are fine where the model family takes several.
@@ -17,6 +17,7 @@ processor encodes them); several are fine where the model family takes several.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import partial
 from itertools import pairwise
 from pathlib import Path
@@ -25,6 +26,7 @@ from ...data.lazy_records import LazyRecords
 from ...data.loading import DataSpec, finish_records, read_source
 from ...data.records import DataError, Record
 from ...data.row_index import RowIndex, file_identity
+from ...data.streams import stream_records
 
 IMAGE_MARKER = re.compile(r"<image>")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
@@ -106,10 +108,19 @@ def conversation_record(row: dict, where: str, base_dir: Path | None, index: int
 def load_conversation_records(spec: DataSpec, log=print):
     """The conversations of a JSON/JSONL file (a lazy sequence) or a dataset, with --shuffle / --max-samples
     applied."""
+    def dataset(s: DataSpec):
+        if s.streaming:
+            base_dir = Path(s.images_dir) if s.images_dir else None
+            return stream_records(s.path, s.split, lambda first, name: partial(_row_record, base_dir),
+                                  s.skip_bad_rows)
+        return load_conversation_dataset(s.path, s.split)
+
     records = read_source(spec, {
         "table": lambda s: load_conversation_table(Path(s.path), Path(s.images_dir) if s.images_dir else None, log),
-        "hf": lambda s: load_conversation_dataset(s.path, s.split),
-    }, "conversations come as a JSON/JSONL file or a dataset with a 'conversations' or 'messages' column")
+        "hf": dataset, "parquet": dataset,
+        "webdataset": lambda s: dataset(replace(s, streaming=True)),
+    }, "conversations come as a JSON/JSONL file, a dataset, parquet files or webdataset shards, with a "
+       "'conversations' or 'messages' column")
     return finish_records(records, spec)
 
 
