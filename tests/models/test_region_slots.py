@@ -39,7 +39,7 @@ def test_slots_take_one_patch_per_object_in_reading_order():
     slots = RegionSlots(_Config, vision_width=4, width_out=6)
     boxes = torch.tensor([[[0, 0, .5, .5], [0, 0, .5, .45], [.5, .5, 1, 1], [.6, .6, 1, 1]]])
     slots.patch_boxes = lambda patches: (torch.tensor([[5.0, 4.0, 3.0, 2.0]]), boxes)
-    chosen, gates = slots.chosen(None)
+    chosen, gates = slots.chosen(torch.zeros(1, 4, 4))  # the refine head moves nothing until it is fitted
     assert chosen[0].tolist() == boxes[0, :3].tolist()  # patches 0, 1 (the repeat, taken last), 2; reading order
     assert gates[0, 1] == 0 and gates[0, 0] > 0.99 and gates[0, 2] > 0.9
 
@@ -177,3 +177,30 @@ def test_an_onnx_export_writes_the_same_slots_without_the_embedding_table(region
     rows = [load_predictor(str(path), **kwargs).predict([str(i) for i in images], progress=False)
             for path in (root / "run", tmp_path / "export" / "onnx")]
     assert [r["replies"] for r in rows[0]] == [r["replies"] for r in rows[1]]
+
+
+def test_the_refine_head_learns_to_move_chosen_boxes_onto_their_objects():
+    """Fitted on slots whose boxes miss their objects by an offset the patch features carry, the refine head
+    moves the chosen boxes onto them; unfitted, it moves nothing."""
+    from visiontune.metrics.detection import pairwise_iou
+    from visiontune.training.region_start import _fit_refine_head
+
+    images = 2000
+    shifts = (torch.rand(images, 2, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.3
+    patches = shifts[:, None, :].repeat(1, 4, 1)  # every patch of an image knows its object's offset
+    box = torch.tensor([.2, .2, .6, .6])
+    slots = RegionSlots(_Config, vision_width=2, width_out=6)
+    slots.patch_boxes = lambda patches: (torch.tensor([[5.0, 4.0, 3.0, 2.0]]).expand(len(patches), 4),
+                                         box.expand(len(patches), 4, 4))
+    truth = box + shifts.repeat(1, 2)
+    objects = [[(0, tuple(truth[image].tolist()))] for image in range(images)]
+
+    def mean_iou() -> float:
+        with torch.no_grad():
+            chosen = slots.chosen(patches)[0][:, 0].numpy()
+        return float(sum(pairwise_iou(chosen[i:i + 1], truth[i:i + 1].numpy())[0, 0] for i in range(images)) / images)
+
+    before = mean_iou()
+    assert _fit_refine_head(slots, patches, objects) > images * 2  # slots overlapping their object (IoU >= 0.3)
+    after = mean_iou()
+    assert before < 0.75 and after > before + 0.15, (before, after)
