@@ -76,7 +76,8 @@ def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=No
 
     kwargs = {"dtype": dtype, "attn_implementation": attention, **(config_overrides or {})}
     if quantization_config is not None:
-        kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
+        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        kwargs.update(quantization_config=quantization_config, device_map={"": device})
     verbosity = transformers_logging.get_verbosity()
     if config_overrides:  # the parts the overrides add are "missing" from the checkpoint until fitted or loaded
         transformers_logging.set_verbosity_error()
@@ -120,16 +121,20 @@ class TrainableSetup:
 
 
 def _qlora_config(skip_modules: list[str]):
-    if not torch.cuda.is_available():
-        raise RuntimeError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use --method lora on CPU")
+    """nf4 with double quantization for the LM's linear layers. Matmuls run in bf16 on a GPU that has it (fp16
+    on older ones) and in fp32 on the CPU, where bitsandbytes (0.49+) dequantizes for plain matmuls."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as error:
         raise RuntimeError("--method qlora needs bitsandbytes: pip install 'visiontune[qlora]'") from error
     from transformers import BitsAndBytesConfig
 
+    if torch.cuda.is_available():
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        compute = torch.float32
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=skip_modules)
+                              bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=skip_modules)
 
 
 def _language_linear_names(model, roles) -> list[str]:
