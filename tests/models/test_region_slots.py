@@ -204,3 +204,14 @@ def test_the_refine_head_learns_to_move_chosen_boxes_onto_their_objects():
     assert _fit_refine_head(slots, patches, objects) > images * 2  # slots overlapping their object (IoU >= 0.3)
     after = mean_iou()
     assert before < 0.75 and after > before + 0.15, (before, after)
+
+
+def test_a_slot_is_labelled_none_below_the_gate_or_when_its_class_is_doubtful():
+    from visiontune.models.compose import regions
+
+    slots = RegionSlots(_Config, vision_width=2, width_out=6)
+    slots.label_head = torch.nn.Identity()  # the pooled features as the logits: none, class 1, class 2
+    logits = torch.tensor([[[0.0, 5.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.5, 0.4], [5.0, 0.0, 0.0]]])
+    gates = torch.tensor([[0.9, 0.05, 0.9, 0.9]])
+    assert slots.labels(logits, gates).tolist() == [[1, 0, 0, 0]]  # sure; under the gate; doubtful (0.40); none
+    assert regions.LABEL_FLOOR > 0.4

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import shutil
 import socket
 import subprocess
@@ -300,7 +301,8 @@ def test_concurrent_clients_get_no_errors_and_memory_stays_flat(caption_server, 
 @pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
                     reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)")
 def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
-    """Upload an image on the page: the boxes are drawn and listed; a screenshot is kept as an artefact."""
+    """Upload an image on the page: the boxes are drawn and listed; the confidence slider (starting at the run's
+    threshold) filters them live; the page names the model, not its path; a screenshot is kept as an artefact."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -315,8 +317,9 @@ def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
-        expected = httpx.post(f"{server.url}/v1/predict", files={"file": (image.name, image.read_bytes(), "image/png")},
-                              timeout=60).json()["results"][0]["boxes"]
+        expected = httpx.post(f"{server.url}/v1/predict?threshold=0", timeout=60,
+                              files={"file": (image.name, image.read_bytes(), "image/png")}).json()["results"][0]["boxes"]
+        health = httpx.get(f"{server.url}/health").json()
         browser.get(server.url + "/")
         browser.find_element(By.ID, "file").send_keys(str(image))
         WebDriverWait(browser, 60).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-done"))
@@ -330,6 +333,14 @@ def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
         ARTEFACTS.mkdir(exist_ok=True)
         screenshot = ARTEFACTS / "serve-page.png"
         browser.save_screenshot(str(screenshot))
+        slider = browser.find_element(By.ID, "threshold")
+        start, named = float(slider.get_attribute("value")), browser.find_element(By.ID, "model").text
+        scores = sorted(box["score"] for box in expected)
+        cut = math.ceil(scores[len(scores) // 2] * 1000) / 1000  # the slider's step is 0.001
+        browser.execute_script("const s = arguments[0]; s.value = arguments[1]; s.dispatchEvent(new Event('input'));",
+                               slider, str(cut))
+        filtered_heading = browser.find_element(By.CSS_SELECTOR, "#answer h2").text
+        filtered_rows = len(browser.find_elements(By.CSS_SELECTOR, "#answer tr"))
     finally:
         browser.quit()
         server.stop()
@@ -337,4 +348,9 @@ def test_the_page_shows_boxes_in_headless_chromium(tmp_path, shapes):
     assert len(rows) == len(expected)
     assert coloured > 0  # the first class's colour is on the canvas: boxes were drawn
     assert screenshot.stat().st_size > 10_000
+    assert start == health["threshold"] == 0.0  # this detector's own threshold
+    kept = sum(score >= cut for score in scores)
+    assert kept < len(expected)
+    assert filtered_heading == f"{kept} box{'es' if kept != 1 else ''}" and filtered_rows == kept
+    assert named.startswith("detector ·") and str(tmp_path) not in named
     print(f"screenshot: {screenshot}")

@@ -138,8 +138,8 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     registry, metrics = _metrics()
 
     def run(key, items: list) -> list:
-        if key == "predict":
-            return model.results(items)
+        if key[0] == "predict":
+            return model.results(items, threshold=key[1])
         _, max_tokens = key  # items: (the conversation's images, its messages)
         return model.chat([images if len(images) > 1 else images[0] for images, _ in items],
                           [messages for _, messages in items], max_tokens)
@@ -209,13 +209,14 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model.path, "object": "model", "owned_by": "visiontune"}]}
+        return {"object": "list", "data": [{"id": model.name, "object": "model", "owned_by": "visiontune"}]}
 
     @app.post("/v1/predict")
     async def predict(request: Request):
         images, names = await _request_images(request, options)
-        rows = await asyncio.gather(*(batcher.submit("predict", image) for image in images))
-        return {"model": model.path, "task": model.task,
+        threshold = _threshold(request)
+        rows = await asyncio.gather(*(batcher.submit(("predict", threshold), image) for image in images))
+        return {"model": model.name, "task": model.task,
                 "results": [{"image": name, **row} for name, row in zip(names, rows)]}
 
     @app.post("/v1/chat/completions")
@@ -231,7 +232,7 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
             raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict")
         reply = await batcher.submit(("chat", max_tokens), (images, conversation))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
-                "model": body.get("model") or model.path}
+                "model": body.get("model") or model.name}
         if body.get("stream"):
             return StreamingResponse(_stream_chunks(head, reply), media_type="text/event-stream")
         return {**head, "object": "chat.completion",
@@ -251,6 +252,20 @@ async def _stream_chunks(head: dict, reply: dict):
                    {"index": 0, "delta": {}, "finish_reason": reply["finish_reason"]}):
         yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _threshold(request) -> float | None:
+    """`?threshold=` on /v1/predict: keep boxes scored at least this (default: the run's threshold)."""
+    given = request.query_params.get("threshold")
+    if given is None:
+        return None
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise RequestError(400, f"threshold must be a number from 0 to 1, got {given!r}")
+    return value
 
 
 def _key_ok(request, key: str) -> bool:

@@ -14,10 +14,16 @@ from ..detector.config import CONFIG_FILE
 from .intake import RequestError
 
 
+def model_name(path: str) -> str:
+    """What the server calls its model: a local folder's or file's name (its path stays private), a hub id as is."""
+    return Path(path).name if Path(path).exists() else path
+
+
 class ServedModel:
     def __init__(self, path: str, batch_size: int = 8, device: str = "auto", log=print):
-        self.path = path
+        self.path, self.name = path, model_name(path)
         self.predictor = self.detect = None
+        self.threshold = None
         if path.endswith(".onnx") or (Path(path) / CONFIG_FILE).is_file():
             self.detect, self.classes, self.threshold = load_detector(path, device)
             self.task, self.mode = "detect", "dedicated detector"
@@ -27,20 +33,27 @@ class ServedModel:
             self.predictor = load_predictor(path, batch_size=batch_size, log=log)
             self.task, self.mode = self.predictor.task.name, self.predictor.mode
             self.classes = list(getattr(self.predictor.task, "classes", None) or [])
+            self.threshold = getattr(self.predictor.task, "score_threshold", None)
 
     @property
     def can_chat(self) -> bool:
         return self.predictor is not None
 
     def describe(self) -> dict:
-        return {"model": self.path, "task": self.task, "mode": self.mode, "classes": self.classes,
-                "chat": self.can_chat}
+        return {"model": self.name, "task": self.task, "mode": self.mode, "classes": self.classes,
+                "chat": self.can_chat, "threshold": self.threshold}
 
-    def results(self, images: list) -> list[dict]:
+    def results(self, images: list, threshold: float | None = None) -> list[dict]:
+        """Rows as `predict` gives them; boxes scored below `threshold` (default: the run's) left out."""
+        threshold = self.threshold if threshold is None else threshold
         if self.detect is not None:
-            rows = self.detect(images, threshold=self.threshold)
+            rows = self.detect(images, threshold=threshold)
             return [{"width": image.width, "height": image.height, **row} for image, row in zip(images, rows)]
-        return self.predictor.results(images)
+        rows = self.predictor.results(images)
+        if threshold is not None:
+            rows = [{**row, "boxes": [b for b in row["boxes"] if b.get("score", 1.0) >= threshold]}
+                    if isinstance(row.get("boxes"), list) else row for row in rows]
+        return rows
 
     def chat(self, images: list, messages: list[list[dict]], max_tokens: int) -> list[dict]:
         """Greedy replies; each row: text, prompt/completion token counts, and why it stopped."""
