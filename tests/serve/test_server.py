@@ -122,6 +122,49 @@ def test_openai_client_chat_completions_equal_predict(caption_server, trained_ru
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
+def _batch_histogram(url: str) -> tuple[float, float]:
+    """(batches run, requests in them) from the server's metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    value = lambda name: float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+    return value("visiontune_batch_size_count"), value("visiontune_batch_size_sum")
+
+
+def test_chat_streams_as_it_generates_samples_by_seed_and_honours_stop_and_max_tokens(caption_server, trained_run,
+                                                                                       shapes):
+    from openai import OpenAI
+
+    from visiontune.models.vlm import read_run_metadata
+    from visiontune.tasks import task_from_metadata
+
+    task = task_from_metadata(read_run_metadata(trained_run))
+    messages = _openai_messages(task, min(Path(shapes["images"]).glob("*.png")))
+    client = OpenAI(base_url=f"{caption_server.url}/v1", api_key="unused")
+    ask = lambda **settings: client.chat.completions.create(model="visiontune", messages=messages, **settings)
+    greedy = ask(max_tokens=24).choices[0].message.content
+    pieces = [c.choices[0].delta.content for c in ask(max_tokens=24, stream=True) if c.choices[0].delta.content]
+    assert len(pieces) > 2 and "".join(pieces) == greedy  # token by token, not the reply in one piece
+    draws = [ask(max_tokens=12, temperature=1.5, seed=seed).choices[0].message.content for seed in (7, 7, 8, 9)]
+    assert draws[0] == draws[1] and len(set(draws)) > 1
+    second = " " + greedy.split()[1]
+    cut = ask(max_tokens=24, stop=[second]).choices[0]
+    assert cut.message.content == greedy[:greedy.index(second)].strip() and cut.finish_reason == "stop"
+    streamed_cut = "".join(c.choices[0].delta.content or "" for c in ask(max_tokens=24, stop=[second], stream=True))
+    assert streamed_cut == cut.message.content
+    body = {"model": "visiontune", "messages": messages}
+    batches, requests = _batch_histogram(caption_server.url)
+
+    async def together():
+        async with httpx.AsyncClient(timeout=120) as http:
+            return await asyncio.gather(*(http.post(f"{caption_server.url}/v1/chat/completions",
+                                                    json={**body, "max_tokens": n}) for n in (2, 3, 4, 5)))
+    replies = [r.json() for r in asyncio.run(together())]
+    assert [r["usage"]["completion_tokens"] for r in replies] == [2, 3, 4, 5]
+    assert all(r["choices"][0]["finish_reason"] == "length" for r in replies)
+    assert all(greedy.startswith(r["choices"][0]["message"]["content"]) for r in replies)
+    after_batches, after_requests = _batch_histogram(caption_server.url)
+    assert after_requests - requests == 4 and after_batches - batches < 4  # different max_tokens shared a batch
+
+
 def test_predict_endpoint_equals_predict_for_uploads_and_base64(caption_server, trained_run, shapes):
     from visiontune.api.predict import predict
 

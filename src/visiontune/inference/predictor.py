@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator, answer_suffix
@@ -17,6 +18,7 @@ from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
 from ..models.vlm import end_token_ids
 from .answer_scoring import score_answers
 from .base_predictor import BasePredictor
+from .protocol import Sampling
 from .token_text import token_pieces
 
 FEATURE_MEMORY_BYTES = 512 * 2**20  # the most recent images' vision features kept while predicting
@@ -43,6 +45,37 @@ class ReplyStop(StoppingCriteria):
         return torch.tensor([row in self.lengths for row in range(len(input_ids))], device=input_ids.device)
 
 
+class TokenSink(BaseStreamer):
+    """Hands each row's new token to `on_token(row, token)` as generation makes it; a row is over after its end
+    token (what follows is padding)."""
+
+    def __init__(self, on_token: Callable[[int, int], None], end_ids: set[int]):
+        self.on_token, self.end_ids = on_token, end_ids
+        self.prompt_seen, self.ended = False, set()
+
+    def put(self, value):
+        if not self.prompt_seen:  # the first call hands over the prompts
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if row not in self.ended:
+                self.on_token(row, token)
+                if token in self.end_ids:
+                    self.ended.add(row)
+
+    def end(self):
+        return
+
+
+def sampling_arguments(sampling: Sampling | None) -> dict:
+    """`generate`'s arguments for `sampling` (the global seed set here: the model runs on one thread)."""
+    if sampling is None or sampling.greedy:
+        return {"do_sample": False}
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    return {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "num_beams": 1}
+
+
 class Predictor(BasePredictor):
     def __init__(self, model, processor, task, batch_size: int = 8, max_new_tokens: int | None = None,
                  mode: str | None = None, **generation):
@@ -60,10 +93,12 @@ class Predictor(BasePredictor):
 
     @torch.inference_mode()
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
-                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None) -> dict:
+                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None,
+                 sampling: Sampling | None = None, on_token: Callable[[int, int], None] | None = None) -> dict:
         """Replies to one prompt per image (an image may be a list of images). `texts` are stripped. With
         `with_scores`: `tokens` (each reply's token ids up to and including its end token) and `log_probs`
-        (each of those tokens' log-probability). `stop_when(reply so far)` ends a reply early (not with beams)."""
+        (each of those tokens' log-probability). `stop_when(reply so far)` ends a reply early (not with beams).
+        `sampling` replaces the predictor's own settings; `on_token(row, token)` sees tokens as they come."""
         batch = self.collator.encode_prompts(images, messages)
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -73,9 +108,11 @@ class Predictor(BasePredictor):
         stop = None
         if stop_when is not None and self.generation.get("num_beams", 1) == 1:
             stop = ReplyStop(decode, stop_when, batch["input_ids"].shape[1], self.end_ids)
+        generation = self.generation if sampling is None else {**self.generation, **sampling_arguments(sampling)}
+        streamer = TokenSink(on_token, self.end_ids) if on_token and generation.get("num_beams", 1) == 1 else None
         output = self.model.generate(**batch, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                     return_dict_in_generate=True, output_scores=with_scores,
-                                     stopping_criteria=StoppingCriteriaList([stop] if stop else []), **self.generation)
+                                     return_dict_in_generate=True, output_scores=with_scores, streamer=streamer,
+                                     stopping_criteria=StoppingCriteriaList([stop] if stop else []), **generation)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1]:]
         # Tokens after a row's end of sequence are padding; only the reply itself (end token included) counts.
         ended = torch.isin(new_tokens, torch.tensor(sorted(end_token_ids(self.model)), device=new_tokens.device))

@@ -15,16 +15,19 @@ class OnnxPredictor(BasePredictor):
         super().__init__(task, batch_size, max_new_tokens, mode)
         unsupported = [k for k, v in generation.items() if v not in (None, False, 1, 1.0)]
         if unsupported:
-            raise ValueError(f"the ONNX runtime decodes greedily; {', '.join(sorted(unsupported))} are not supported "
-                             f"(use the PyTorch model for beam search or sampling)")
+            raise ValueError(f"the ONNX runtime decodes greedily by default; {', '.join(sorted(unsupported))} are not "
+                             f"supported as defaults (use the PyTorch model for beam search; a served export samples "
+                             f"per request)")
         self.runtime = runtime
         self.end_ids = runtime.end_ids
 
     def generate(self, images: list, messages: list[list[dict]], with_scores: bool = False,
-                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None) -> dict:
+                 max_new_tokens: int | None = None, stop_when: Callable[[str], bool] | None = None,
+                 sampling=None, on_token: Callable[[int, int], None] | None = None) -> dict:
         if any(isinstance(image, (list, tuple)) for image in images):
             raise ValueError("the ONNX runtime takes one image per prompt")
-        generated = self.runtime.generate(images, messages, max_new_tokens or self.max_new_tokens, stop_when)
+        generated = self.runtime.generate(images, messages, max_new_tokens or self.max_new_tokens, stop_when,
+                                          sampling, on_token)
         return generated if with_scores else {"texts": generated["texts"]}
 
     def token_pieces(self, tokens: list[int]) -> list[str]:

@@ -38,6 +38,21 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def choose_tokens(logp: np.ndarray, sampling, rng: np.random.Generator | None) -> np.ndarray:
+    """(rows,) the next token of each row from its log-probabilities: the most likely (greedy, `sampling` None or
+    temperature 0), else drawn at `sampling.temperature` from the smallest set holding `sampling.top_p`."""
+    if sampling is None or sampling.greedy:
+        return logp.argmax(axis=-1)
+    chosen = np.empty(len(logp), dtype=np.int64)
+    for row, values in enumerate(logp / sampling.temperature):
+        order = np.argsort(-values)
+        probabilities = np.exp(values[order] - values[order[0]])
+        probabilities /= probabilities.sum()
+        kept = min(len(order), int(np.searchsorted(np.cumsum(probabilities), sampling.top_p)) + 1)
+        chosen[row] = order[rng.choice(kept, p=probabilities[:kept] / probabilities[:kept].sum())]
+    return chosen
+
+
 class OnnxVLM:
     def __init__(self, path: str | Path, variant: str = "fp32", threads: int | None = None):
         import onnxruntime
@@ -135,9 +150,12 @@ class OnnxVLM:
         return logits[:, -1], present, positions[:, -1]
 
     def generate(self, images: list, messages: list[list[dict]], max_new_tokens: int,
-                 stop_when: Callable[[str], bool] | None = None) -> dict:
-        """Greedy replies: `texts` (stripped), `tokens` (up to and including the end token), `log_probs`. A reply
-        ends early once `stop_when(its text so far)` holds."""
+                 stop_when: Callable[[str], bool] | None = None, sampling=None,
+                 on_token: Callable[[int, int], None] | None = None) -> dict:
+        """Replies: `texts` (stripped), `tokens` (up to and including the end token), `log_probs`; greedy, or
+        drawn as `sampling` (inference/protocol.py's `Sampling`) says. A reply ends early once `stop_when(its
+        text so far)` holds; `on_token(row, token)` sees each token as it comes."""
+        rng = np.random.default_rng(sampling.seed) if sampling is not None and not sampling.greedy else None
         batch = self.encode_prompts(images, messages)
         logits, past, last = self.prompt_pass(batch)
         mask = batch["attention_mask"]
@@ -146,10 +164,12 @@ class OnnxVLM:
         done = np.zeros(rows, dtype=bool)
         for _ in range(max_new_tokens):
             logp = log_softmax(logits)
-            chosen = logp.argmax(axis=-1)
+            chosen = choose_tokens(logp, sampling, rng)
             for row in np.flatnonzero(~done):
                 tokens[row].append(int(chosen[row]))
                 log_probs[row].append(float(logp[row, chosen[row]]))
+                if on_token is not None:
+                    on_token(int(row), int(chosen[row]))
                 done[row] = int(chosen[row]) in self.end_ids or (
                     stop_when is not None and stop_when(self.tokenizer.decode(tokens[row], skip_special_tokens=True)))
             if done.all():

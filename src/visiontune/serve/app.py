@@ -4,7 +4,8 @@
     GET  /health                model, task, mode, classes
     GET  /metrics               Prometheus text: requests, errors, latency histogram, batch sizes
     GET  /v1/models             OpenAI-style model list
-    POST /v1/chat/completions   OpenAI-compatible; images as image_url parts (data URLs; http(s) if allowed)
+    POST /v1/chat/completions   OpenAI-compatible; images as image_url parts (data URLs; http(s) if allowed);
+                                temperature / top_p / seed, max_tokens and stop per request, stream=true
     POST /v1/predict            the rows `visiontune predict` writes: multipart file(s), or JSON
                                 {"image": base64 | data URL | URL} / {"images": [...]}
 
@@ -31,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import serve_defaults as defaults
+from ..inference.protocol import Sampling
 from .batcher import DynamicBatcher
 from .intake import IntakeLimits, RequestError, decode_image, image_from_reference
 from .served_model import ServedModel
@@ -140,9 +142,10 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
     def run(key, items: list) -> list:
         if key[0] == "predict":
             return model.results(items, threshold=key[1])
-        _, max_tokens = key  # items: (the conversation's images, its messages)
-        return model.chat([images if len(images) > 1 else images[0] for images, _ in items],
-                          [messages for _, messages in items], max_tokens)
+        _, sampling = key  # items: (images, messages, max_tokens, stop strings, sink for streamed text)
+        return model.chat([images if len(images) > 1 else images[0] for images, *_ in items],
+                          [item[1] for item in items], [item[2] for item in items], sampling,
+                          [item[3] for item in items], [item[4] for item in items])
 
     batcher = DynamicBatcher(run, options.max_batch, options.max_wait_ms, on_batch=metrics["batch"].observe)
 
@@ -224,34 +227,69 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
         body = await _json_body(request)
         if body.get("n", 1) != 1:
             raise RequestError(400, "only n=1 is supported")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
-        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 4096:
-            raise RequestError(400, "max_tokens must be an integer from 1 to 4096")
+        max_tokens, sampling, stops = _generation_settings(body)
         images, conversation = _chat_conversation(body, options.limits, options.max_images_per_request)
         if not model.can_chat:
             raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict")
-        reply = await batcher.submit(("chat", max_tokens), (images, conversation))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                 "model": body.get("model") or model.name}
         if body.get("stream"):
-            return StreamingResponse(_stream_chunks(head, reply), media_type="text/event-stream")
+            loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+            sink = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)  # from the model's thread
+            reply = asyncio.ensure_future(batcher.submit(("chat", sampling),
+                                                         (images, conversation, max_tokens, stops, sink)))
+            return StreamingResponse(_stream_chunks(head, pieces, reply), media_type="text/event-stream")
+        reply = await batcher.submit(("chat", sampling), (images, conversation, max_tokens, stops, None))
         return {**head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply["text"]},
                              "finish_reason": reply["finish_reason"]}],
-                "usage": None}
+                "usage": {"completion_tokens": reply["completion_tokens"]}}
 
     routes = {route.path for route in app.routes}  # the metrics' endpoint label: a known path, else "other"
     return app
 
 
-async def _stream_chunks(head: dict, reply: dict):
-    """`stream=true`: the reply as server-sent chat.completion.chunk events (the whole reply in one content
-    chunk, since batched generation finishes together), then the finish reason and [DONE]."""
+async def _stream_chunks(head: dict, pieces: asyncio.Queue, reply: asyncio.Future):
+    """`stream=true`: server-sent chat.completion.chunk events, one per piece of text as the model writes it,
+    then the finish reason and [DONE] (an error after the first event arrives as an `error` event)."""
     chunk = {**head, "object": "chat.completion.chunk"}
-    for choice in ({"index": 0, "delta": {"role": "assistant", "content": reply["text"]}, "finish_reason": None},
-                   {"index": 0, "delta": {}, "finish_reason": reply["finish_reason"]}):
-        yield f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+
+    def event(delta: dict, finish_reason: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return f"data: {json.dumps({**chunk, 'choices': [choice]})}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    while not reply.done() or not pieces.empty():
+        getter = asyncio.ensure_future(pieces.get())
+        await asyncio.wait({getter, reply}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            yield event({"content": getter.result()})
+        else:
+            getter.cancel()
+    if reply.exception() is not None:
+        yield f"data: {json.dumps({'error': {'message': str(reply.exception()), 'type': 'server_error'}})}\n\n"
+    else:
+        yield event({}, reply.result()["finish_reason"])
     yield "data: [DONE]\n\n"
+
+
+def _generation_settings(body: dict) -> tuple[int, Sampling, list[str]]:
+    """(max_tokens, sampling, stop strings) of a chat request, as OpenAI's API names them; greedy by default."""
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 4096:
+        raise RequestError(400, "max_tokens must be an integer from 1 to 4096")
+    temperature, top_p, seed = body.get("temperature", 0), body.get("top_p", 1), body.get("seed")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+        raise RequestError(400, "temperature must be a number from 0 to 2")
+    if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+        raise RequestError(400, "top_p must be a number above 0 and at most 1")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise RequestError(400, "seed must be an integer")
+    stop = body.get("stop") or []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) for s in stops):
+        raise RequestError(400, "stop must be a string or a list of up to 4 strings")
+    return max_tokens, Sampling(float(temperature), float(top_p), seed), stops
 
 
 def _threshold(request) -> float | None:

@@ -1,8 +1,8 @@
 """Dynamic batching: concurrent requests wait up to `max_wait_ms` for company, then run as one batch of at most
 `max_batch` on the one model copy (a single worker thread, so the model is never called concurrently).
 
-Requests are grouped by a key (prediction rows vs. chat replies of one `max_tokens`), since only requests
-of one key can share a forward pass.
+Requests are grouped by a key (prediction rows at one threshold, chat replies drawn one way: greedy or one
+sampling setting), since only requests of one key can share a forward pass.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..detector.commands import load_detector
 from ..detector.config import CONFIG_FILE
 from .intake import RequestError
+from .replies import Reply
 
 
 def model_name(path: str) -> str:
@@ -55,14 +56,15 @@ class ServedModel:
                     if isinstance(row.get("boxes"), list) else row for row in rows]
         return rows
 
-    def chat(self, images: list, messages: list[list[dict]], max_tokens: int) -> list[dict]:
-        """Greedy replies; each row: text, prompt/completion token counts, and why it stopped."""
+    def chat(self, images: list, messages: list[list[dict]], limits: list[int], sampling=None,
+             stops: list[list[str]] | None = None, sinks: list | None = None) -> list[dict]:
+        """One reply per conversation, each with its own token limit and stop strings, in one batch generated
+        to the longest limit; each row: text, completion token count, and why it stopped. `sampling`: greedy when
+        None (inference/protocol.py's `Sampling`); `sinks[row]` receives the row's text as it is generated."""
         if self.predictor is None:
             raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict, not chat completions")
-        generated = self.predictor.generate(images, messages, with_scores=True, max_new_tokens=max_tokens)
-        rows = []
-        for text, tokens in zip(generated["texts"], generated["tokens"]):
-            rows.append({"text": text, "completion_tokens": len(tokens),
-                         "finish_reason": "length" if len(tokens) >= max_tokens else "stop"})
-        return rows
-
+        replies = [Reply(self.predictor.token_pieces, self.predictor.end_ids, limit, (stops or [None] * len(limits))[row],
+                         (sinks or [None] * len(limits))[row]) for row, limit in enumerate(limits)]
+        self.predictor.generate(images, messages, max_new_tokens=max(limits), sampling=sampling,
+                                on_token=lambda row, token: replies[row].add(token))
+        return [reply.result() for reply in replies]
