@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--max-pixels", type=int, default=serve_defaults.MAX_PIXELS,
                         help="decoded pixels per image at most")
     served.add_argument("--device", default="auto", help="dedicated detector: auto | cpu | cuda")
+    served.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN",
+                        help="a LoRA run over --model, served by name (repeat for more; requests pick one with "
+                             "'model'; 'base' is the base model alone)")
     tiny = commands.add_parser("tiny-model", help="write a tiny random model of a real family (for tests and CI)")
     tiny.add_argument("--family", required=True, help="smolvlm | qwen2-vl | llava | composed | smolvlm-256m-architecture "
                                                      "(full size, random weights: for speed benchmarks)")
@@ -127,6 +130,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _named_adapters(given: list[str]) -> dict[str, str]:
+    """`--adapter NAME=RUN`, repeated, as {name: run}."""
+    adapters = {}
+    for item in given:
+        name, _, run = item.partition("=")
+        if not name or not run:
+            raise ValueError(f"--adapter {item!r}: give NAME=RUN (e.g. --adapter caption=runs/caption)")
+        if name in adapters:
+            raise ValueError(f"--adapter: the name {name!r} is given twice")
+        adapters[name] = run
+    return adapters
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -159,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
             serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                   api_key=args.api_key, allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls,
-                  max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, device=args.device)
+                  max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, device=args.device,
+                  adapters=_named_adapters(args.adapter))
         elif args.command == "tiny-model":
             from .models.tiny import build_tiny_model
 

@@ -165,6 +165,42 @@ def test_chat_streams_as_it_generates_samples_by_seed_and_honours_stop_and_max_t
     assert after_requests - requests == 4 and after_batches - batches < 4  # different max_tokens shared a batch
 
 
+def test_one_base_serves_several_adapters_by_name(tiny_models, trained_run, shape_classes, shapes, tmp_path):
+    """A caption run and a classify run over the same base, served from one copy of it: each request gets the
+    answers of the adapter it names (as `predict` gives them for that run alone), `base` the base model's."""
+    from visiontune.api.predict import predict
+    from visiontune.api.train import train
+
+    classify_run = tmp_path / "classify"
+    train(task="classify", model=str(tiny_models["smolvlm"]), data=str(shape_classes), output=str(classify_run),
+          method="lora", learning_rate=3e-3, epochs=2, batch_size=4, num_workers=0, report_to="none",
+          preflight=False, keep_skills=False, **QUIET)
+    image = min(Path(shapes["images"]).glob("*.png"))
+    upload = {"file": (image.name, image.read_bytes(), "image/png")}
+    server = Server(tiny_models["smolvlm"], "--adapter", f"caption={trained_run}", "--adapter",
+                    f"classify={classify_run}")
+    try:
+        listed = [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]]
+        served = {name: httpx.post(f"{server.url}/v1/predict?model={name}", files=upload, timeout=120).json()
+                  for name in ("caption", "classify", "base")}
+        unnamed = httpx.post(f"{server.url}/v1/predict", files=upload, timeout=120).json()
+        unknown = httpx.post(f"{server.url}/v1/predict?model=detect", files=upload, timeout=120)
+    finally:
+        server.stop()
+    runs = {"caption": trained_run, "classify": classify_run, "base": tiny_models["smolvlm"]}
+    expected = {name: predict(model=str(run), images=[str(image)], **QUIET)[0] for name, run in runs.items()}
+    assert listed == ["caption", "classify", "base"]
+    assert served["caption"]["task"] == "caption" and served["classify"]["task"] == "classify"
+    for name in ("caption", "base"):
+        assert served[name]["results"][0]["prediction"] == expected[name]["prediction"], name
+    row = served["classify"]["results"][0]
+    assert row["label"] == expected["classify"]["label"]
+    for label, probability in expected["classify"]["probabilities"].items():
+        assert abs(row["probabilities"][label] - probability) < 1e-3
+    assert unnamed["results"][0]["prediction"] == expected["caption"]["prediction"]  # the first adapter
+    assert unknown.status_code == 404 and "caption, classify, base" in unknown.json()["error"]["message"]
+
+
 def test_predict_endpoint_equals_predict_for_uploads_and_base64(caption_server, trained_run, shapes):
     from visiontune.api.predict import predict
 

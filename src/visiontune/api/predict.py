@@ -36,6 +36,44 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
     return Predictor(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
 
 
+BASE_NAME = "base"  # what the base model's own answers are called beside its adapters
+
+
+def load_adapter_predictors(base: str, adapters: dict[str, str], dtype: str = "auto", log=print,
+                            **kwargs) -> dict[str, BasePredictor]:
+    """One predictor per named LoRA run over `base`, loaded once with every run's adapter on it by name (peft),
+    each with its run's task, and `base` for the base model's own answers (a caption predictor)."""
+    import torch
+    from peft import PeftModel
+
+    from ..inference.predictor import AdapterPredictor
+    from ..models.vlm import (MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor,
+                              read_run_metadata, resolve_dtype)
+
+    for name, run in adapters.items():
+        if name == BASE_NAME:
+            raise ValueError(f"--adapter {name}={run}: {BASE_NAME!r} names the base model itself; choose another name")
+        if not is_adapter_folder(run):
+            raise ValueError(f"--adapter {name}={run}: not a LoRA run (no adapter_config.json); serve it alone")
+        if read_run_metadata(run).get(MODEL_CONFIG_KEY):
+            raise ValueError(f"--adapter {name}={run}: the run changed its base (region slots), so it is not an "
+                             f"adapter of {base}; serve it alone with --model {run}")
+        recorded = base_model_of(run)
+        if recorded != base and Path(recorded).resolve() != Path(base).resolve():
+            raise ValueError(f"--adapter {name}={run}: trained over {recorded}, not {base}")
+    model = load_base_model(base, resolve_dtype(dtype))
+    (first, first_run), *rest = adapters.items()
+    model = PeftModel.from_pretrained(model, first_run, adapter_name=first)
+    for name, run in rest:
+        model.load_adapter(run, adapter_name=name)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    predictors = {name: AdapterPredictor(model, load_processor(run, log=log), task_from_metadata(read_run_metadata(run)),
+                                         name, **kwargs) for name, run in adapters.items()}
+    predictors[BASE_NAME] = AdapterPredictor(model, load_processor(base, log=log), task_from_metadata({}), None, **kwargs)
+    log(f"{base}: adapters {', '.join(adapters)} loaded over one copy of the base (and {BASE_NAME!r}: the base alone)")
+    return predictors
+
+
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ is the task's business: `results` hands each batch of images to `task.results(pr
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -142,3 +143,29 @@ class Predictor(BasePredictor):
 
     def score_answers(self, images: list, messages: list[list[dict]], answers: list[list[int]]) -> list[list[float]]:
         return score_answers(self.model, self.collator.encode_prompts, images, messages, answers).tolist()
+
+
+class AdapterPredictor(Predictor):
+    """A predictor over one named LoRA adapter of a model that holds several (peft), or over the base model with
+    none active (`adapter` None): each call activates its adapter first. The model is called from one thread."""
+
+    def __init__(self, model, processor, task, adapter: str | None, **kwargs):
+        super().__init__(model, processor, task, **kwargs)
+        self.adapter = adapter
+
+    @contextmanager
+    def _active(self):
+        if self.adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            self.model.set_adapter(self.adapter)
+            yield
+
+    def generate(self, *args, **kwargs) -> dict:
+        with self._active():
+            return super().generate(*args, **kwargs)
+
+    def score_answers(self, *args, **kwargs) -> list[list[float]]:
+        with self._active():
+            return super().score_answers(*args, **kwargs)

@@ -141,11 +141,11 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
 
     def run(key, items: list) -> list:
         if key[0] == "predict":
-            return model.results(items, threshold=key[1])
-        _, sampling = key  # items: (images, messages, max_tokens, stop strings, sink for streamed text)
+            return model.results(items, threshold=key[1], model=key[2])
+        _, sampling, name = key  # items: (images, messages, max_tokens, stop strings, sink for streamed text)
         return model.chat([images if len(images) > 1 else images[0] for images, *_ in items],
                           [item[1] for item in items], [item[2] for item in items], sampling,
-                          [item[3] for item in items], [item[4] for item in items])
+                          [item[3] for item in items], [item[4] for item in items], model=name)
 
     batcher = DynamicBatcher(run, options.max_batch, options.max_wait_ms, on_batch=metrics["batch"].observe)
 
@@ -212,14 +212,16 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model.name, "object": "model", "owned_by": "visiontune"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "visiontune"}
+                                           for name in model.names]}
 
     @app.post("/v1/predict")
     async def predict(request: Request):
         images, names = await _request_images(request, options)
-        threshold = _threshold(request)
-        rows = await asyncio.gather(*(batcher.submit(("predict", threshold), image) for image in images))
-        return {"model": model.name, "task": model.task,
+        threshold, name = _threshold(request), request.query_params.get("model")
+        predictor = model.pick(name) if model.predictor is not None else None  # an unknown name: 404 before work
+        rows = await asyncio.gather(*(batcher.submit(("predict", threshold, name), image) for image in images))
+        return {"model": name or model.name, "task": predictor.task.name if predictor else model.task,
                 "results": [{"image": name, **row} for name, row in zip(names, rows)]}
 
     @app.post("/v1/chat/completions")
@@ -231,15 +233,17 @@ def create_app(model: ServedModel, options: ServeOptions | None = None) -> FastA
         images, conversation = _chat_conversation(body, options.limits, options.max_images_per_request)
         if not model.can_chat:
             raise RequestError(400, "this server runs a dedicated detector: use POST /v1/predict")
+        name = body.get("model") if isinstance(body.get("model"), str) and len(model.names) > 1 else None
+        model.pick(name)  # an unknown name: 404 before any work
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                 "model": body.get("model") or model.name}
         if body.get("stream"):
             loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
             sink = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)  # from the model's thread
-            reply = asyncio.ensure_future(batcher.submit(("chat", sampling),
+            reply = asyncio.ensure_future(batcher.submit(("chat", sampling, name),
                                                          (images, conversation, max_tokens, stops, sink)))
             return StreamingResponse(_stream_chunks(head, pieces, reply), media_type="text/event-stream")
-        reply = await batcher.submit(("chat", sampling), (images, conversation, max_tokens, stops, None))
+        reply = await batcher.submit(("chat", sampling, name), (images, conversation, max_tokens, stops, None))
         return {**head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": reply["text"]},
                              "finish_reason": reply["finish_reason"]}],
