@@ -65,16 +65,16 @@ def detect_format(path_text: str) -> str:
             return "voc"
         if is_idx_folder(path):
             return "idx"
-        if stream_files(path_text):
-            return stream_files(path_text)[0]
+        if streamed := stream_files(path_text):
+            return streamed[0]
         if is_image_folder(path):
             return "imagefolder"
         raise DataError(f"{path}: a folder, but neither a datasets.save_to_disk folder (dataset_info.json / "
                         f"dataset_dict.json) nor an image folder (root/<class>/<images>); give a COCO JSON, "
                         f"JSONL/CSV file, a saved dataset, a YOLO folder (data.yaml), a Pascal VOC folder (*.xml) or a "
                         f"class-per-folder tree")
-    if stream_files(path_text):  # a .tar / .parquet file, or a glob of them
-        return stream_files(path_text)[0]
+    if streamed := stream_files(path_text):  # a .tar / .parquet file, or a glob of them
+        return streamed[0]
     if path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
             return "yolo"
