@@ -12,6 +12,8 @@ from . import serve_defaults
 from .cli_options import add_dataclass_options, overrides
 from .config import EvalConfig, PredictConfig, TrainConfig, build_config, option_kind
 
+TORCH_EXTRA = {"torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "tensorboard"}
+
 
 def task_flags(kind: str) -> list:
     """Every registered task's own options of `kind` (train|inference), each flag's help naming its task(s)."""
@@ -206,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         # Our errors already name the input and the fix; a traceback would bury that.
         print(f"visiontune {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in TORCH_EXTRA:
+            raise
+        print(f"visiontune {args.command}: error: this needs {error.name}, which is not installed here. PyTorch "
+              f"models need the torch extra: install the torch build you want first (CPU or CUDA, pytorch.org), "
+              f"then pip install 'visiontune[torch]'. ONNX exports run without it "
+              f"(predict / eval / serve --model EXPORT/onnx).", file=sys.stderr)
         return 2
     return 0
 

@@ -69,7 +69,8 @@ def test_pyramid_levels_have_the_stride_sizes(patch, height, width):
 
 
 def test_local_peaks_by_hand():
-    from visiontune.detector.peaks import check_peak_window, keep_local_peaks, local_peaks
+    from visiontune.detector.config import check_peak_window
+    from visiontune.detector.peaks import keep_local_peaks, local_peaks
 
     # two levels: 2x4 then 1x2 positions; class 0 has two adjacent scores on level 0 (only the higher is a
     # peak) and one in the far corner; class 1 is high where class 0's neighbour is, so classes never suppress

@@ -24,7 +24,8 @@ def test_smolvlm_export_writes_the_same_text_in_transformers_js(trained_run, sha
     from visiontune.data.images import load_image
     from visiontune.export.onnx_export import export_onnx
     from visiontune.models.prompt_encoding import VLMCollator
-    from visiontune.models.vlm import load_processor, read_run_metadata
+    from visiontune.models.run_base import read_run_metadata
+    from visiontune.models.vlm import load_processor
     from visiontune.tasks import task_from_metadata
 
     assert _transformers_js_ready(), "npm install --ignore-scripts --prefix tests/js (scripts/setup.sh does it)"

@@ -103,7 +103,7 @@ def test_openai_client_chat_completions_equal_predict(caption_server, trained_ru
     from openai import OpenAI
 
     from visiontune.api.predict import predict
-    from visiontune.models.vlm import read_run_metadata
+    from visiontune.models.run_base import read_run_metadata
     from visiontune.tasks import task_from_metadata
 
     task = task_from_metadata(read_run_metadata(trained_run))
@@ -133,7 +133,7 @@ def test_chat_streams_as_it_generates_samples_by_seed_and_honours_stop_and_max_t
                                                                                        shapes):
     from openai import OpenAI
 
-    from visiontune.models.vlm import read_run_metadata
+    from visiontune.models.run_base import read_run_metadata
     from visiontune.tasks import task_from_metadata
 
     task = task_from_metadata(read_run_metadata(trained_run))

@@ -12,7 +12,7 @@ from ..data.records import DataError
 from ..data.sources.table import read_rows
 from ..data.streams import read_whole
 from ..data.validate import check_images
-from ..models.vlm import read_run_metadata
+from ..models.run_base import read_run_metadata
 from ..report.grid import plot_sample_grid
 from ..runtime.vlm import export_folder
 from ..tasks import task_class, task_from_metadata, task_options

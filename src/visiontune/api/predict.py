@@ -47,8 +47,9 @@ def load_adapter_predictors(base: str, adapters: dict[str, str], dtype: str = "a
     from peft import PeftModel
 
     from ..inference.predictor import AdapterPredictor
+    from ..models.run_base import read_run_metadata
     from ..models.vlm import (MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor,
-                              read_run_metadata, resolve_dtype)
+                              resolve_dtype)
 
     for name, run in adapters.items():
         if name == BASE_NAME:

@@ -26,9 +26,9 @@ from ..data.validate import check_images
 from ..model_references import check_model_reference
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator
-from ..models.run_base import recorded_base
+from ..models.run_base import RUN_METADATA_FILE, recorded_base
 from ..models.families import family_for
-from ..models.vlm import (MODEL_CONFIG_KEY, RUN_METADATA_FILE, TrainableSetup, load_processor, model_type_of,
+from ..models.vlm import (MODEL_CONFIG_KEY, TrainableSetup, load_processor, model_type_of,
                           prepare_for_training, resolve_dtype)
 from ..report.curves import plot_training_curves
 from ..tasks import Task, get_task, task_class, task_options
@@ -40,7 +40,7 @@ from ..training.mfu import flops_per_token, matmul_peak, mfu_summary
 from ..training.preflight import run_preflight
 from ..training.run_folder import check_same_run, prepare_run_folder
 from ..training.run_record import write_run_record
-from ..training.vlm_trainer import VLMTrainer
+from ..training.vlm_trainer import VLMTrainer, weights_fingerprint
 
 DEFAULT_EPOCHS, REGION_SLOT_EPOCHS, REGION_SLOT_LORA_RATE = 3.0, 1.0, 1e-3
 MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",
@@ -429,12 +429,17 @@ def _finalize(run: Run, trainer: VLMTrainer, throughput: ThroughputCallback, bes
 
 
 def _final_evaluation(trainer: VLMTrainer, task: Task, calibration: dict | None) -> dict:
-    """The final weights' eval loss and the task's headline metrics. A post-training step that scored the
-    evaluation set with these weights hands its metrics over, so this computes only the loss."""
+    """The final weights' eval loss and the task's headline metrics. The last in-training evaluation is reused
+    when it saw these very weights (it ran at the last step); a post-training step that scored the evaluation
+    set with them hands its metrics over, so that the evaluation computes only the loss."""
     scored = (calibration or {}).get("eval_metrics")
-    extra_eval, trainer.extra_eval = trainer.extra_eval, (None if scored else trainer.extra_eval)
-    final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
-    trainer.extra_eval = extra_eval
+    last = trainer.last_evaluation
+    if last is not None and last[0] == weights_fingerprint(trainer.model):
+        final_eval = {**last[1], **{f"eval_{k}": v for k, v in (scored or {}).items()}}
+    else:
+        extra_eval, trainer.extra_eval = trainer.extra_eval, (None if scored else trainer.extra_eval)
+        final_eval = {**trainer.evaluate(), **{f"eval_{k}": v for k, v in (scored or {}).items()}}
+        trainer.extra_eval = extra_eval
     return {k: v for k, v in final_eval.items() if k == "eval_loss" or k.removeprefix("eval_") in task.headline_metrics}
 
 

@@ -8,15 +8,24 @@ DINOv2 ViT-S/14 is the one that runs offline (the zoo ships its weights).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..data.options import DataOptions
-from .peaks import check_peak_window
 
 CONFIG_FILE, WEIGHTS_FILE = "detector.json", "model.safetensors"
+
+
+def check_peak_window(window: int, strides: tuple[int, ...] | None = None) -> None:
+    """A window of 0 (off) or an odd size; across levels, each stride a whole multiple of the one before."""
+    if window != 0 and (window < 3 or window % 2 == 0):
+        raise ValueError(f"peak_window must be 0 (off) or an odd number >= 3, not {window}")
+    if window and strides is not None and any(coarse % fine for fine, coarse in itertools.pairwise(strides)):
+        raise ValueError(f"peaks across levels need each stride to be a multiple of the one before, not {strides}; "
+                         "set peak_across_levels to false")
 
 
 @dataclass

@@ -21,19 +21,8 @@ rerun: `python benchmarks/detector_peaks.py`); the price is recall on same-class
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch.nn import functional as F
-
-
-def check_peak_window(window: int, strides: tuple[int, ...] | None = None) -> None:
-    """A window of 0 (off) or an odd size; across levels, each stride a whole multiple of the one before."""
-    if window != 0 and (window < 3 or window % 2 == 0):
-        raise ValueError(f"peak_window must be 0 (off) or an odd number >= 3, not {window}")
-    if window and strides is not None and any(coarse % fine for fine, coarse in itertools.pairwise(strides)):
-        raise ValueError(f"peaks across levels need each stride to be a multiple of the one before, not {strides}; "
-                         "set peak_across_levels to false")
 
 
 def local_peaks(logits: torch.Tensor, level_sizes: list[tuple[int, int]], window: int,

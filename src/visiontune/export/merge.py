@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from ..models.prompt_encoding import VLMCollator
-from ..models.vlm import (MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor,
-                          read_run_metadata)
+from ..models.run_base import read_run_metadata
+from ..models.vlm import MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor
 from ..tasks import task_from_metadata
 
 _RELOAD_SCRIPT = r"""

@@ -14,6 +14,12 @@ RUN_METADATA_FILE = "visiontune.json"
 MODEL_CONFIG_KEY = "model_config"  # config attributes the run set on its base (region slots), set again on loading
 
 
+def read_run_metadata(path: str | Path) -> dict:
+    """A run folder's visiontune.json ({} where there is none)."""
+    file = Path(path) / RUN_METADATA_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 def recorded_base(model: str, run_folder: str | Path) -> dict:
     """What a run's visiontune.json says about its base: `base_model`, and `base_model_relative` when local."""
     if not Path(model).is_dir():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 
 from .families import family_for
 from .roles import ROLES, module_roles
-from .run_base import MODEL_CONFIG_KEY, RUN_METADATA_FILE, resolve_base
+from .run_base import MODEL_CONFIG_KEY, read_run_metadata, resolve_base
 
 METHODS = ("lora", "qlora", "full")
 
@@ -25,11 +24,6 @@ def resolve_dtype(dtype: str = "auto") -> torch.dtype:
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16, fp16 or fp32")
     return table[dtype]
-
-
-def read_run_metadata(path: str | Path) -> dict:
-    file = Path(path) / RUN_METADATA_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def is_adapter_folder(path: str | Path) -> bool:

@@ -17,8 +17,12 @@ from .replies import Reply
 
 
 def model_name(path: str) -> str:
-    """What the server calls its model: a local folder's or file's name (its path stays private), a hub id as is."""
-    return Path(path).name if Path(path).exists() else path
+    """What the server calls its model: a local folder's or file's name (its path stays private; an export's
+    `onnx/` folder is called by its export's name), a hub id as is."""
+    if not Path(path).exists():
+        return path
+    folder = Path(path).resolve()
+    return folder.parent.name if folder.name == "onnx" and (folder / "export_report.json").is_file() else folder.name
 
 
 class ServedModel:
