@@ -156,3 +156,36 @@ def test_balancing(tiny_models, tmp_path):
                                                    reduction="none").view(2, 2).sum(1)
     assert plain == pytest.approx(float(row_losses.sum() / 4))
     assert weighted == pytest.approx(float(2 * row_losses[0] / 4))
+
+
+def test_the_evaluation_at_the_last_step_is_reused_by_calibration_and_the_final_metrics(tiny_models, shape_classes,
+                                                                                          tmp_path, monkeypatch):
+    """One epoch, evaluated at its end: calibration and the summary's final metrics take that evaluation's
+    scores (the weights are the same), so the evaluation set is scored once, not three times."""
+    from visiontune.tasks.classify import calibration
+    from visiontune.training.vlm_trainer import VLMTrainer, weights_fingerprint
+
+    calls = Counter()
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(calibration, "eval_log_likelihoods",
+                        counted("scored", calibration.eval_log_likelihoods))
+    monkeypatch.setattr(VLMTrainer, "evaluate", counted("evaluate", VLMTrainer.evaluate))
+    summary = train(task="classify", model=str(tiny_models["smolvlm"]), data=str(shape_classes),
+                    eval_data=str(shape_classes), output=str(tmp_path / "run"), **{**CLASSIFY_OVERFIT, "epochs": 1},
+                    **QUIET)
+    assert calls == {"scored": 1, "evaluate": 1}
+    assert summary["calibration"]["eval_metrics"]["accuracy"] == summary["eval_accuracy"]
+    assert "eval_loss" in summary
+
+    model = torch.nn.Linear(3, 2)
+    before = weights_fingerprint(model)
+    assert weights_fingerprint(model) == before
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-3
+    assert weights_fingerprint(model) != before

@@ -10,7 +10,7 @@ from visiontune.data.builtin.shapes import write_shape_detection
 from visiontune.inference.predictor import Predictor
 from visiontune.models.vlm import load_for_inference
 from visiontune.tasks.caption.task import CaptionTask
-from visiontune.tasks.self_replay import REPLAY_PROMPTS, replay_count
+from visiontune.tasks.self_replay import REPLAY_PROMPTS, replay_count, replay_image_count
 
 from conftest import OVERFIT
 
@@ -21,6 +21,10 @@ def test_replay_count_is_the_asked_share_of_all_examples():
     assert replay_count(90, 0.1) == 10 and replay_count(30, 0.5) == 30 and replay_count(30, 0.0) == 0
     with pytest.raises(ValueError, match="replay-share"):
         replay_count(30, 1.0)
+
+
+def test_a_large_replay_reuses_answers_and_a_small_one_does_not():
+    assert replay_image_count(44) == 44 and replay_image_count(178) == 64 and replay_image_count(6111) == 1527
 
 
 def _general_answers(model_path, images) -> list[str]:

@@ -15,8 +15,16 @@ from .base import Example, system_turn, user_turn
 
 REPLAY_PROMPTS = ("Describe this image in one sentence.", "What is in this image?")
 DEFAULT_SHARE = 0.1
-MAX_REPLAY_IMAGES = 256  # answers generated before training; more replay examples reuse them
+# Answers generated before training; more replay examples reuse them in turn. An answer costs about what a
+# training step on one example costs, so a large replay generates a quarter of its examples' answers (each then
+# seen ~4 times), and never fewer than 64 distinct ones (detection's kept captions were measured with 44).
+MIN_REPLAY_IMAGES, REPLAY_REUSE = 64, 4
 REPLAY_MAX_NEW_TOKENS = 48
+
+
+def replay_image_count(count: int) -> int:
+    """How many distinct images get a generated answer for `count` replay examples."""
+    return min(count, max(MIN_REPLAY_IMAGES, count // REPLAY_REUSE))
 
 
 def replay_count(task_examples: int, share: float) -> int:
@@ -30,14 +38,14 @@ def replay_count(task_examples: int, share: float) -> int:
 def self_replay_examples(model, processor, records: list[Record], count: int, system_prompt: str | None = None,
                          batch_size: int = 8, seed: int = 0, log=print) -> list[tuple[Record, Example]]:
     """`count` (record, example) pairs: a general prompt about a training image, answered as `model` answers it
-    now (greedy). Images are drawn without replacement up to MAX_REPLAY_IMAGES, then reused in turn."""
+    now (greedy). `replay_image_count(count)` images are drawn without replacement, then reused in turn."""
     from ..inference.predictor import Predictor
     from .caption.task import CaptionTask
 
     if count <= 0 or not records:
         return []
     rng = random.Random(seed)
-    chosen = rng.sample(records, min(count, MAX_REPLAY_IMAGES, len(records)))
+    chosen = rng.sample(records, min(replay_image_count(count), len(records)))
     prompts = [[*([system_turn(system_prompt)] if system_prompt else []), user_turn(REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)])]
                for i in range(len(chosen))]
     was_training = model.training

@@ -41,6 +41,14 @@ def answer_token_loss(model, inputs: dict, num_items_in_batch=None):
 SKIPPED_NAMED = 5  # skipped rows named in the summary
 
 
+def weights_fingerprint(model) -> tuple:
+    """A checksum of the trained weights (each trainable tensor's sum and sum of squares): what was computed
+    with these weights can be reused while it stays the same (any optimizer step changes it)."""
+    with torch.no_grad():
+        sums = [torch.stack([p.float().sum(), p.float().square().sum()]) for p in model.parameters() if p.requires_grad]
+    return tuple(torch.stack(sums).double().flatten().tolist()) if sums else ()
+
+
 class VLMTrainer(Trainer):
     """`sample_weights`: draw training examples with these weights (--balance sampler).
     `extra_eval`: model -> {name: value}, run after each evaluation and logged as eval_<name> (so
@@ -60,6 +68,7 @@ class VLMTrainer(Trainer):
         self.lengths = lengths  # per-example lengths: batches of similar lengths (--group-by-length)
         self.skipped_when_read: list[str] = []  # bad rows / images of a lazily read set, skipped (first few kept)
         self.skipped_count = 0
+        self.last_evaluation: tuple[tuple, dict] | None = None  # (weights_fingerprint, metrics) of the last evaluate
         # Our loss is already normalised by the batch's answer-token count, so Trainer must not rescale it
         # for gradient accumulation.
         self.model_accepts_loss_kwargs = True
@@ -122,4 +131,6 @@ class VLMTrainer(Trainer):
             self.model.train(was_training)
             metrics.update(extra)
             self.log(extra)
+        if eval_dataset is None:
+            self.last_evaluation = (weights_fingerprint(self.model), dict(metrics))
         return metrics

@@ -12,6 +12,7 @@ import torch
 from ...data.records import Record
 from ...inference.predictor import Predictor
 from ...metrics.classification import classification_metrics
+from ...training.vlm_trainer import weights_fingerprint
 
 REASONING_MAX_NEW_TOKENS = 256
 MIN_T, MAX_T = 0.05, 100.0  # the temperature's range
@@ -51,17 +52,29 @@ def _metrics(scores: torch.Tensor, truth: list[str], task) -> dict:
 
 
 def classification_eval(records: list[Record], task, processor, batch_size: int = 8):
+    """model -> headline metrics on `records`; the scores are kept on the task with the weights' fingerprint,
+    so calibrating the same weights afterwards does not score the records again."""
     def run(model) -> dict:
-        metrics = _metrics(eval_log_likelihoods(model, processor, task, records, batch_size),
-                           [r.label for r in records], task)
+        scores = eval_log_likelihoods(model, processor, task, records, batch_size)
+        task.scored_evaluation = (weights_fingerprint(model), records, scores)
+        metrics = _metrics(scores, [r.label for r in records], task)
         return {key: metrics[key] for key in task.headline_metrics}
 
     return run
 
 
+def _scores_of(model, processor, task, records: list[Record], batch_size: int) -> torch.Tensor:
+    """The class log-likelihoods of `records`: those of the last in-training evaluation when it scored these
+    records with these very weights, else scored now."""
+    kept = getattr(task, "scored_evaluation", None)
+    if kept is not None and kept[1] is records and kept[0] == weights_fingerprint(model):
+        return kept[2]
+    return eval_log_likelihoods(model, processor, task, records, batch_size)
+
+
 def calibrate(model, processor, task, records: list[Record], batch_size: int = 8, log=print) -> dict:
     """Fit the task's temperature on `records`; returns ECE before and after."""
-    scores = eval_log_likelihoods(model, processor, task, records, batch_size)
+    scores = _scores_of(model, processor, task, records, batch_size)
     truth = [r.label for r in records]
     before = _metrics(scores, truth, task)["ece"]
     targets = torch.tensor([task.classes.index(label) for label in truth])
