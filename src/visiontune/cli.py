@@ -132,19 +132,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _named_adapters(given: list[str]) -> dict[str, str]:
-    """`--adapter NAME=RUN`, repeated, as {name: run}."""
-    adapters = {}
-    for item in given:
-        name, _, run = item.partition("=")
-        if not name or not run:
-            raise ValueError(f"--adapter {item!r}: give NAME=RUN (e.g. --adapter caption=runs/caption)")
-        if name in adapters:
-            raise ValueError(f"--adapter: the name {name!r} is given twice")
-        adapters[name] = run
-    return adapters
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -173,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             export_onnx(args.model, args.output, quantize=args.quantize, eval_data=args.eval_data,
                         eval_split=args.eval_split, max_eval_samples=args.max_eval_samples)
         elif args.command == "serve":
+            from .api.predict import named_adapters
             from .serve import serve
 
             serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                   api_key=args.api_key, allow_urls=args.allow_urls, allow_private_urls=args.allow_private_urls,
                   max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, device=args.device,
-                  adapters=_named_adapters(args.adapter))
+                  adapters=named_adapters(args.adapter))
         elif args.command == "tiny-model":
             from .models.tiny import build_tiny_model
 

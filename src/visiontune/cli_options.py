@@ -41,8 +41,8 @@ def add_field_flag(parser, field: dataclasses.Field, hint, prefix: str = "") -> 
         common["required"] = True
     if base is bool:
         parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, **common)
-    elif typing.get_origin(base) is list:
-        parser.add_argument(flag(field.name), nargs="+", **common)
+    elif typing.get_origin(base) is list:  # `--x a b` and `--x a --x b` alike
+        parser.add_argument(flag(field.name), nargs="+", action="extend", **common)
     else:
         parser.add_argument(flag(field.name), type=base, **common)
 

@@ -120,6 +120,8 @@ class InferenceTaskOptions:
 
 
 BASE_MODEL_HELP = "a LoRA run's base model, instead of the one its visiontune.json records (a moved or renamed base)"
+ADAPTER_HELP = ("NAME=RUN: a LoRA run over --model, by name (repeat for more); --model is loaded once with every "
+                "adapter on it, and each adapter answers with its run's task")
 
 INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an ONNX export (--model DIR/onnx) "
                         "the variant: auto (fp32)|int8|q4|fp16")
@@ -129,6 +131,7 @@ INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an
 class PredictConfig(InferenceTaskOptions):
     model: str = ""
     base_model: str | None = field(default=None, metadata={"help": BASE_MODEL_HELP})
+    adapter: list[str] | None = field(default=None, metadata={"help": ADAPTER_HELP + "; each image gets a row per adapter"})
     images: list[str] = field(default_factory=list)
     output: str | None = None
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
@@ -152,6 +155,8 @@ class EvalConfig(DataOptions, InferenceTaskOptions):
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
     model: str | None = None
     base_model: str | None = field(default=None, metadata={"help": BASE_MODEL_HELP})
+    adapter: list[str] | None = field(default=None, metadata={"help": ADAPTER_HELP + "; each is scored, its report "
+                                                                      "in OUTPUT/NAME"})
     predictions: str | None = None
     output: str | None = None
     batch_size: int = 8

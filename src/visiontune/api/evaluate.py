@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from ..models.run_base import read_run_metadata
 from ..report.grid import plot_sample_grid
 from ..runtime.vlm import export_folder
 from ..tasks import task_class, task_from_metadata, task_options
-from .predict import load_predictor, write_jsonl
+from .predict import (check_adapters_take_their_tasks, load_adapter_predictors, load_predictor, named_adapters,
+                      write_jsonl)
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
@@ -82,6 +84,8 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
         raise ValueError("no evaluation data: pass --data PATH")
     if not config.model and not config.predictions:
         raise ValueError("pass --model (to generate, then score) or --predictions FILE (to score an existing file)")
+    if config.adapter:
+        return _evaluate_adapters(config, log)
     name, options, records = _task_records(config, log)
     if config.model:
         predictor = load_predictor(
@@ -94,12 +98,17 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     else:
         task = task_from_metadata({}, name, **options)
         predictions, rows = _from_file(config.predictions, records, task)
+    return _scored(config, task, records, predictions, rows, predictor.mode if config.model else None, log)
+
+
+def _scored(config: EvalConfig, task, records, predictions: dict, rows: list[dict], mode: str | None, log) -> dict:
+    """The task's metrics of `predictions` against the records' references, the report written when asked."""
     references = {r.image_key(): task.references(r) for r in records}
     for key, row in zip(predictions, rows):  # the same order: one row per prediction
         row["reference"] = references[key]
     metrics = task.score(predictions, references)
-    if config.model and len(task.prediction_modes) > 1:
-        metrics["mode"] = predictor.mode
+    if mode is not None and len(task.prediction_modes) > 1:
+        metrics["mode"] = mode
     per_image = metrics.pop("per_image", {})
     extras = {key: metrics.pop(key, None) for key in task.report_only}
     for row in rows:
@@ -111,6 +120,29 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     headline = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     log("metrics: " + ", ".join(f"{k} {v}" for k, v in headline.items()))
     return metrics
+
+
+def _evaluate_adapters(config: EvalConfig, log) -> dict:
+    """{adapter: metrics}: each named adapter over one copy of --model, scored on --data with its run's task;
+    each report in OUTPUT/NAME."""
+    if config.predictions:
+        raise ValueError("--adapter scores adapters, --predictions scores a file: give one of them")
+    check_adapters_take_their_tasks(config)
+    adapters = named_adapters(config.adapter)
+    predictors = load_adapter_predictors(config.model, adapters, dtype=config.dtype, log=log,
+                                         batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                                         mode=config.mode, num_beams=config.num_beams)
+    results = {}
+    for name, run in adapters.items():
+        log(f"adapter {name}: {run}")
+        one = dataclasses.replace(config, model=run, adapter=None,
+                                  output=str(Path(config.output) / name) if config.output else None)
+        _, _, records = _task_records(one, log)
+        records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
+        predictor = predictors[name]
+        predictions, rows = _predicted(predictor, records, predictor.task, log)
+        results[name] = _scored(one, predictor.task, records, predictions, rows, predictor.mode, log)
+    return results
 
 
 def _task_records(config: EvalConfig, log) -> tuple[str, dict, list]:

@@ -39,6 +39,21 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
 BASE_NAME = "base"  # what the base model's own answers are called beside its adapters
 
 
+def named_adapters(given: list[str] | dict[str, str] | None) -> dict[str, str]:
+    """`--adapter NAME=RUN`, repeated, as {name: run} (a dict passes through)."""
+    if isinstance(given, dict):
+        return dict(given)
+    adapters = {}
+    for item in given or []:
+        name, _, run = item.partition("=")
+        if not name or not run:
+            raise ValueError(f"--adapter {item!r}: give NAME=RUN (e.g. --adapter caption=runs/caption)")
+        if name in adapters:
+            raise ValueError(f"--adapter: the name {name!r} is given twice")
+        adapters[name] = run
+    return adapters
+
+
 def load_adapter_predictors(base: str, adapters: dict[str, str], dtype: str = "auto", log=print,
                             **kwargs) -> dict[str, BasePredictor]:
     """One predictor per named LoRA run over `base`, loaded once with every run's adapter on it by name (peft),
@@ -88,6 +103,8 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
     if not config.images:
         raise ValueError("no images: pass --images FILE|URL|FOLDER [...]")
     images = [config.images] if isinstance(config.images, (str, Path)) else config.images  # predict(images="x.jpg")
+    if config.adapter:
+        return _predict_with_adapters(config, images, log)
     predictor = load_predictor(
         config.model, task=config.task, task_options=task_options(config), dtype=config.dtype, log=log,
         base_model=config.base_model,
@@ -99,4 +116,31 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
         log(f"wrote {len(results)} predictions to {write_jsonl(results, config.output)}")
     if config.draw:
         log(f"drew {len(results)} images under {predictor.task.draw_predictions(results, config.draw)}")
+    return results
+
+
+def check_adapters_take_their_tasks(config) -> None:
+    """With --adapter, each adapter answers with its run's task and options: none may be given."""
+    if config.task or any(value is not None for key, value in task_options(config).items() if key != "seed"):
+        raise ValueError("--adapter: each adapter answers with its own run's task and options; drop --task and the "
+                         "task options, or use one run at a time (--model RUN)")
+
+
+def _predict_with_adapters(config: PredictConfig, images: list, log) -> list[dict]:
+    """Every named adapter over one copy of the base, each with its run's task: a row per image and adapter
+    (its name under `adapter`), in the order the adapters were given."""
+    check_adapters_take_their_tasks(config)
+    predictors = load_adapter_predictors(config.model, named_adapters(config.adapter), dtype=config.dtype, log=log,
+                                         batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                                         mode=config.mode, num_beams=config.num_beams)
+    results = []
+    for name in named_adapters(config.adapter):
+        predictor = predictors[name]
+        rows = [{"adapter": name, **row}
+                for row in predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)]
+        if config.draw:
+            log(f"drew {len(rows)} images under {predictor.task.draw_predictions(rows, Path(config.draw) / name)}")
+        results += rows
+    if config.output:
+        log(f"wrote {len(results)} predictions to {write_jsonl(results, config.output)}")
     return results
