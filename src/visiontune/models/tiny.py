@@ -70,13 +70,21 @@ SMOLVLM_256M = dict(
 )
 
 
-def _smolvlm(seed: int, sizes: dict | None = None):
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+def _smolvlm(seed: int, sizes: dict | None = None, tokenizer_folder: str | Path | None = None):
+    """`tokenizer_folder`: a real tokenizer (SmolLM2's, which SmolVLM's extends) with SmolVLM's image tokens
+    added, instead of the toy one; tools that check the tokenizer (llama.cpp's converter) then take it."""
+    from transformers import (AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor)
 
     row_col = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
-    specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>"]
-    tokenizer = _fast_tokenizer(specials + row_col, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
-                                pad_token="<|endoftext|>")
+    image_tokens = ["<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>"]
+    if tokenizer_folder is None:
+        tokenizer = _fast_tokenizer(["<|endoftext|>", "<|im_start|>"] + image_tokens + row_col,
+                                    bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>")
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+        tokenizer.add_special_tokens({"additional_special_tokens": image_tokens + row_col})
+        tokenizer.eos_token = "<end_of_utterance>"
     # tiny: one tile of 64 px, 16 px patches, pixel shuffle 2 -> 4 image tokens per tile
     sizes = sizes or dict(tile=64, scale_factor=2, image_seq_len=4, longest_edge=128,
                           vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -203,8 +211,8 @@ def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0) -> Path
     return entry.hook("tiny")(output_dir, seed)
 
 
-def build_smolvlm(output_dir: str | Path, seed: int = 0) -> Path:
-    return _save(*_smolvlm(seed), output_dir)
+def build_smolvlm(output_dir: str | Path, seed: int = 0, tokenizer_folder: str | Path | None = None) -> Path:
+    return _save(*_smolvlm(seed, tokenizer_folder=tokenizer_folder), output_dir)
 
 
 def build_qwen2_vl(output_dir: str | Path, seed: int = 0) -> Path:
