@@ -45,7 +45,8 @@ def weights_fingerprint(model) -> tuple:
     """A checksum of the trained weights (each trainable tensor's sum and sum of squares): what was computed
     with these weights can be reused while it stays the same (any optimizer step changes it)."""
     with torch.no_grad():
-        sums = [torch.stack([p.float().sum(), p.float().square().sum()]) for p in model.parameters() if p.requires_grad]
+        sums = [torch.stack([p.float().sum(), p.float().square().sum()]).cpu()  # parts may sit on several devices
+                for p in model.parameters() if p.requires_grad]
     return tuple(torch.stack(sums).double().flatten().tolist()) if sums else ()
 
 
