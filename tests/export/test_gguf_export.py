@@ -58,9 +58,9 @@ def test_composed_and_other_families_are_refused_with_the_reason(tiny_models, tm
     from visiontune.models.tiny import build_tiny_composed
 
     composed = build_tiny_composed(tmp_path / "composed")
-    with pytest.raises(ValueError, match="composed VLM.*--format onnx"):
+    with pytest.raises(ValueError, match="'composed': a composed VLM.*SwiGLU.*--format onnx"):
         export_gguf(str(composed), str(tmp_path / "out"), **QUIET)
-    with pytest.raises(ValueError, match="SmolVLM / Idefics3-family.*'llava'"):
+    with pytest.raises(ValueError, match="idefics3 family \\(SmolVLM\\); this model is 'llava'. Ship"):
         export_gguf(str(tiny_models["llava"]), str(tmp_path / "out"), **QUIET)
     with pytest.raises(ValueError, match="q4"):
         export_gguf(str(tiny_models["smolvlm"]), str(tmp_path / "out"), quantize=["q4"], **QUIET)

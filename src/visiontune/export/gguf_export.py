@@ -28,8 +28,6 @@ import numpy as np
 LLAMA_CPP_PYTHON = "0.3.36"  # the sdist whose vendored converter this export is tested with
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE")
 TEXT_TYPES = ("f16", "q8_0")  # what the converter writes itself (llama.cpp's quantizer does the rest)
-# SmolVLM's language model is a Llama; hub checkpoints name it so in text_config, configs built from scratch don't.
-TEXT_ARCHITECTURE = "VLlama3ForCausalLM"
 
 
 def converter_folder(log=print) -> Path:
@@ -79,8 +77,10 @@ def _extract_converter(sdist: Path, folder: Path) -> None:
         staging.replace(folder)
 
 
-def check_gguf_exportable(model: str) -> Path:
-    """The folder whose config names the family (a LoRA run's base); refuses what llama.cpp cannot run."""
+def check_gguf_exportable(model: str) -> str:
+    """llama.cpp's name for the model's language model (the family table's); refuses what llama.cpp cannot
+    run, with the reason."""
+    from ..models.families import FAMILIES, family_for
     from ..models.vlm import base_model_of, is_adapter_folder
 
     path = Path(model)
@@ -88,26 +88,25 @@ def check_gguf_exportable(model: str) -> Path:
         raise FileNotFoundError(f"{model}: no config.json or adapter_config.json; pass a model or run folder")
     base = Path(base_model_of(path)) if is_adapter_folder(path) else path
     model_type = json.loads((base / "config.json").read_text()).get("model_type", "")
-    if model_type == "visiontune_vlm":
-        raise ValueError(f"{model}: a composed VLM (DINOv2-style encoder, SwiGLU projector, summary token, grid "
-                         "positions) has no GGUF layout: llama.cpp's vision runtime runs SigLIP/CLIP-style encoders "
-                         "with pixel shuffle and a linear or MLP projector (SmolVLM's and nanoVLM's layouts). Ship "
-                         "it with `visiontune export --format onnx` (torch-free runtime, transformers.js)")
-    if model_type not in ("idefics3", "smolvlm"):
-        raise ValueError(f"{model}: GGUF export takes SmolVLM / Idefics3-family models; this one is "
-                         f"{model_type or 'unknown'!r}. Use `visiontune export --format onnx`")
-    return base
+    family = family_for(model_type)
+    if family is None or family.gguf_text_architecture is None:
+        supported = ", ".join(f.name for f in FAMILIES if f.gguf_text_architecture)
+        reason = f": {family.no_gguf_reason}" if family is not None and family.no_gguf_reason else ""
+        raise ValueError(f"{model}: GGUF export takes the {supported} family (SmolVLM); this model is "
+                         f"{family.name if family else (model_type or 'unknown')!r}{reason}. Ship it with "
+                         f"`visiontune export --format onnx` (torch-free runtime, transformers.js)")
+    return family.gguf_text_architecture
 
 
-def _staged(model: Path, stage: Path) -> Path:
+def _staged(model: Path, stage: Path, text_architecture: str) -> Path:
     """`model`'s files linked into `stage`, with a config.json that names the language model's architecture
-    (the converter picks its text converter from it)."""
+    (the converter picks its text converter from it; hub checkpoints name it, configs built from scratch don't)."""
     stage.mkdir(parents=True)
     for item in model.iterdir():
         if item.name != "config.json":
             (stage / item.name).symlink_to(item.resolve())
     config = json.loads((model / "config.json").read_text())
-    config.setdefault("text_config", {}).setdefault("architectures", [TEXT_ARCHITECTURE])
+    config.setdefault("text_config", {}).setdefault("architectures", [text_architecture])
     (stage / "config.json").write_text(json.dumps(config, indent=2))
     return stage
 
@@ -189,7 +188,7 @@ def export_gguf(model: str, output: str, quantize: list[str] | None = None, log=
     from ..models.vlm import is_adapter_folder
     from .merge import merge
 
-    check_gguf_exportable(model)
+    text_architecture = check_gguf_exportable(model)
     unknown = [kind for kind in quantize or [] if kind not in TEXT_TYPES]
     if unknown:
         raise ValueError(f"--quantize {' '.join(unknown)}: a GGUF export writes {', '.join(TEXT_TYPES)} (llama.cpp's "
@@ -203,7 +202,7 @@ def export_gguf(model: str, output: str, quantize: list[str] | None = None, log=
         if is_adapter_folder(source):
             source = Path(scratch) / "merged"
             merge(model, str(source), verify_reload=False, log=log)
-        stage = _staged(source, Path(scratch) / "stage")
+        stage = _staged(source, Path(scratch) / "stage", text_architecture)
         files = {}
         for outtype in dict.fromkeys(["f16", *(quantize or [])]):
             files[outtype] = root / f"{name}-{outtype}.gguf"

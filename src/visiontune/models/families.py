@@ -34,6 +34,10 @@ class Family:
     # (model path, processor, classes, grid, slots) -> config overrides that write what the image's regions
     # hold as text after the image (models/compose/regions.py); the processor is set to match
     region_slots: str | None = None
+    # llama.cpp's name for the language model's architecture (its converter picks the text converter by it;
+    # export/gguf_export.py); None: no GGUF export, for the reason in `no_gguf_reason` when there is one
+    gguf_text_architecture: str | None = None
+    no_gguf_reason: str = ""
 
     def hook(self, name: str):
         """The object a hook names (None when the family has no such hook)."""
@@ -84,7 +88,7 @@ FAMILIES = (
            language=("model.text_model", "lm_head"), configure_processor=_idefics3_processor, aliases=("smolvlm",),
            feature_cache="visiontune.models.vision_cache:IDEFICS3_CACHE",
            onnx_vision="visiontune.export.onnx_graphs:IDEFICS3_VISION", runtime_images="tiles",
-           tiny="visiontune.models.tiny:build_smolvlm"),
+           tiny="visiontune.models.tiny:build_smolvlm", gguf_text_architecture="VLlama3ForCausalLM"),
     Family("llava", ("llava",), vision=("model.vision_tower",), connector=("model.multi_modal_projector",),
            language=("model.language_model", "lm_head"), configure_processor=_fixed_size_processor,
            onnx_vision="visiontune.export.onnx_graphs:LLAVA_VISION", tiny="visiontune.models.tiny:build_llava"),
@@ -96,7 +100,10 @@ FAMILIES = (
            feature_cache="visiontune.models.vision_cache:COMPOSED_CACHE",
            onnx_vision="visiontune.export.onnx_graphs:COMPOSED_VISION", flatten_image_parts=True,
            tiny="visiontune.models.tiny:build_tiny_composed",
-           region_slots="visiontune.models.compose.regions:slot_overrides"),
+           region_slots="visiontune.models.compose.regions:slot_overrides",
+           no_gguf_reason="a composed VLM (DINOv2-style encoder, SwiGLU projector, summary token, grid positions) "
+                          "has no GGUF layout: llama.cpp's vision runtime runs SigLIP/CLIP-style encoders with pixel "
+                          "shuffle and a linear or MLP projector (SmolVLM's and nanoVLM's layouts)"),
     Family("qwen2-vl", ("qwen2_vl", "qwen2_5_vl"), vision=("model.visual",), connector=("model.visual.merger",),
            language=("model.language_model", "lm_head"), configure_processor=_qwen2_vl_processor,
            tiny="visiontune.models.tiny:build_qwen2_vl"),
