@@ -11,8 +11,7 @@
 
     visiontune tiny-model --family smolvlm --output /tmp/tiny-smolvlm
     python benchmarks/serve_load.py --model /tmp/tiny-smolvlm --clients 32 --seconds 30
-    visiontune tiny-model --family smolvlm-256m-architecture --output /tmp/smolvlm-256m
-    python benchmarks/serve_load.py --measure streaming --model /tmp/smolvlm-256m
+    python benchmarks/serve_load.py --measure streaming --model runs/quickstart/composed  # talks on for 64 tokens
     python benchmarks/serve_load.py --measure adapters --model BASE --adapter a=RUN_A --adapter b=RUN_B
 """
 
