@@ -39,10 +39,8 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
 BASE_NAME = "base"  # what the base model's own answers are called beside its adapters
 
 
-def named_adapters(given: list[str] | dict[str, str] | None) -> dict[str, str]:
-    """`--adapter NAME=RUN`, repeated, as {name: run} (a dict passes through)."""
-    if isinstance(given, dict):
-        return dict(given)
+def named_adapters(given: list[str] | None) -> dict[str, str]:
+    """`--adapter NAME=RUN`, repeated, as {name: run}."""
     adapters = {}
     for item in given or []:
         name, _, run = item.partition("=")
@@ -130,11 +128,12 @@ def _predict_with_adapters(config: PredictConfig, images: list, log) -> list[dic
     """Every named adapter over one copy of the base, each with its run's task: a row per image and adapter
     (its name under `adapter`), in the order the adapters were given."""
     check_adapters_take_their_tasks(config)
-    predictors = load_adapter_predictors(config.model, named_adapters(config.adapter), dtype=config.dtype, log=log,
+    adapters = named_adapters(config.adapter)
+    predictors = load_adapter_predictors(config.model, adapters, dtype=config.dtype, log=log,
                                          batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                                          mode=config.mode, num_beams=config.num_beams)
     results = []
-    for name in named_adapters(config.adapter):
+    for name in adapters:
         predictor = predictors[name]
         rows = [{"adapter": name, **row}
                 for row in predictor.predict(images, skip_bad_images=config.skip_bad_images, log=log)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..detector.commands import load_detector
 from ..detector.config import CONFIG_FILE
+from ..runtime.vlm import export_folder
 from .intake import RequestError
 from .replies import Reply
 
@@ -21,8 +22,7 @@ def model_name(path: str) -> str:
     `onnx/` folder is called by its export's name), a hub id as is."""
     if not Path(path).exists():
         return path
-    folder = Path(path).resolve()
-    return folder.parent.name if folder.name == "onnx" and (folder / "export_report.json").is_file() else folder.name
+    return (export_folder(path) or Path(path)).resolve().name
 
 
 class ServedModel:
