@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnx (torch-free runtime, transformers.js) or gguf (llama.cpp, Ollama, LM Studio: "
                              "SmolVLM / Idefics3 family)")
     export.add_argument("--output", required=True)
-    export.add_argument("--quantize", nargs="*", default=[], choices=["int8", "q4", "fp16", "q8_0"],
+    export.add_argument("--quantize", nargs="*", default=[],
+                        choices=["int8", "q4", "fp16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"],
                         help="also write these variants (onnx: int8 dynamic int8 weights, q4 4-bit MatMul weights, "
-                             "fp16; gguf: q8_0 beside f16)")
+                             "fp16; gguf: q8_0, and with llama-cpp-python q4_0 q4_k_m q5_k_m q6_k, beside f16)")
     export.add_argument("--eval-data", help="also report the task metric of PyTorch and of every variant on this data")
     export.add_argument("--eval-split", help="split of --eval-data")
     export.add_argument("--max-eval-samples", type=int, default=200)
@@ -160,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export" and args.format == "gguf":
             from .export.gguf_export import export_gguf
 
-            if args.eval_data:
-                raise ValueError("--eval-data compares ONNX variants; for a GGUF export evaluate the run itself")
-            export_gguf(args.model, args.output, quantize=args.quantize)
+            export_gguf(args.model, args.output, quantize=args.quantize, eval_data=args.eval_data,
+                        eval_split=args.eval_split, max_eval_samples=args.max_eval_samples)
         elif args.command == "export":
             from .export.onnx_export import export_onnx
 

@@ -124,7 +124,8 @@ ADAPTER_HELP = ("NAME=RUN: a LoRA run over --model, by name (repeat for more); -
                 "adapter on it, and each adapter answers with its run's task")
 
 INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an ONNX export (--model DIR/onnx) "
-                        "the variant: auto (fp32)|int8|q4|fp16")
+                        "the variant: auto (fp32)|int8|q4|fp16; for a GGUF export (--model DIR) the file: auto "
+                        "(f16)|q8_0|q4_k_m...")
 
 
 @dataclass

@@ -53,8 +53,11 @@ def check_model_reference(reference: str, flag: str = "--model") -> str:
     path = Path(reference).expanduser()
     if path.is_dir():
         return str(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path)  # a GGUF export's language model (its mmproj file beside it)
     if path.is_file():
-        raise ValueError(f"{flag} {reference}: is a file; give the model's folder (the one with config.json)")
+        raise ValueError(f"{flag} {reference}: is a file; give the model's folder (the one with config.json), or a "
+                         f"GGUF export's .gguf file")
     if _looks_local(reference):
         near = _closest_folder(path)
         raise FileNotFoundError(f"{flag} {reference}: no such folder" + (f"; did you mean {near}?" if near else ""))

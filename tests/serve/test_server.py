@@ -9,58 +9,17 @@ import io
 import json
 import math
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from served import Server, data_url
+
 QUIET = dict(log=lambda *_: None)
 KEY = "test-key-123"
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"  # kept after the run (gitignored)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model, *options: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-m", "visiontune", "serve", "--model", str(model),
-                                         "--port", str(self.port), *options],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.process.stdout.read()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("the server did not come up in 120 s")
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def _png(image: Image.Image) -> bytes:
@@ -69,17 +28,13 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _data_url(path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
-
-
 def _openai_messages(task, image_path) -> list[dict]:
     """The task's own chat messages, with the image part as an OpenAI image_url part."""
     converted = []
     for message in task.messages():
         content = message["content"]
         if isinstance(content, list):
-            content = [{"type": "image_url", "image_url": {"url": _data_url(image_path)}} if part["type"] == "image"
+            content = [{"type": "image_url", "image_url": {"url": data_url(image_path)}} if part["type"] == "image"
                        else part for part in content]
         converted.append({"role": message["role"], "content": content})
     return converted
@@ -245,7 +200,7 @@ def test_classify_and_detector_endpoints_equal_predict(tiny_models, shape_classe
         rows = httpx.post(f"{server.url}/v1/predict", timeout=60,
                           files=[("file", (f.name, f.read_bytes(), "image/png")) for f in files]).json()["results"]
         chat = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
-            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _data_url(files[0])}}]}]})
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(files[0])}}]}]})
     finally:
         server.stop()
     assert chat.status_code == 400 and "dedicated detector" in chat.json()["error"]["message"]
@@ -270,7 +225,7 @@ def test_composed_model_and_its_onnx_export_are_served_like_predict(tmp_path, sh
         try:
             replies = [httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
                 "max_tokens": 8, "messages": [{"role": "user", "content": [
-                    {"type": "image_url", "image_url": {"url": _data_url(f)}},
+                    {"type": "image_url", "image_url": {"url": data_url(f)}},
                     {"type": "text", "text": "Describe this image in one sentence."}]}]}).json()
                 for f in files]
             health = httpx.get(f"{server.url}/health").json()

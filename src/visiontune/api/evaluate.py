@@ -15,7 +15,7 @@ from ..data.streams import read_whole
 from ..data.validate import check_images
 from ..models.run_base import read_run_metadata
 from ..report.grid import plot_sample_grid
-from ..runtime.vlm import export_folder
+from ..runtime.exports import export_root
 from ..tasks import task_class, task_from_metadata, task_options
 from .predict import (check_adapters_take_their_tasks, load_adapter_predictors, load_predictor, named_adapters,
                       write_jsonl)
@@ -147,7 +147,7 @@ def _evaluate_adapters(config: EvalConfig, log) -> dict:
 
 def _task_records(config: EvalConfig, log) -> tuple[str, dict, list]:
     """The task's name, its options (the data's own included) and the evaluation records."""
-    run = (export_folder(config.model) or config.model) if config.model else None  # an ONNX export: its root
+    run = (export_root(config.model) or config.model) if config.model else None  # an export: its folder
     metadata = read_run_metadata(run) if run and Path(run).is_dir() else {}
     name = config.task or metadata.get("task", "caption")
     options = task_options(config)

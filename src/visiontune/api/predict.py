@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import PredictConfig, build_config
 from ..inference.base_predictor import BasePredictor
-from ..runtime.vlm import export_folder
+from ..runtime.exports import export_root, load_export_runtime
 from ..tasks import task_from_metadata, task_options
 
 
@@ -15,20 +15,19 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
                    task_options: dict | None = None, base_model: str | None = None, **kwargs) -> BasePredictor:
     """A model or run folder with its task; `task_options` (prompt, system_prompt, classes…) override what the
     run folder's visiontune.json says; `base_model` replaces a LoRA run's recorded base. An ONNX export (its
-    folder or `onnx/` inside it) runs on the torch-free runtime; `dtype` then picks the variant (auto = fp32,
-    int8, q4, fp16)."""
+    folder or `onnx/` inside it) and a GGUF export (its folder or a .gguf file in it) run torch-free (onnxruntime,
+    llama.cpp); `dtype` then picks the variant (ONNX: auto = fp32, int8, q4, fp16; GGUF: auto = f16, q8_0...)."""
     from ..model_references import check_model_reference
 
     path = check_model_reference(str(path))
     base_model = check_model_reference(base_model, "--base-model") if base_model else None
-    root = export_folder(path)
-    if root is not None:
-        from ..runtime.predictor import OnnxPredictor
-        from ..runtime.vlm import OnnxVLM
+    runtime = load_export_runtime(path, dtype)
+    if runtime is not None:
+        from ..runtime.predictor import ExportPredictor
 
+        root = export_root(path)
         metadata = json.loads((root / "visiontune.json").read_text()) if (root / "visiontune.json").is_file() else {}
-        runtime = OnnxVLM(root, variant="fp32" if dtype == "auto" else dtype)
-        return OnnxPredictor(runtime, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
+        return ExportPredictor(runtime, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
     from ..inference.predictor import Predictor
     from ..models.vlm import load_for_inference
 

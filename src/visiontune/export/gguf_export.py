@@ -14,6 +14,8 @@ them), not DINOv2 with a SwiGLU projector, a summary token and grid position emb
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import json
 import os
 import shutil
@@ -25,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .compare import compare_metrics
+
 LLAMA_CPP_PYTHON = "0.3.36"  # the sdist whose vendored converter this export is tested with
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE")
-TEXT_TYPES = ("f16", "q8_0")  # what the converter writes itself (llama.cpp's quantizer does the rest)
+TEXT_TYPES = ("f16", "q8_0")  # what the converter writes itself
+QUANTIZER_TYPES = ("q4_0", "q4_k_m", "q5_k_m", "q6_k")  # llama.cpp's quantizer makes these from the f16 file
 
 
 def converter_folder(log=print) -> Path:
@@ -152,6 +157,29 @@ def weight_difference(gguf_file: Path, model: Path) -> float:
     return largest
 
 
+def _check_quantize(kinds: list[str], eval_data: str | None) -> None:
+    unknown = [kind for kind in kinds if kind not in TEXT_TYPES + QUANTIZER_TYPES]
+    if unknown:
+        raise ValueError(f"--quantize {' '.join(unknown)}: a GGUF export writes {', '.join(TEXT_TYPES + QUANTIZER_TYPES)}")
+    needs_llama_cpp = [f"--quantize {kind}" for kind in kinds if kind in QUANTIZER_TYPES] + (["--eval-data"] if eval_data
+                                                                                             else [])
+    if needs_llama_cpp and importlib.util.find_spec("llama_cpp") is None:
+        from ..runtime.gguf import INSTALL_HINT
+
+        raise ModuleNotFoundError(f"{', '.join(needs_llama_cpp)}: llama.cpp itself does this; {INSTALL_HINT}")
+
+
+def _quantize(f16_file: Path, outfile: Path, kind: str) -> None:
+    """llama.cpp's own quantizer (llama-quantize's code, through llama-cpp-python). Tensors whose rows do not
+    split into its blocks (k-quants: 256 values) get its fallback type, as llama-quantize does."""
+    import llama_cpp
+
+    parameters = llama_cpp.llama_model_quantize_default_params()
+    parameters.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind.upper()}")
+    if llama_cpp.llama_model_quantize(str(f16_file).encode(), str(outfile).encode(), ctypes.byref(parameters)) != 0:
+        raise RuntimeError(f"llama.cpp's quantizer could not make {kind} from {f16_file}")
+
+
 def _metadata(gguf_file: Path) -> dict:
     """The few GGUF keys a reader checks: architecture, projector type, pre-tokenizer, chat template."""
     from gguf import GGUFReader
@@ -181,18 +209,17 @@ def _modelfile(text_file: str, mmproj_file: str) -> str:
             'PARAMETER stop "<end_of_utterance>"\nPARAMETER temperature 0\n')
 
 
-def export_gguf(model: str, output: str, quantize: list[str] | None = None, log=print) -> dict:
-    """OUTPUT/{NAME}-f16.gguf (+ -q8_0), OUTPUT/mmproj-{NAME}-f16.gguf, OUTPUT/Modelfile, OUTPUT/visiontune.json
-    and OUTPUT/export_report.json. A LoRA run is merged first (checked as `merge` checks it)."""
+def export_gguf(model: str, output: str, quantize: list[str] | None = None, eval_data: str | None = None,
+                eval_split: str | None = None, max_eval_samples: int = 200, log=print) -> dict:
+    """OUTPUT/{NAME}-f16.gguf (+ -q8_0, -q4_k_m...), OUTPUT/mmproj-{NAME}-f16.gguf, OUTPUT/Modelfile,
+    OUTPUT/visiontune.json and OUTPUT/export_report.json. A LoRA run is merged first (checked as `merge` checks
+    it). `eval_data`: the task metric of the run and of every file, run by llama.cpp, side by side."""
     from ..models.run_base import read_run_metadata
     from ..models.vlm import is_adapter_folder
     from .merge import merge
 
     text_architecture = check_gguf_exportable(model)
-    unknown = [kind for kind in quantize or [] if kind not in TEXT_TYPES]
-    if unknown:
-        raise ValueError(f"--quantize {' '.join(unknown)}: a GGUF export writes {', '.join(TEXT_TYPES)} (llama.cpp's "
-                         f"own quantizer, llama-quantize, makes the q4/k-quant variants from the f16 file)")
+    _check_quantize(quantize or [], eval_data)
     converter = converter_folder(log)
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
@@ -206,7 +233,10 @@ def export_gguf(model: str, output: str, quantize: list[str] | None = None, log=
         files = {}
         for outtype in dict.fromkeys(["f16", *(quantize or [])]):
             files[outtype] = root / f"{name}-{outtype}.gguf"
-            _convert(converter, stage, files[outtype], outtype)
+            if outtype in QUANTIZER_TYPES:
+                _quantize(files["f16"], files[outtype], outtype)
+            else:
+                _convert(converter, stage, files[outtype], outtype)
             log(f"wrote {files[outtype]}")
         projector = root / f"mmproj-{name}-f16.gguf"
         _convert(converter, stage, projector, "f16", mmproj=True)
@@ -220,7 +250,10 @@ def export_gguf(model: str, output: str, quantize: list[str] | None = None, log=
                              **_metadata(projector)}}
         (root / "visiontune.json").write_text(json.dumps({**read_run_metadata(source), "exported_from": model},
                                                          indent=2))
-    text_file = files.get("q8_0", files["f16"]).name
+    if eval_data:
+        sides = {"pytorch": (model, "auto"), **{f"gguf-{kind}": (str(path), "auto") for kind, path in files.items()}}
+        report["eval"] = compare_metrics(sides, eval_data, eval_split, max_eval_samples, log)
+    text_file = files.get("q8_0", files[list(files)[-1]]).name  # q8_0, else the last asked for
     (root / "Modelfile").write_text(_modelfile(text_file, projector.name))
     (root / "export_report.json").write_text(json.dumps(report, indent=2))
     log(f"export report: {root / 'export_report.json'}; Ollama: cd {root} && ollama create {name} -f Modelfile")

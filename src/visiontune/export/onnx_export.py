@@ -18,6 +18,7 @@ from ..models.families import Family
 from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
 from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
 from ..tasks import task_from_metadata
+from .compare import compare_metrics
 from .merge import merge_checked, sample_batch, sample_images
 from .onnx_graphs import export_graphs, exportable_family, text_shape
 
@@ -108,6 +109,10 @@ def _check_exportable(model: str) -> None:
 def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval_data: str | None = None,
                 eval_split: str | None = None, max_eval_samples: int = 200, log=print) -> dict:
     _check_exportable(model)
+    unknown = [kind for kind in quantize or [] if kind not in QUANTIZATIONS]
+    if unknown:
+        raise ValueError(f"--quantize {' '.join(unknown)}: an ONNX export writes {', '.join(QUANTIZATIONS)} (q8_0 "
+                         f"and the k-quants are GGUF types: --format gguf)")
     root = Path(output)
     try:
         (root / "onnx").mkdir(parents=True, exist_ok=True)
@@ -158,7 +163,8 @@ def export_onnx(model: str, output: str, quantize: list[str] | None = None, eval
     if fp32 > TOLERANCE:
         raise RuntimeError(f"{root}: the fp32 ONNX graphs differ from PyTorch by {fp32:.3e} > {TOLERANCE}")
     if eval_data:
-        report["eval"] = _compare_metrics(model, root, info["variants"], eval_data, eval_split, max_eval_samples, log)
+        sides = {"pytorch": (model, "auto"), **{f"onnx-{v}": (str(root / "onnx"), v) for v in info["variants"]}}
+        report["eval"] = compare_metrics(sides, eval_data, eval_split, max_eval_samples, log)
     (root / "onnx" / "export_report.json").write_text(json.dumps(report, indent=2))
     log(f"export report: {root / 'onnx' / 'export_report.json'}")
     return report
@@ -176,19 +182,3 @@ def _template_in_tokenizer_config(root: Path) -> None:
 def _external_size(path: Path) -> int:
     data = path.with_name(path.name + ".data")
     return data.stat().st_size if data.exists() else 0
-
-
-def _compare_metrics(model: str, root: Path, variants: list[str], data: str, split: str | None, count: int,
-                     log) -> dict:
-    """The task metric of PyTorch and of each ONNX variant on the same evaluation data, side by side."""
-    from ..api.evaluate import evaluate
-    from ..config import EvalConfig
-
-    sides = {"pytorch": (model, "auto"), **{f"onnx-{v}": (str(root / "onnx"), v) for v in variants}}
-    results = {}
-    for side, (path, dtype) in sides.items():
-        metrics = evaluate(EvalConfig(model=path, data=data, split=split, max_samples=count, dtype=dtype),
-                           log=lambda *_: None)
-        results[side] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        log(f"{side}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[side].items() if isinstance(v, float)))
-    return results

@@ -1,7 +1,7 @@
 """The predictor contract: what tasks may ask of a loaded model, whatever runs it.
 
-`Predictor` (PyTorch) and `OnnxPredictor` (the torch-free runtime) implement it; tasks use nothing else, so
-every task predicts, evaluates and serves from an ONNX export as it does from a PyTorch model.
+`Predictor` (PyTorch) and `ExportPredictor` (the torch-free runtimes: ONNX, GGUF) implement it; tasks use
+nothing else, so every task predicts, evaluates and serves from an export as it does from a PyTorch model.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Run an ONNX export without torch: `OnnxVLM` (onnxruntime + numpy + tokenizers + Pillow + jinja2) and
-`OnnxPredictor`, which gives the same prediction rows as the PyTorch `Predictor`."""
+"""Run an export without torch: `OnnxVLM` (onnxruntime + numpy + tokenizers + Pillow + jinja2), `GgufVLM`
+(llama.cpp through llama-cpp-python) and `ExportPredictor`, which gives the same prediction rows as the PyTorch
+`Predictor`."""
 
+from .gguf import GgufVLM
 from .vlm import OnnxVLM, export_folder
 
-__all__ = ["OnnxVLM", "export_folder"]
+__all__ = ["GgufVLM", "OnnxVLM", "export_folder"]

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..inference.token_text import token_pieces
 from .chat import flatten_image_parts, render_chat
 from .images import image_preparation
 
@@ -54,6 +55,8 @@ def choose_tokens(logp: np.ndarray, sampling, rng: np.random.Generator | None) -
 
 
 class OnnxVLM:
+    name = "ONNX"
+
     def __init__(self, path: str | Path, variant: str = "fp32", threads: int | None = None):
         import onnxruntime
         from tokenizers import Tokenizer
@@ -90,6 +93,12 @@ class OnnxVLM:
         if not full.startswith(prompt):
             raise ValueError("the chat template renders the prompt differently with and without the answer")
         return full[len(prompt):]
+
+    def answer_tokens(self, messages: list[dict], target: str) -> list[int]:
+        return self.encode_text(self.answer_suffix(messages, target), special=False)
+
+    def token_pieces(self, tokens: list[int]) -> list[str]:
+        return token_pieces(self.tokenizer, tokens)
 
     def encode_text(self, text: str, special: bool = True) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=special).ids

@@ -1,5 +1,5 @@
 """The model behind the server, whatever the run: a VLM run or base model (caption, classify, detect, chat), a
-composed VLM, an ONNX export (torch-free runtime), or a dedicated detector (its folder or its .onnx file).
+composed VLM, an ONNX or GGUF export (torch-free runtimes), or a dedicated detector (its folder or its .onnx file).
 
 `results(images)` gives exactly the rows `predict` gives (without the "image" key); `chat(images, messages,
 limits)` answers OpenAI-style conversations (VLMs only). With adapters, one base serves several LoRA runs by
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..detector.commands import load_detector
 from ..detector.config import CONFIG_FILE
-from ..runtime.vlm import export_folder
+from ..runtime.exports import export_root
 from .intake import RequestError
 from .replies import Reply
 
@@ -22,7 +22,7 @@ def model_name(path: str) -> str:
     `onnx/` folder is called by its export's name), a hub id as is."""
     if not Path(path).exists():
         return path
-    return (export_folder(path) or Path(path)).resolve().name
+    return (export_root(path) or Path(path)).resolve().name
 
 
 class ServedModel:
