@@ -24,7 +24,7 @@ from .vlm import choose_tokens, log_softmax
 
 PROJECTOR_PREFIX = "mmproj-"
 INSTALL_HINT = ("running a GGUF export needs llama-cpp-python with its multimodal library: pip install "
-                "'visiontune[llama-cpp]' (it builds llama.cpp from source, 15-20 min on 2 cores)")
+                "'visiontune[llama-cpp]' (pip builds llama.cpp from source: about 6 min on 2 cores)")
 
 
 def gguf_export_files(path: str | Path, variant: str = "auto") -> tuple[Path, Path] | None:
