@@ -68,7 +68,8 @@ def main() -> None:
     print(json.dumps(results["dinov2_linear_probe"]))
     if not args.skip_vlm:
         sizes = QuickstartSizes(image_size=args.image_size, align_canvases=args.align_canvases,
-                                train_images=args.train_images, test_images=args.test_images, epochs=args.epochs,
+                                train_images=args.train_images, test_images=args.test_images, align_epochs=args.epochs,
+                                classify_epochs=args.epochs,
                                 batch_size=args.batch_size)
         started = time.perf_counter()
         run = quickstart(str(output), sizes=sizes)
