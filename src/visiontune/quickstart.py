@@ -74,20 +74,22 @@ def quickstart(output: str = "runs/quickstart", full: bool = False, sizes: Quick
                                 objects=(1, 2), scale=(sizes.image_size * 3 // 7, sizes.image_size))
     log(f"quickstart: stage 1 — align the projector on {sizes.align_canvases} captioned canvases")
     align = train(TrainConfig(task="caption", model=str(model), data=str(align_data["captions"]),
-                              output=str(root / "align"), overwrite=True, train="projector", system_prompt=SYSTEM_PROMPT,
-                              learning_rate=1e-3, epochs=sizes.align_epochs, batch_size=sizes.batch_size, warmup_ratio=0.05,
-                              logging_steps=10, num_workers=0, report_to="tensorboard"), log=log)
+                              output=str(root / "align"), overwrite=True, train="projector",
+                              system_prompt=SYSTEM_PROMPT, learning_rate=1e-3, epochs=sizes.align_epochs,
+                              batch_size=sizes.batch_size, warmup_ratio=0.05, logging_steps=10, num_workers=0,
+                              report_to="tensorboard"), log=log)
     lap("align")
     log(f"quickstart: stage 2 — classify Fashion-MNIST ({sizes.train_images} training images)")
     classify = train(TrainConfig(task="classify", model=str(root / "align"), data="zoo:fashion-mnist",
                                  split=TRAIN_SLICE, shuffle=True, seed=0, max_samples=sizes.train_images,
                                  eval_data="zoo:fashion-mnist", eval_split=VALIDATION_SLICE,
-                                 max_eval_samples=sizes.validation_images, output=str(root / "classify"), overwrite=True,
-                                 train="projector+language", prompt=CLASSIFY_PROMPT, system_prompt=SYSTEM_PROMPT,
-                                 lora_r=16, lora_alpha=32, learning_rate=CLASSIFY_LEARNING_RATE,
-                                 connector_learning_rate=CLASSIFY_CONNECTOR_LEARNING_RATE, epochs=sizes.classify_epochs,
-                                 batch_size=sizes.batch_size, warmup_ratio=0.05, logging_steps=10, num_workers=0,
-                                 report_to="tensorboard"), log=log)
+                                 max_eval_samples=sizes.validation_images, output=str(root / "classify"),
+                                 overwrite=True, train="projector+language", prompt=CLASSIFY_PROMPT,
+                                 system_prompt=SYSTEM_PROMPT, lora_r=16, lora_alpha=32,
+                                 learning_rate=CLASSIFY_LEARNING_RATE,
+                                 connector_learning_rate=CLASSIFY_CONNECTOR_LEARNING_RATE,
+                                 epochs=sizes.classify_epochs, batch_size=sizes.batch_size, warmup_ratio=0.05,
+                                 logging_steps=10, num_workers=0, report_to="tensorboard"), log=log)
     lap("classify")
     test = evaluate(EvalConfig(task="classify", model=str(root / "classify"), data="zoo:fashion-mnist", split="test",
                                max_samples=sizes.test_images, mode="score", output=str(root / "eval")), log=log)
