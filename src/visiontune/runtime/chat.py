@@ -34,3 +34,13 @@ def flatten_image_parts(message: dict, image_token: str) -> dict:
         return message
     text = "".join(image_token + "\n" if part.get("type") == "image" else part.get("text", "") for part in content)
     return {**message, "content": text}
+
+
+def answer_suffix(render, messages: list[dict], target: str) -> str:
+    """The text a chat template puts after the generation prompt for this answer; `render(messages,
+    add_generation_prompt)` renders with the model's template."""
+    prompt = render(messages, True)
+    full = render(messages + [{"role": "assistant", "content": [{"type": "text", "text": target}]}], False)
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the prompt differently with and without the answer")
+    return full[len(prompt):]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gguf import gguf_export_files
-from .vlm import export_folder
+from .gguf import GgufVLM, gguf_export_files
+from .vlm import OnnxVLM, export_folder
 
 
 def export_root(path: str | Path) -> Path | None:
@@ -23,12 +23,8 @@ def load_export_runtime(path: str | Path, dtype: str = "auto"):
     q8_0...) for an export, else None."""
     root = export_folder(path)
     if root is not None:
-        from .vlm import OnnxVLM
-
         return OnnxVLM(root, variant="fp32" if dtype == "auto" else dtype)
     files = gguf_export_files(path, dtype)
     if files is None:
         return None
-    from .gguf import GgufVLM
-
     return GgufVLM(*files)

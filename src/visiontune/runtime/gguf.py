@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .chat import render_chat
+from .chat import answer_suffix, render_chat
 from .vlm import choose_tokens, log_softmax
 
 PROJECTOR_PREFIX = "mmproj-"
@@ -117,12 +117,7 @@ class GgufVLM:
         return "".join(self.token_pieces(tokens))
 
     def answer_tokens(self, messages: list[dict], target: str) -> list[int]:
-        """The tokens the chat template puts after the generation prompt for this answer."""
-        prompt = self.render(messages)
-        full = self.render(messages + [{"role": "assistant", "content": [{"type": "text", "text": target}]}], False)
-        if not full.startswith(prompt):
-            raise ValueError("the chat template renders the prompt differently with and without the answer")
-        return self.tokenize(full[len(prompt):])
+        return self.tokenize(answer_suffix(self.render, messages, target))
 
     # --- model calls --------------------------------------------------------------------------------------
     def _bitmap(self, image):

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..inference.token_text import token_pieces
-from .chat import flatten_image_parts, render_chat
+from .chat import answer_suffix, flatten_image_parts, render_chat
 from .images import image_preparation
 
 VARIANT_SUFFIXES = {"fp32": "", "int8": "_int8", "q4": "_q4", "fp16": "_fp16"}
@@ -86,16 +86,8 @@ class OnnxVLM:
             messages = [flatten_image_parts(m, self.info["image_token"]) for m in messages]
         return render_chat(self.chat_template, messages, add_generation_prompt, **self.info["template_tokens"])
 
-    def answer_suffix(self, messages: list[dict], target: str) -> str:
-        """The text the chat template puts after the generation prompt for this answer."""
-        prompt = self.render(messages)
-        full = self.render(messages + [{"role": "assistant", "content": [{"type": "text", "text": target}]}], False)
-        if not full.startswith(prompt):
-            raise ValueError("the chat template renders the prompt differently with and without the answer")
-        return full[len(prompt):]
-
     def answer_tokens(self, messages: list[dict], target: str) -> list[int]:
-        return self.encode_text(self.answer_suffix(messages, target), special=False)
+        return self.encode_text(answer_suffix(self.render, messages, target), special=False)
 
     def token_pieces(self, tokens: list[int]) -> list[str]:
         return token_pieces(self.tokenizer, tokens)
