@@ -38,13 +38,15 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from linear_probe import probe_dataset
+
+from visiontune.tasks.self_replay import DEFAULT_SHARE
 
 SECTIONS = ("classify", "generality", "caption", "detect", "imbalance", "kept")
 QUIET = {"log": lambda *_: None}
@@ -226,7 +228,7 @@ KNOWN_RECIPE = dict(max_objects=1, negatives=0.0, balance="none", region_slots=0
                     keep_skills=False)
 DETECT_REPORTED = ("AP", "AP50", "APs", "APm", "AR100", "AR100_by_objects", "hallucination_rate", "duplicate_rate",
                    "parse_failure_rate")
-REPLAY_SHARES = (0.0, 0.1, 0.25)
+REPLAY_SHARES = (0.0, DEFAULT_SHARE, 0.25)
 
 
 def detection_data(root: Path, sizes: Sizes, source: str = "zoo:fashion-mnist",
@@ -300,7 +302,7 @@ def run_detect(root: Path, args, sizes: Sizes) -> dict:
     rows["visiontune, second set"] = {**detection_scores(str(output), second_test, output / "eval"),
                                       "data": sizes.second_source, "train_seconds": seconds}
     print("detect visiontune, second set", json.dumps(rows["visiontune, second set"]), flush=True)
-    return rows
+    return {**rows, "sizes": asdict(sizes)}
 
 
 def run_imbalance(root: Path, args, sizes: Sizes) -> dict:
@@ -321,6 +323,16 @@ def run_imbalance(root: Path, args, sizes: Sizes) -> dict:
     return rows
 
 
+def default_detection_run(root: Path, sizes: Sizes) -> tuple[Path, float] | None:
+    """The detect section's run with default settings at these sizes (its folder and training seconds), when
+    it finished."""
+    results_file, output = root / "results.json", root / "detect" / "visiontune"
+    detect = (json.loads(results_file.read_text()) if results_file.is_file() else {}).get("detect", {})
+    same_sizes = detect.get("sizes") == json.loads(json.dumps(asdict(sizes)))
+    row = detect.get("visiontune")
+    return (output, row["train_seconds"]) if same_sizes and row and (output / "summary.json").is_file() else None
+
+
 def run_kept(root: Path, args, sizes: Sizes) -> dict:
     """Captions after a detection fine-tune, with self-replay at a few shares (0 = --no-keep-skills)."""
     model = aligned_model(root, args)
@@ -330,8 +342,12 @@ def run_kept(root: Path, args, sizes: Sizes) -> dict:
     rows = {"aligned (before)": caption_scores(model, caption_test, root / "kept" / "before")}
     for share in REPLAY_SHARES:
         output = root / "kept" / f"detect-replay-{share}"
-        _, seconds = train_detection(model, train_data, output, sizes, keep_skills=share > 0,
-                                     replay_share=share or None)
+        reused = share == DEFAULT_SHARE and default_detection_run(root, sizes)
+        if reused:  # the detect section trained these very settings on these canvases
+            output, seconds = reused
+        else:
+            _, seconds = train_detection(model, train_data, output, sizes, keep_skills=share > 0,
+                                         replay_share=share or None)
         rows[f"after detection, replay share {share}"] = {
             **caption_scores(str(output), caption_test, output / "captions"),
             **{f"detect_{k}": v for k, v in detection_scores(str(output), test_data, output / "eval").items()},
