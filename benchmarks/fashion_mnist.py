@@ -7,7 +7,8 @@ sees the same training images at the same input size: [CLS, mean patch] features
 scikit-learn LogisticRegression. Published numbers are read from the Debian package's README table.
 
     python benchmarks/fashion_mnist.py                                   # CPU-sized subset
-    python benchmarks/fashion_mnist.py --train-images 55000 --test-images 10000 --image-size 224 --epochs 2
+    python benchmarks/fashion_mnist.py --train-images 55000 --test-images 10000 --image-size 224 \
+        --align-epochs 2 --classify-epochs 2
 """
 
 from __future__ import annotations
@@ -41,21 +42,24 @@ def published_baselines() -> dict[str, float]:
 
 
 def main() -> None:
+    from visiontune.quickstart import TRAIN_SLICE, QuickstartSizes, quickstart
+
+    default = QuickstartSizes()
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default="runs/bench-fashion-mnist")
-    parser.add_argument("--train-images", type=int, default=1600)
-    parser.add_argument("--test-images", type=int, default=1000)
-    parser.add_argument("--align-canvases", type=int, default=320)
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--train-images", type=int, default=default.train_images)
+    parser.add_argument("--test-images", type=int, default=default.test_images)
+    parser.add_argument("--align-canvases", type=int, default=default.align_canvases)
+    parser.add_argument("--image-size", type=int, default=default.image_size)
+    parser.add_argument("--align-epochs", type=float, default=default.align_epochs)
+    parser.add_argument("--classify-epochs", type=float, default=default.classify_epochs)
+    parser.add_argument("--batch-size", type=int, default=default.batch_size)
     parser.add_argument("--skip-vlm", action="store_true", help="only the linear probe and the published table")
     args = parser.parse_args()
 
     from visiontune.api.evaluate import evaluate
     from visiontune.config import EvalConfig
     from visiontune.data.loading import DataSpec, load_labelled_records
-    from visiontune.quickstart import TRAIN_SLICE, QuickstartSizes, quickstart
 
     output = Path(args.output)
     train, classes = load_labelled_records(DataSpec("zoo:fashion-mnist", split=TRAIN_SLICE, shuffle=True, seed=0,
@@ -68,8 +72,8 @@ def main() -> None:
     print(json.dumps(results["dinov2_linear_probe"]))
     if not args.skip_vlm:
         sizes = QuickstartSizes(image_size=args.image_size, align_canvases=args.align_canvases,
-                                train_images=args.train_images, test_images=args.test_images, align_epochs=args.epochs,
-                                classify_epochs=args.epochs,
+                                train_images=args.train_images, test_images=args.test_images,
+                                align_epochs=args.align_epochs, classify_epochs=args.classify_epochs,
                                 batch_size=args.batch_size)
         started = time.perf_counter()
         run = quickstart(str(output), sizes=sizes)

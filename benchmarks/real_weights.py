@@ -23,7 +23,8 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
               AP per class on the usual test canvases.
 - kept:       after detection fine-tuning with self-replay at shares 0 (--no-keep-skills), 0.1 (the default) and
               0.25, the caption metrics on the held-out caption canvases beside the aligned model before it, and
-              the detection metrics (the trade).
+              the detection metrics (the trade). The default share's run is the detect section's own when that
+              section finished at the same sizes in the same output folder.
 
     python benchmarks/real_weights.py                      # CPU size (2 cores: see BENCHMARKS.md for times)
     python benchmarks/real_weights.py --only generality --quickstart runs/quickstart   # reuse a quickstart run
