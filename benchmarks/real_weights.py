@@ -324,14 +324,14 @@ def run_imbalance(root: Path, args, sizes: Sizes) -> dict:
     return rows
 
 
-def default_detection_run(root: Path, sizes: Sizes) -> tuple[Path, float] | None:
-    """The detect section's run with default settings at these sizes (its folder and training seconds), when
-    it finished."""
+def default_detection_run(root: Path, sizes: Sizes) -> tuple[Path, dict] | None:
+    """The detect section's run with default settings at these sizes (its folder and its row: metrics and
+    training seconds), when it finished."""
     results_file, output = root / "results.json", root / "detect" / "visiontune"
     detect = (json.loads(results_file.read_text()) if results_file.is_file() else {}).get("detect", {})
     same_sizes = detect.get("sizes") == json.loads(json.dumps(asdict(sizes)))
     row = detect.get("visiontune")
-    return (output, row["train_seconds"]) if same_sizes and row and (output / "summary.json").is_file() else None
+    return (output, row) if same_sizes and row and (output / "summary.json").is_file() else None
 
 
 def run_kept(root: Path, args, sizes: Sizes) -> dict:
@@ -344,15 +344,16 @@ def run_kept(root: Path, args, sizes: Sizes) -> dict:
     for share in REPLAY_SHARES:
         output = root / "kept" / f"detect-replay-{share}"
         reused = share == DEFAULT_SHARE and default_detection_run(root, sizes)
-        if reused:  # the detect section trained these very settings on these canvases
-            output, seconds = reused
+        if reused:  # the detect section trained and scored these very settings on these canvases
+            output, row = reused
+            detection, seconds = {k: row[k] for k in DETECT_REPORTED if k in row}, row["train_seconds"]
         else:
             _, seconds = train_detection(model, train_data, output, sizes, keep_skills=share > 0,
                                          replay_share=share or None)
+            detection = detection_scores(str(output), test_data, output / "eval")
         rows[f"after detection, replay share {share}"] = {
             **caption_scores(str(output), caption_test, output / "captions"),
-            **{f"detect_{k}": v for k, v in detection_scores(str(output), test_data, output / "eval").items()},
-            "train_seconds": seconds}
+            **{f"detect_{k}": v for k, v in detection.items()}, "train_seconds": seconds}
     for name, row in rows.items():
         print("kept", name, json.dumps(row), flush=True)
     return rows
