@@ -60,3 +60,11 @@ def _similarity(answers: list[str], reference: list[str]) -> float:
     from difflib import SequenceMatcher
 
     return sum(SequenceMatcher(None, a, b).ratio() for a, b in zip(answers, reference)) / len(reference)
+
+
+def test_the_replay_log_shows_how_varied_the_answers_are():
+    from visiontune.tasks.self_replay import answer_spread
+
+    spread = answer_spread(["a bag", "a pair of shoes", "a pair of shoes", "", "a shirt"], shown=2)
+    assert spread == "3 distinct, most common: 'a pair of shoes' x2, 'a bag' x1"
+    assert answer_spread(["", ""]) == "no answers"

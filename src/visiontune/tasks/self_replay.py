@@ -9,6 +9,7 @@ behaviour in the training distribution. `share` is the fraction of training exam
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from ..data.records import Record
 from .base import Example, system_turn, user_turn
@@ -35,6 +36,14 @@ def replay_count(task_examples: int, share: float) -> int:
     return round(task_examples * share / (1.0 - share))
 
 
+def answer_spread(answers: list[str], shown: int = 3) -> str:
+    """How varied the replayed answers are: a model whose answers barely depend on the image replays one answer
+    everywhere, and the fine-tuned model then gives it to every image."""
+    counts = Counter(answer for answer in answers if answer)
+    common = ", ".join(f"{answer[:40]!r} x{n}" for answer, n in counts.most_common(shown))
+    return f"{len(counts)} distinct, most common: {common}" if counts else "no answers"
+
+
 def self_replay_examples(model, processor, records: list[Record], count: int, system_prompt: str | None = None,
                          batch_size: int = 8, seed: int = 0, log=print) -> list[tuple[Record, Example]]:
     """`count` (record, example) pairs: a general prompt about a training image, answered as `model` answers it
@@ -58,5 +67,5 @@ def self_replay_examples(model, processor, records: list[Record], count: int, sy
     model.train(was_training)
     pairs = [(record, Example(messages, answer)) for record, messages, answer in zip(chosen, prompts, answers) if answer]
     log(f"kept skills: {len(pairs)} of the model's own answers to general prompts on training images, replayed as "
-        f"{count} training examples (--no-keep-skills to train without)")
+        f"{count} training examples (--no-keep-skills to train without); {answer_spread(answers)}")
     return [pairs[i % len(pairs)] for i in range(count)] if pairs else []
