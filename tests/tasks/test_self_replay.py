@@ -68,3 +68,25 @@ def test_the_replay_log_shows_how_varied_the_answers_are():
     spread = answer_spread(["a bag", "a pair of shoes", "a pair of shoes", "", "a shirt"], shown=2)
     assert spread == "3 distinct, most common: 'a pair of shoes' x2, 'a bag' x1"
     assert answer_spread(["", ""]) == "no answers"
+
+
+def test_replay_on_a_detection_set_describes_close_views_of_its_objects_too():
+    import random
+
+    from PIL import Image
+
+    from visiontune.data.records import Box, Record
+    from visiontune.tasks.self_replay import replay_images
+
+    scene = Image.new("RGB", (120, 80))
+    scene.paste((255, 0, 0), (100, 60, 120, 80))  # an object in the corner: its crop is moved inside the image
+    detection = Record(image=scene, image_id="scene", boxes=[Box("square", (100, 60, 120, 80))], width=120, height=80)
+    plain = Record(image=scene, image_id="plain")
+    chosen = replay_images([detection] * 20 + [plain] * 5, random.Random(0))
+    crops = [record for record in chosen if record.image_id != "scene" and record.image_id != "plain"]
+    assert 5 <= len(crops) <= 15 and all(record.image_id == "plain" for record in chosen[20:])
+    for record in crops:
+        image = record.load_image()
+        assert image.width == image.height and 24 <= image.width <= 32  # 20 px object x 1.2-1.6 context
+        assert image.getpixel((image.width - 1, image.height - 1)) == (255, 0, 0)
+        assert 0.35 <= sum(pixel == (255, 0, 0) for pixel in image.getdata()) / image.width ** 2 <= 0.7

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from dataclasses import dataclass, replace
+
 from ..data.records import Record
 from .base import Example, system_turn, user_turn
 
@@ -21,6 +23,43 @@ DEFAULT_SHARE = 0.1
 # seen ~4 times), and never fewer than 64 distinct ones (detection's kept captions were measured with 44).
 MIN_REPLAY_IMAGES, REPLAY_REUSE = 64, 4
 REPLAY_MAX_NEW_TOKENS = 48
+# Of the replay images of a detection set, the share that are a crop around one labelled object: a model asked to
+# describe a close view of one object afterwards (a caption set, a user's photo) needs replay answers on such
+# views, not only on the full scenes. CROP_CONTEXT: the crop's side over the object's longer side.
+OBJECT_CROP_SHARE, CROP_CONTEXT = 0.5, (1.2, 1.6)
+
+
+@dataclass
+class ObjectCrop:
+    """A square crop with some context around one object of a record's image, cut when the image is loaded."""
+
+    record: Record
+    xyxy: tuple[float, float, float, float]  # in the record's pixel coordinates
+    context: float
+
+    def load_image(self):
+        image = self.record.load_image()
+        scale_x = image.width / (self.record.width or image.width)
+        scale_y = image.height / (self.record.height or image.height)
+        x1, y1, x2, y2 = (value * scale for value, scale in zip(self.xyxy, (scale_x, scale_y) * 2))
+        side = min(max(round(max(x2 - x1, y2 - y1) * self.context), 1), image.width, image.height)
+        # Centred on the object, then moved inside the image where the context would leave it.
+        left = min(max(round((x1 + x2 - side) / 2), 0), image.width - side)
+        top = min(max(round((y1 + y2 - side) / 2), 0), image.height - side)
+        return image.crop((left, top, left + side, top + side))
+
+
+def replay_images(records: list[Record], rng: random.Random) -> list[Record]:
+    """The records to replay on: each with objects becomes, at OBJECT_CROP_SHARE, a crop around one of them."""
+    chosen = []
+    for record in records:
+        objects = [box for box in record.boxes if not box.crowd] if record.boxes else []
+        if objects and rng.random() < OBJECT_CROP_SHARE:
+            box = rng.choice(objects)
+            crop = ObjectCrop(record, box.xyxy, rng.uniform(*CROP_CONTEXT))
+            record = replace(record, image=crop, image_id=f"{record.image_id}#{box.label}@{box.xyxy}")
+        chosen.append(record)
+    return chosen
 
 
 def replay_image_count(count: int) -> int:
@@ -46,15 +85,16 @@ def answer_spread(answers: list[str], shown: int = 3) -> str:
 
 def self_replay_examples(model, processor, records: list[Record], count: int, system_prompt: str | None = None,
                          batch_size: int = 8, seed: int = 0, log=print) -> list[tuple[Record, Example]]:
-    """`count` (record, example) pairs: a general prompt about a training image, answered as `model` answers it
-    now (greedy). `replay_image_count(count)` images are drawn without replacement, then reused in turn."""
+    """`count` (record, example) pairs: a general prompt about a training image (or a crop around one of its
+    objects), answered as `model` answers it now (greedy). `replay_image_count(count)` images are drawn without
+    replacement, then reused in turn."""
     from ..inference.predictor import Predictor
     from .caption.task import CaptionTask
 
     if count <= 0 or not records:
         return []
     rng = random.Random(seed)
-    chosen = rng.sample(records, min(replay_image_count(count), len(records)))
+    chosen = replay_images(rng.sample(records, min(replay_image_count(count), len(records))), rng)
     prompts = [[*([system_turn(system_prompt)] if system_prompt else []), user_turn(REPLAY_PROMPTS[i % len(REPLAY_PROMPTS)])]
                for i in range(len(chosen))]
     was_training = model.training
