@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-
 from dataclasses import dataclass, replace
 
 from ..data.records import Record
@@ -57,7 +56,9 @@ def replay_images(records: list[Record], rng: random.Random) -> list[Record]:
         if objects and rng.random() < OBJECT_CROP_SHARE:
             box = rng.choice(objects)
             crop = ObjectCrop(record, box.xyxy, rng.uniform(*CROP_CONTEXT))
-            record = replace(record, image=crop, image_id=f"{record.image_id}#{box.label}@{box.xyxy}")
+            # The crop is a new image: the scene's boxes and size do not describe it.
+            record = replace(record, image=crop, image_id=f"{record.image_id}#{box.label}@{box.xyxy}", boxes=[],
+                             width=None, height=None)
         chosen.append(record)
     return chosen
 
