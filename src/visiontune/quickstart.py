@@ -3,7 +3,7 @@
 1. Prepare the offline zoo (SmolLM2-135M-Instruct from its GGUF, DINOv2 ViT-S/14 recovered from an ONNX).
 2. Compose a new VLM: DINOv2-S -> pixel shuffle 2 -> SwiGLU projector (+ a summary token from [CLS, mean
    patch]) -> SmolLM2-135M.
-3. Stage 1, align: train the projector alone to caption canvases of real Fashion-MNIST items (2 epochs).
+3. Stage 1, align: train the projector alone to caption canvases of real Fashion-MNIST items (3 epochs).
 4. Stage 2, classify: the summary token started from a linear probe of the training images (LP-FT), then LoRA
    on the LM + the projector (at a tenth of the LoRA's learning rate) on Fashion-MNIST training images, a
    temperature fitted on a held-out slice of the training split.
@@ -39,7 +39,7 @@ class QuickstartSizes:
     train_images: int = 3200  # the probe start fits on all of them; 0.4 epoch of fine-tuning sees 1,280
     validation_images: int = 160
     test_images: int = 1000
-    align_epochs: float = 2.0  # 1 epoch leaves a captioner that says "a pair of shoes" to most images
+    align_epochs: float = 3.0  # fewer leave a captioner whose skill a later fine-tune erases (BENCHMARKS.md)
     classify_epochs: float = 0.4
     batch_size: int = 8
 
