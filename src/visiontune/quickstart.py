@@ -9,7 +9,7 @@
    temperature fitted on a held-out slice of the training split.
 5. Evaluate on the Fashion-MNIST test set (score mode) and print the accuracy and where the report is.
 
-The default sizes fit 7-14 minutes on a 2-core CPU (subsets); `--full` trains on all 55000 training images
+The default sizes fit 8-16 minutes on a 2-core CPU (subsets); `--full` trains on all 55000 training images
 and tests on all 10000 at 224 px (meant for a GPU, which is used whenever there is one).
 """
 
