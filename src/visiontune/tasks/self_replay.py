@@ -52,7 +52,7 @@ def replay_images(records: list[Record], rng: random.Random) -> list[Record]:
     """The records to replay on: each with objects becomes, at OBJECT_CROP_SHARE, a crop around one of them."""
     chosen = []
     for record in records:
-        objects = [box for box in record.boxes if not box.crowd] if record.boxes else []
+        objects = [box for box in record.boxes if not box.crowd]
         if objects and rng.random() < OBJECT_CROP_SHARE:
             box = rng.choice(objects)
             crop = ObjectCrop(record, box.xyxy, rng.uniform(*CROP_CONTEXT))
