@@ -158,3 +158,18 @@ def test_a_run_over_a_local_base_loads_from_any_folder(tiny_models, shapes, tmp_
     rows = predict(model=str(moved / "runs" / "lora"), base_model=str(tmp_path / "elsewhere"), images=image,
                    max_new_tokens=4, **QUIET)
     assert rows == expected
+
+
+def test_a_lora_run_fine_tuned_further_starts_from_what_it_learnt(trained_run, shapes, tmp_path):
+    from visiontune.api.predict import predict
+
+    # One step at a negligible rate: the second run's own LoRA barely moves, so it captions as the first did.
+    train(model=str(trained_run), data=str(shapes["coco"]), output=str(tmp_path / "further"), method="lora",
+          max_steps=1, learning_rate=1e-9, batch_size=2, num_workers=0, report_to="none", preflight=False,
+          measure_mfu=False, **QUIET)
+    files = [str(f) for f in sorted(shapes["images"].glob("*.png"))]
+    first = [row["prediction"] for row in predict(model=str(trained_run), images=files, **QUIET)]
+    further = [row["prediction"] for row in predict(model=str(tmp_path / "further"), images=files, **QUIET)]
+    assert further == first
+    captions = {row["caption"] for row in json.loads(shapes["coco"].read_text())["annotations"]}
+    assert len(set(first) & captions) >= 6  # the first run had learnt them

@@ -58,15 +58,27 @@ def base_model_of(path: str | Path, override: str | None = None) -> str:
 def model_type_of(path: str | Path, base_model: str | None = None) -> str:
     from transformers import AutoConfig
 
-    return getattr(AutoConfig.from_pretrained(base_model_of(path, base_model)), "model_type", "")
+    root = base_model_of(path, base_model)
+    while Path(root).is_dir() and is_adapter_folder(root):  # a LoRA run trained over another LoRA run
+        root = base_model_of(root)
+    return getattr(AutoConfig.from_pretrained(root), "model_type", "")
 
 
 def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=None, attention: str = "sdpa",
                     config_overrides: dict | None = None):
     """`config_overrides`: config attributes a run changed on its base (region slots), set before the model
-    is built."""
+    is built. A LoRA run folder loads as its base with the adapter merged in: a new fine-tune starts from what
+    that run learnt (and trains a LoRA of its own over it)."""
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as transformers_logging
+
+    if Path(path).is_dir() and is_adapter_folder(path):
+        from peft import PeftModel
+
+        recorded = read_run_metadata(path).get(MODEL_CONFIG_KEY) or {}
+        base = load_base_model(base_model_of(path), dtype, quantization_config, attention,
+                               {**recorded, **(config_overrides or {})})
+        return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
     kwargs = {"dtype": dtype, "attn_implementation": attention, **(config_overrides or {})}
     if quantization_config is not None:
