@@ -76,6 +76,24 @@ def test_a_lora_run_exports_to_gguf_with_its_merged_weights(smolvlm_lora_run, tm
     assert json.loads((tmp_path / "gguf" / "visiontune.json").read_text())["task"] == "caption"
 
 
+@pytest.mark.slow
+def test_a_lora_run_trained_over_a_lora_run_exports_both_updates(smolvlm_lora_run, shapes, tmp_path):
+    from visiontune.api.train import train
+    from visiontune.export.merge import merge
+
+    base, first = smolvlm_lora_run
+    further = tmp_path / "further"
+    train(model=str(first), data=str(shapes["coco"]), output=str(further), method="lora", max_steps=2,
+          learning_rate=1e-2, batch_size=4, num_workers=0, report_to="none", preflight=False, measure_mfu=False,
+          keep_skills=False, **QUIET)
+    report = export_gguf(str(further), str(tmp_path / "gguf"), **QUIET)
+    f16 = tmp_path / "gguf" / "further-f16.gguf"
+    # The file holds the chain merged (base + first LoRA + its own), not the first run alone.
+    assert report["text"]["f16"]["weight_max_abs_difference"] < 2e-3
+    merge(str(first), str(tmp_path / "first-merged"), verify_reload=False, **QUIET)
+    assert weight_difference(f16, tmp_path / "first-merged") > 10 * report["text"]["f16"]["weight_max_abs_difference"]
+
+
 def test_composed_and_other_families_are_refused_with_the_reason(tiny_models, tmp_path):
     from visiontune.models.tiny import build_tiny_composed
 

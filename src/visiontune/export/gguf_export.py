@@ -86,13 +86,12 @@ def check_gguf_exportable(model: str) -> str:
     """llama.cpp's name for the model's language model (the family table's); refuses what llama.cpp cannot
     run, with the reason."""
     from ..models.families import FAMILIES, family_for
-    from ..models.vlm import base_model_of, is_adapter_folder
+    from ..models.vlm import is_adapter_folder, model_type_of
 
     path = Path(model)
     if not ((path / "config.json").is_file() or is_adapter_folder(path)):
         raise FileNotFoundError(f"{model}: no config.json or adapter_config.json; pass a model or run folder")
-    base = Path(base_model_of(path)) if is_adapter_folder(path) else path
-    model_type = json.loads((base / "config.json").read_text()).get("model_type", "")
+    model_type = model_type_of(path)
     family = family_for(model_type)
     if family is None or family.gguf_text_architecture is None:
         supported = ", ".join(f.name for f in FAMILIES if f.gguf_text_architecture)

@@ -55,13 +55,19 @@ def base_model_of(path: str | Path, override: str | None = None) -> str:
     return str(path)
 
 
+def root_model_of(path: str | Path, override: str | None = None) -> str:
+    """The plain model under a run folder: its base, or its base's base for a LoRA run trained over another
+    LoRA run (`override`: `--base-model`, for the first level)."""
+    root = base_model_of(path, override)
+    while Path(root).is_dir() and is_adapter_folder(root):
+        root = base_model_of(root)
+    return root
+
+
 def model_type_of(path: str | Path, base_model: str | None = None) -> str:
     from transformers import AutoConfig
 
-    root = base_model_of(path, base_model)
-    while Path(root).is_dir() and is_adapter_folder(root):  # a LoRA run trained over another LoRA run
-        root = base_model_of(root)
-    return getattr(AutoConfig.from_pretrained(root), "model_type", "")
+    return getattr(AutoConfig.from_pretrained(root_model_of(path, base_model)), "model_type", "")
 
 
 def load_base_model(path: str | Path, dtype: torch.dtype, quantization_config=None, attention: str = "sdpa",
