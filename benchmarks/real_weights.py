@@ -22,8 +22,9 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
               (--balance none), trained on long-tailed canvases where one class's objects are 10x rarer;
               AP per class on the usual test canvases.
 - kept:       after detection fine-tuning with self-replay at shares 0 (--no-keep-skills), 0.1 (the default) and
-              0.25, the caption metrics on the held-out caption canvases beside the aligned model before it, and
-              the detection metrics (the trade). The default share's run is the detect section's own when that
+              0.25, the caption metrics of the fine-tuned weights (--no-task-routing) on the held-out caption
+              canvases beside the aligned model before it, and the detection metrics (the trade); and the default
+              run's captions as a user gets them (`eval --task caption --model RUN`: its base answers). The default share's run is the detect section's own when that
               section finished at the same sizes in the same output folder.
 
     python benchmarks/real_weights.py                      # CPU size (2 cores: see BENCHMARKS.md for times)
@@ -154,11 +155,13 @@ def caption_data(root: Path, sizes: Sizes, image_size: int) -> tuple[dict, dict]
     return train_data, test_data
 
 
-def caption_scores(model: str, test_data: dict, output: Path) -> dict:
+def caption_scores(model: str, test_data: dict, output: Path, task_routing: bool = True) -> dict:
+    """Caption metrics; `task_routing` False: a LoRA run trained for another task answers with its own weights."""
     from visiontune.api.evaluate import evaluate
 
     metrics = evaluate(task="caption", model=model, data=str(test_data["captions"]), prompt=CAPTION_PROMPT,
-                       system_prompt="Answer briefly.", output=str(output), max_new_tokens=24, **QUIET)
+                       system_prompt="Answer briefly.", output=str(output), max_new_tokens=24,
+                       task_routing=task_routing, **QUIET)
     return {k: round(v, 4) for k, v in metrics.items() if k in ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L")}
 
 
@@ -352,8 +355,11 @@ def run_kept(root: Path, args, sizes: Sizes) -> dict:
                                          replay_share=share or None)
             detection = detection_scores(str(output), test_data, output / "eval")
         rows[f"after detection, replay share {share}"] = {
-            **caption_scores(str(output), caption_test, output / "captions"),
+            **caption_scores(str(output), caption_test, output / "captions", task_routing=False),
             **{f"detect_{k}": v for k, v in detection.items()}, "train_seconds": seconds}
+        if share == DEFAULT_SHARE:  # as a user asks the run for captions: its base answers (task routing)
+            rows[f"after detection, replay share {share}, captions asked of the run"] = caption_scores(
+                str(output), caption_test, output / "captions-routed")
     for name, row in rows.items():
         print("kept", name, json.dumps(row), flush=True)
     return rows

@@ -123,6 +123,9 @@ BASE_MODEL_HELP = "a LoRA run's base model, instead of the one its visiontune.js
 ADAPTER_HELP = ("NAME=RUN: a LoRA run over --model, by name (repeat for more); --model is loaded once with every "
                 "adapter on it, and each adapter answers with its run's task")
 
+TASK_ROUTING_HELP = ("a LoRA run asked for a task other than its own (--task) answers with its base model, as "
+                     "before the fine-tune (the LoRA holds its own task); --no-task-routing to ask the fine-tuned "
+                     "weights")
 INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an ONNX export (--model DIR/onnx) "
                         "the variant: auto (fp32)|int8|q4|fp16; for a GGUF export (--model DIR) the file: auto "
                         "(f16)|q8_0|q4_k_m...")
@@ -136,6 +139,7 @@ class PredictConfig(InferenceTaskOptions):
     images: list[str] = field(default_factory=list)
     output: str | None = None
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
+    task_routing: bool = field(default=True, metadata={"help": TASK_ROUTING_HELP})
     batch_size: int = 8
     max_new_tokens: int | None = field(default=None, metadata={"help": "default 64; detect 512"})
     num_beams: int = 1
@@ -154,6 +158,7 @@ class PredictConfig(InferenceTaskOptions):
 class EvalConfig(DataOptions, InferenceTaskOptions):
     data: str = ""
     task: str | None = field(default=None, metadata={"help": "default: the run's task (its visiontune.json), else caption"})
+    task_routing: bool = field(default=True, metadata={"help": TASK_ROUTING_HELP})
     model: str | None = None
     base_model: str | None = field(default=None, metadata={"help": BASE_MODEL_HELP})
     adapter: list[str] | None = field(default=None, metadata={"help": ADAPTER_HELP + "; each is scored, its report "

@@ -7,16 +7,20 @@ from pathlib import Path
 
 from ..config import PredictConfig, build_config
 from ..inference.base_predictor import BasePredictor
+from ..models.run_base import is_adapter_folder, read_run_metadata, resolve_base
 from ..runtime.exports import export_root, load_export_runtime
 from ..tasks import task_from_metadata, task_options
 
 
 def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=print,
-                   task_options: dict | None = None, base_model: str | None = None, **kwargs) -> BasePredictor:
+                   task_options: dict | None = None, base_model: str | None = None, task_routing: bool = True,
+                   **kwargs) -> BasePredictor:
     """A model or run folder with its task; `task_options` (prompt, system_prompt, classes…) override what the
     run folder's visiontune.json says; `base_model` replaces a LoRA run's recorded base. An ONNX export (its
     folder or `onnx/` inside it) and a GGUF export (its folder or a .gguf file in it) run torch-free (onnxruntime,
-    llama.cpp); `dtype` then picks the variant (ONNX: auto = fp32, int8, q4, fp16; GGUF: auto = f16, q8_0...)."""
+    llama.cpp); `dtype` then picks the variant (ONNX: auto = fp32, int8, q4, fp16; GGUF: auto = f16, q8_0...).
+    With `task_routing`, a LoRA run asked for a task other than the one it was trained for answers with its
+    base model: the LoRA holds what the run learnt for its own task, the base what the model could do before."""
     from ..model_references import check_model_reference
 
     path = check_model_reference(str(path))
@@ -28,11 +32,24 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
         root = export_root(path)
         metadata = json.loads((root / "visiontune.json").read_text()) if (root / "visiontune.json").is_file() else {}
         return ExportPredictor(runtime, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
+    routed = routed_base(path, task, base_model) if task_routing else None
+    if routed is not None:
+        log(f"{path} is a LoRA run trained for {read_run_metadata(path)['task']}: its base {routed} answers "
+            f"{task}, as it did before the fine-tune (--no-task-routing to ask the fine-tuned weights)")
+        return load_predictor(routed, task, dtype, log, task_options, **kwargs)
     from ..inference.predictor import Predictor
     from ..models.vlm import load_for_inference
 
     model, processor, metadata = load_for_inference(path, dtype=dtype, log=log, base_model=base_model)
     return Predictor(model, processor, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
+
+
+def routed_base(path: str, task: str | None, base_model: str | None = None) -> str | None:
+    """The base model that answers `task` for a LoRA run trained for another task (None: the run answers)."""
+    metadata = read_run_metadata(path) if Path(path).is_dir() and is_adapter_folder(path) else {}
+    if task is None or metadata.get("task") in (None, task):
+        return None
+    return resolve_base(path, base_model)
 
 
 BASE_NAME = "base"  # what the base model's own answers are called beside its adapters
@@ -54,27 +71,17 @@ def named_adapters(given: list[str] | None) -> dict[str, str]:
 def load_adapter_predictors(base: str, adapters: dict[str, str], dtype: str = "auto", log=print,
                             **kwargs) -> dict[str, BasePredictor]:
     """One predictor per named LoRA run over `base`, loaded once with every run's adapter on it by name (peft),
-    each with its run's task, and `base` for the base model's own answers (a caption predictor)."""
+    each with its run's task, and `base` for the base model's own answers (a caption predictor). A run that
+    gave its base region slots is the only adapter: the base is loaded with them, and `base` answers with the
+    slots hidden, as the base alone does."""
     import torch
     from peft import PeftModel
 
     from ..inference.predictor import AdapterPredictor
-    from ..models.run_base import read_run_metadata
-    from ..models.vlm import (MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor,
-                              resolve_dtype)
+    from ..models.vlm import load_base_model, load_processor, resolve_dtype
 
-    for name, run in adapters.items():
-        if name == BASE_NAME:
-            raise ValueError(f"--adapter {name}={run}: {BASE_NAME!r} names the base model itself; choose another name")
-        if not is_adapter_folder(run):
-            raise ValueError(f"--adapter {name}={run}: not a LoRA run (no adapter_config.json); serve it alone")
-        if read_run_metadata(run).get(MODEL_CONFIG_KEY):
-            raise ValueError(f"--adapter {name}={run}: the run changed its base (region slots), so it is not an "
-                             f"adapter of {base}; serve it alone with --model {run}")
-        recorded = base_model_of(run)
-        if recorded != base and Path(recorded).resolve() != Path(base).resolve():
-            raise ValueError(f"--adapter {name}={run}: trained over {recorded}, not {base}")
-    model = load_base_model(base, resolve_dtype(dtype))
+    slotted_run, overrides = _checked_adapter_runs(base, adapters)
+    model = load_base_model(base, resolve_dtype(dtype), config_overrides=overrides)
     (first, first_run), *rest = adapters.items()
     model = PeftModel.from_pretrained(model, first_run, adapter_name=first)
     for name, run in rest:
@@ -82,9 +89,33 @@ def load_adapter_predictors(base: str, adapters: dict[str, str], dtype: str = "a
     model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     predictors = {name: AdapterPredictor(model, load_processor(run, log=log), task_from_metadata(read_run_metadata(run)),
                                          name, **kwargs) for name, run in adapters.items()}
-    predictors[BASE_NAME] = AdapterPredictor(model, load_processor(base, log=log), task_from_metadata({}), None, **kwargs)
+    # With region slots the processor counts their tokens; the base predictor hides them while it answers.
+    predictors[BASE_NAME] = AdapterPredictor(model, load_processor(slotted_run or base, log=log),
+                                             task_from_metadata({}), None, **kwargs)
     log(f"{base}: adapters {', '.join(adapters)} loaded over one copy of the base (and {BASE_NAME!r}: the base alone)")
     return predictors
+
+
+def _checked_adapter_runs(base: str, adapters: dict[str, str]) -> tuple[str | None, dict | None]:
+    """Every run is a LoRA run over `base` under a name of its own; (the run that gave the base region slots,
+    their config overrides), or (None, None)."""
+    from ..models.vlm import MODEL_CONFIG_KEY, base_model_of
+
+    slotted = None
+    for name, run in adapters.items():
+        if name == BASE_NAME:
+            raise ValueError(f"--adapter {name}={run}: {BASE_NAME!r} names the base model itself; choose another name")
+        if not is_adapter_folder(run):
+            raise ValueError(f"--adapter {name}={run}: not a LoRA run (no adapter_config.json); serve it alone")
+        recorded = base_model_of(run)
+        if recorded != base and Path(recorded).resolve() != Path(base).resolve():
+            raise ValueError(f"--adapter {name}={run}: trained over {recorded}, not {base}")
+        if read_run_metadata(run).get(MODEL_CONFIG_KEY):
+            slotted = run
+    if slotted is not None and len(adapters) > 1:
+        raise ValueError(f"--adapter: {slotted} gave its base region slots, which the other adapters were not "
+                         f"trained with; serve it as the only adapter (--adapter NAME={slotted})")
+    return slotted, read_run_metadata(slotted)[MODEL_CONFIG_KEY] if slotted else None
 
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
@@ -104,7 +135,7 @@ def predict(config: PredictConfig | None = None, log=print, **overrides) -> list
         return _predict_with_adapters(config, images, log)
     predictor = load_predictor(
         config.model, task=config.task, task_options=task_options(config), dtype=config.dtype, log=log,
-        base_model=config.base_model,
+        base_model=config.base_model, task_routing=config.task_routing,
         batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
         num_beams=config.num_beams, do_sample=config.do_sample,
         temperature=config.temperature, top_p=config.top_p)

@@ -64,6 +64,14 @@ def merge_checked(model, batch: dict, tolerance: float, log=print) -> tuple:
     return merged, merged_logits, difference
 
 
+def note_merged_tasks(metadata: dict, log=print) -> None:
+    """Say what merging changes for a run's other tasks: the LoRA run answers them with its base (task
+    routing); merged weights answer every task as the fine-tune left them."""
+    if metadata.get("task"):
+        log(f"note: merged, the weights answer every task as the {metadata['task']} fine-tune left them; the LoRA "
+            f"run itself answers other tasks with its base (task routing), so keep the run for those")
+
+
 def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: bool = True, log=print) -> dict:
     if not is_adapter_folder(adapter):
         raise ValueError(f"{adapter}: no adapter_config.json; merge takes a LoRA run folder (train --method lora)")
@@ -72,6 +80,7 @@ def merge(adapter: str, output: str, tolerance: float = 1e-3, verify_reload: boo
     metadata = read_run_metadata(adapter)
     if metadata.get("method") == "qlora":
         log("note: a QLoRA adapter is merged into the full-precision base model (the 4-bit base is not saved)")
+    note_merged_tasks(metadata, log)
     processor = load_processor(adapter)
     task = task_from_metadata(metadata)
     # fp32 for the check: the comparison then measures merging, not rounding.

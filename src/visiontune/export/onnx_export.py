@@ -19,7 +19,7 @@ from ..models.vlm import end_token_ids, is_adapter_folder, load_for_inference
 from ..runtime.vlm import EXPORT_FILE, GRAPHS, VARIANT_SUFFIXES, OnnxVLM
 from ..tasks import task_from_metadata
 from .compare import compare_metrics
-from .merge import merge_checked, sample_batch, sample_images
+from .merge import merge_checked, note_merged_tasks, sample_batch, sample_images
 from .onnx_graphs import export_graphs, exportable_family, text_shape
 
 QUANTIZATIONS = ("int8", "q4", "fp16")
@@ -74,6 +74,7 @@ def _load_merged(path: str, log) -> tuple:
     task = task_from_metadata(metadata)
     batch = sample_batch(processor, task)
     if is_adapter_folder(path):
+        note_merged_tasks(metadata, log)
         model, logits, _ = merge_checked(model, batch, TOLERANCE, log)
     else:
         with torch.inference_mode():

@@ -13,6 +13,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from ..models.compose.regions import slots_hidden
 from ..models.feature_cache import FeatureCache
 from ..models.prompt_encoding import VLMCollator, answer_suffix
 from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
@@ -155,8 +156,8 @@ class AdapterPredictor(Predictor):
 
     @contextmanager
     def _active(self):
-        if self.adapter is None:
-            with self.model.disable_adapter():
+        if self.adapter is None:  # the base as it was: no LoRA, and no region slots a run gave it
+            with self.model.disable_adapter(), slots_hidden(self.model, self.processor):
                 yield
         else:
             self.model.set_adapter(self.adapter)

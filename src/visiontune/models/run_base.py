@@ -14,6 +14,10 @@ RUN_METADATA_FILE = "visiontune.json"
 MODEL_CONFIG_KEY = "model_config"  # config attributes the run set on its base (region slots), set again on loading
 
 
+def is_adapter_folder(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
 def read_run_metadata(path: str | Path) -> dict:
     """A run folder's visiontune.json ({} where there is none)."""
     file = Path(path) / RUN_METADATA_FILE

@@ -9,7 +9,7 @@ import torch
 
 from .families import family_for
 from .roles import ROLES, module_roles
-from .run_base import MODEL_CONFIG_KEY, read_run_metadata, resolve_base
+from .run_base import MODEL_CONFIG_KEY, is_adapter_folder, read_run_metadata, resolve_base
 
 METHODS = ("lora", "qlora", "full")
 
@@ -24,10 +24,6 @@ def resolve_dtype(dtype: str = "auto") -> torch.dtype:
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16, fp16 or fp32")
     return table[dtype]
-
-
-def is_adapter_folder(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
 
 
 def load_processor(path: str | Path, image_size: int | None = None, image_splitting: bool | None = None,
