@@ -24,8 +24,9 @@ captioned canvases of Fashion-MNIST training items. Sections (`--only` picks som
 - kept:       after detection fine-tuning with self-replay at shares 0 (--no-keep-skills), 0.1 (the default) and
               0.25, the caption metrics of the fine-tuned weights (--no-task-routing) on the held-out caption
               canvases beside the aligned model before it, and the detection metrics (the trade); and the default
-              run's captions as a user gets them (`eval --task caption --model RUN`: its base answers). The default share's run is the detect section's own when that
-              section finished at the same sizes in the same output folder.
+              run's captions as a user gets them (`eval --task caption --model RUN`: its base answers). The default
+              share's run is the detect section's own when that section finished at the same sizes in the same
+              output folder.
 
     python benchmarks/real_weights.py                      # CPU size (2 cores: see BENCHMARKS.md for times)
     python benchmarks/real_weights.py --only generality --quickstart runs/quickstart   # reuse a quickstart run

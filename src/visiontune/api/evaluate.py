@@ -90,8 +90,8 @@ def evaluate(config: EvalConfig | None = None, log=print, **overrides) -> dict:
     if config.model:
         predictor = load_predictor(
             config.model, task=name, task_options=options, dtype=config.dtype, log=log, base_model=config.base_model,
-            task_routing=config.task_routing, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, mode=config.mode,
-            num_beams=config.num_beams)
+            task_routing=config.task_routing, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+            mode=config.mode, num_beams=config.num_beams)
         records, _ = check_images(records, skip_bad=config.skip_bad_images, log=log)
         task = predictor.task
         predictions, rows = _predicted(predictor, records, task, log)
