@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from visiontune.api.predict import load_predictor, predict, routed_base
+from visiontune.api.predict import load_predictor, routed_base
 from visiontune.api.train import train
 from visiontune.cli import main
 from visiontune.tasks.base import user_turn
@@ -68,8 +68,9 @@ def test_predict_routes_from_the_command_line_and_says_so(detect_run, tmp_path, 
     rows = {name: [json.loads(line)["prediction"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
             for name in ("routed", "base")}
     assert rows["routed"] == rows["base"]
-    unrouted = predict(model=str(run), task="caption", task_routing=False, max_new_tokens=6, images=images, **QUIET)
-    assert len(unrouted) == len(images)
+    assert main(["predict", "--model", str(run), "--task", "caption", "--no-task-routing", "--max-new-tokens", "6",
+                 "--images", *images]) == 0
+    assert "before the fine-tune" not in capsys.readouterr().out
 
 
 def test_one_copy_serves_a_detect_run_and_its_base_by_name(detect_run):
