@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from visiontune.api.evaluate import evaluate
 from visiontune.api.predict import load_predictor, routed_base
 from visiontune.api.train import train
 from visiontune.cli import main
@@ -49,13 +50,13 @@ def test_a_detect_run_asked_for_captions_answers_exactly_as_its_base(detect_run)
     assert not torch.allclose(torch.tensor(first(fine_tuned)), torch.tensor(first(base)), atol=1e-4)
 
 
-def test_a_run_answers_its_own_task_itself(detect_run, trained_run, tiny_models):
+def test_a_run_answers_its_own_task_itself(detect_run, trained_run):
     model, run, _ = detect_run
     assert routed_base(str(run), "detect") is None and routed_base(str(run), None) is None
     assert routed_base(str(run), "caption") == str(model.resolve())
     assert routed_base(str(model), "caption") is None  # a plain model has nothing to route
-    assert routed_base(str(trained_run), "caption") is None  # a caption LoRA answers captions
-    assert routed_base(str(trained_run), "classify") == str(tiny_models["smolvlm"].resolve())
+    # chat and caption runs answer every task themselves: their fine-tune is general
+    assert routed_base(str(trained_run), "caption") is None and routed_base(str(trained_run), "classify") is None
 
 
 def test_predict_routes_from_the_command_line_and_says_so(detect_run, tmp_path, capsys):
@@ -64,7 +65,7 @@ def test_predict_routes_from_the_command_line_and_says_so(detect_run, tmp_path, 
     for name, given in (("routed", [str(run)]), ("base", [str(model)])):
         assert main(["predict", "--model", *given, "--task", "caption", "--max-new-tokens", "6",
                      "--images", *images, "--output", str(tmp_path / f"{name}.jsonl")]) == 0
-    assert "answers caption, as it did before the fine-tune" in capsys.readouterr().out
+    assert "answers caption, as before the fine-tune" in capsys.readouterr().out
     rows = {name: [json.loads(line)["prediction"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
             for name in ("routed", "base")}
     assert rows["routed"] == rows["base"]
@@ -77,6 +78,9 @@ def test_one_copy_serves_a_detect_run_and_its_base_by_name(detect_run):
     """`--adapter detect=RUN` over the run's base (serve, predict, eval): `detect` answers as the run alone does,
     `base` as the base alone does, its region slots hidden."""
     from visiontune.api.predict import load_adapter_predictors
+    from visiontune.inference.predictor import Predictor
+    from visiontune.models.vlm import load_for_inference
+    from visiontune.tasks import task_from_metadata
 
     model, run, data = detect_run
     predictors = load_adapter_predictors(str(model), {"detect": str(run)}, **QUIET)
@@ -87,7 +91,29 @@ def test_one_copy_serves_a_detect_run_and_its_base_by_name(detect_run):
                           atol=1e-5)
     images = [str(path) for path in sorted(data.parent.glob("**/*.png"))[:2]]
     boxes = lambda rows: [[(box["label"], box["box"]) for box in row["boxes"]] for row in rows]
-    alone = load_predictor(str(run), **QUIET).predict(images, log=QUIET["log"])
+    model_alone, processor, metadata = load_for_inference(str(run), merge_adapter=False, **QUIET)  # the same math
+    alone = Predictor(model_alone, processor, task_from_metadata(metadata)).predict(images, log=QUIET["log"])
     assert boxes(predictors["detect"].predict(images, log=QUIET["log"])) == boxes(alone)
     with pytest.raises(ValueError, match="the only adapter"):
         load_adapter_predictors(str(model), {"a": str(run), "b": str(run)}, **QUIET)
+
+
+def test_eval_routes_and_no_task_routing_asks_the_fine_tuned_weights(detect_run, shapes):
+    model, run, _ = detect_run
+    said = {True: [], False: []}
+    scores = {routing: evaluate(model=str(run), task="caption", data=str(shapes["coco"]), max_new_tokens=6,
+                                task_routing=routing, log=said[routing].append) for routing in (True, False)}
+    base = evaluate(model=str(model), task="caption", data=str(shapes["coco"]), max_new_tokens=6, **QUIET)
+    assert any("answers caption" in line for line in said[True])
+    assert not any("answers caption" in line for line in said[False])
+    assert scores[True]["CIDEr"] == base["CIDEr"]
+
+
+def test_merging_a_detect_run_says_that_other_tasks_lose_its_base(detect_run, tmp_path):
+    from visiontune.export.merge import merge
+
+    _, run, _ = detect_run
+    said = []
+    merge(str(run), str(tmp_path / "merged"), verify_reload=False, log=said.append)
+    assert any("answers other tasks with its base" in line for line in said)
+    assert routed_base(str(tmp_path / "merged"), "caption") is None  # merged: no adapter left to route around

@@ -29,6 +29,19 @@ def classify_run(tiny_models, shape_classes, tmp_path_factory):
     return output, summary
 
 
+def test_final_is_its_runs_classifier_and_other_tasks_go_to_the_base(classify_run, shape_classes, tiny_models):
+    """`final/` (the last step's adapter) reads its run's visiontune.json: a classifier of the run's classes;
+    asked for captions, the run and its `final/` route to their base (task routing)."""
+    from visiontune.api.predict import routed_base
+
+    output, _ = classify_run
+    metrics = evaluate(model=str(output / "final"), data=str(shape_classes), **QUIET)
+    assert metrics["accuracy"] >= 0.9
+    for run in (output, output / "final"):
+        assert routed_base(str(run), "caption") == str(tiny_models["smolvlm"].resolve())
+        assert routed_base(str(run), "classify") is None
+
+
 def test_overfit_then_both_modes_score_one(classify_run, shape_classes, tmp_path):
     output, summary = classify_run
     assert summary["eval_accuracy"] == 1.0

@@ -17,8 +17,8 @@ from ..models.run_base import read_run_metadata
 from ..report.grid import plot_sample_grid
 from ..runtime.exports import export_root
 from ..tasks import task_class, task_from_metadata, task_options
-from .predict import (check_adapters_take_their_tasks, load_adapter_predictors, load_predictor, named_adapters,
-                      write_jsonl)
+from .predict import (answering_model, check_adapters_take_their_tasks, load_adapter_predictors, load_predictor,
+                      named_adapters, write_jsonl)
 
 
 def read_predictions(path: str | Path) -> dict[str, dict]:
@@ -148,6 +148,8 @@ def _evaluate_adapters(config: EvalConfig, log) -> dict:
 def _task_records(config: EvalConfig, log) -> tuple[str, dict, list]:
     """The task's name, its options (the data's own included) and the evaluation records."""
     run = (export_root(config.model) or config.model) if config.model else None  # an export: its folder
+    if run and config.task and config.task_routing:  # the model that answers: the run, or its base
+        run, _ = answering_model(str(run), config.task, config.base_model)
     metadata = read_run_metadata(run) if run and Path(run).is_dir() else {}
     name = config.task or metadata.get("task", "caption")
     options = task_options(config)

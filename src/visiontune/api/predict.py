@@ -9,7 +9,7 @@ from ..config import PredictConfig, build_config
 from ..inference.base_predictor import BasePredictor
 from ..models.run_base import is_adapter_folder, read_run_metadata, resolve_base
 from ..runtime.exports import export_root, load_export_runtime
-from ..tasks import task_from_metadata, task_options
+from ..tasks import task_class, task_from_metadata, task_options
 
 
 def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=print,
@@ -19,7 +19,7 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
     run folder's visiontune.json says; `base_model` replaces a LoRA run's recorded base. An ONNX export (its
     folder or `onnx/` inside it) and a GGUF export (its folder or a .gguf file in it) run torch-free (onnxruntime,
     llama.cpp); `dtype` then picks the variant (ONNX: auto = fp32, int8, q4, fp16; GGUF: auto = f16, q8_0...).
-    With `task_routing`, a LoRA run asked for a task other than the one it was trained for answers with its
+    With `task_routing`, a LoRA run of a narrow task (classify, detect) asked for another task answers with its
     base model: the LoRA holds what the run learnt for its own task, the base what the model could do before."""
     from ..model_references import check_model_reference
 
@@ -32,11 +32,11 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
         root = export_root(path)
         metadata = json.loads((root / "visiontune.json").read_text()) if (root / "visiontune.json").is_file() else {}
         return ExportPredictor(runtime, task_from_metadata(metadata, task, **(task_options or {})), **kwargs)
-    routed = routed_base(path, task, base_model) if task_routing else None
-    if routed is not None:
-        log(f"{path} is a LoRA run trained for {read_run_metadata(path)['task']}: its base {routed} answers "
-            f"{task}, as it did before the fine-tune (--no-task-routing to ask the fine-tuned weights)")
-        return load_predictor(routed, task, dtype, log, task_options, **kwargs)
+    answering, base_model = answering_model(path, task, base_model) if task_routing else (path, base_model)
+    if answering != path:
+        log(f"{path} is a LoRA run trained for {read_run_metadata(path)['task']}: {answering} answers {task}, "
+            f"as before the fine-tune (--no-task-routing to ask the fine-tuned weights)")
+        path = answering
     from ..inference.predictor import Predictor
     from ..models.vlm import load_for_inference
 
@@ -45,11 +45,21 @@ def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=
 
 
 def routed_base(path: str, task: str | None, base_model: str | None = None) -> str | None:
-    """The base model that answers `task` for a LoRA run trained for another task (None: the run answers)."""
+    """The base of a LoRA run of a narrow task (classify, detect: the tasks that keep general skills by replay)
+    when it is asked for another task; None when the run answers itself (chat and caption runs always do)."""
     metadata = read_run_metadata(path) if Path(path).is_dir() and is_adapter_folder(path) else {}
-    if task is None or metadata.get("task") in (None, task):
+    trained = metadata.get("task")
+    if task is None or trained in (None, task) or not task_class(trained).keeps_skills_by_replay:
         return None
     return resolve_base(path, base_model)
+
+
+def answering_model(path: str, task: str | None, base_model: str | None = None) -> tuple[str, str | None]:
+    """(the model that answers `task` for `path`, its --base-model): the run itself, or the base it routes to,
+    routed again for a LoRA run trained over another one."""
+    while (routed := routed_base(path, task, base_model)) is not None:
+        path, base_model = routed, None
+    return path, base_model
 
 
 BASE_NAME = "base"  # what the base model's own answers are called beside its adapters

@@ -18,10 +18,16 @@ def is_adapter_folder(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def run_metadata_file(path: str | Path) -> Path | None:
+    """A run folder's visiontune.json; for an adapter in a `final/` or checkpoint folder, its run's."""
+    folders = (Path(path), Path(path).parent) if is_adapter_folder(path) else (Path(path),)
+    return next((folder / RUN_METADATA_FILE for folder in folders if (folder / RUN_METADATA_FILE).is_file()), None)
+
+
 def read_run_metadata(path: str | Path) -> dict:
-    """A run folder's visiontune.json ({} where there is none)."""
-    file = Path(path) / RUN_METADATA_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
+    """A run folder's visiontune.json, or its run's (`run_metadata_file`); {} where there is none."""
+    file = run_metadata_file(path)
+    return json.loads(file.read_text()) if file else {}
 
 
 def recorded_base(model: str, run_folder: str | Path) -> dict:
@@ -39,8 +45,7 @@ def resolve_base(run_folder: str | Path, override: str | None = None) -> str:
     if override:
         return override
     run = Path(run_folder)
-    metadata_file = next((folder / RUN_METADATA_FILE for folder in (run, run.parent)
-                          if (folder / RUN_METADATA_FILE).is_file()), None)
+    metadata_file = run_metadata_file(run)
     metadata = json.loads(metadata_file.read_text()) if metadata_file else {}
     recorded = metadata.get("base_model") or json.loads((run / "adapter_config.json").read_text()).get(
         "base_model_name_or_path", "")
