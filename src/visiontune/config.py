@@ -123,9 +123,9 @@ BASE_MODEL_HELP = "a LoRA run's base model, instead of the one its visiontune.js
 ADAPTER_HELP = ("NAME=RUN: a LoRA run over --model, by name (repeat for more); --model is loaded once with every "
                 "adapter on it, and each adapter answers with its run's task")
 
-TASK_ROUTING_HELP = ("a LoRA run asked for a task other than its own (--task) answers with its base model, as "
-                     "before the fine-tune (the LoRA holds its own task); --no-task-routing to ask the fine-tuned "
-                     "weights")
+TASK_ROUTING_HELP = ("a classify or detect LoRA run asked for another task (--task) answers with its base model, "
+                     "as before the fine-tune (the LoRA holds its own task); --no-task-routing to ask the "
+                     "fine-tuned weights")
 INFERENCE_DTYPE_HELP = ("auto (bf16 on CUDA, fp32 on CPU)|bf16|fp16|fp32; for an ONNX export (--model DIR/onnx) "
                         "the variant: auto (fp32)|int8|q4|fp16; for a GGUF export (--model DIR) the file: auto "
                         "(f16)|q8_0|q4_k_m...")
