@@ -9,7 +9,7 @@ from ..config import PredictConfig, build_config
 from ..inference.base_predictor import BasePredictor
 from ..models.run_base import is_adapter_folder, read_run_metadata, resolve_base
 from ..runtime.exports import export_root, load_export_runtime
-from ..tasks import task_class, task_from_metadata, task_options
+from ..tasks import routes_other_tasks, task_from_metadata, task_options
 
 
 def load_predictor(path: str, task: str | None = None, dtype: str = "auto", log=print,
@@ -49,7 +49,7 @@ def routed_base(path: str, task: str | None, base_model: str | None = None) -> s
     when it is asked for another task; None when the run answers itself (chat and caption runs always do)."""
     metadata = read_run_metadata(path) if Path(path).is_dir() and is_adapter_folder(path) else {}
     trained = metadata.get("task")
-    if task is None or trained in (None, task) or not task_class(trained).keeps_skills_by_replay:
+    if task is None or trained == task or not routes_other_tasks(trained):
         return None
     return resolve_base(path, base_model)
 

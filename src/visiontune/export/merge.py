@@ -20,7 +20,7 @@ from PIL import Image
 from ..models.prompt_encoding import VLMCollator
 from ..models.run_base import read_run_metadata
 from ..models.vlm import MODEL_CONFIG_KEY, base_model_of, is_adapter_folder, load_base_model, load_processor
-from ..tasks import task_class, task_from_metadata
+from ..tasks import routes_other_tasks, task_from_metadata
 
 _RELOAD_SCRIPT = r"""
 import sys, torch
@@ -67,7 +67,7 @@ def merge_checked(model, batch: dict, tolerance: float, log=print) -> tuple:
 def note_merged_tasks(metadata: dict, log=print) -> None:
     """Say what merging changes for a run's other tasks: the LoRA run answers them with its base (task
     routing); merged weights answer every task as the fine-tune left them."""
-    if metadata.get("task") and task_class(metadata["task"]).keeps_skills_by_replay:  # the routed tasks
+    if routes_other_tasks(metadata.get("task")):
         log(f"note: merged, the weights answer every task as the {metadata['task']} fine-tune left them; the LoRA "
             f"run itself answers other tasks with its base (task routing), so keep the run for those")
 

@@ -57,6 +57,12 @@ def task_class(name: str) -> type[Task]:
     return TASKS[name].load()
 
 
+def routes_other_tasks(name: str | None) -> bool:
+    """Whether a LoRA run of this task leaves other tasks to its base (task routing): the narrow tasks, those
+    whose fine-tunes keep general skills by replay (classify, detect); chat and caption runs answer everything."""
+    return bool(name) and task_class(name).keeps_skills_by_replay
+
+
 def option_fields(kind: str) -> dict[str, tuple[list[str], dataclasses.Field, typing.Any]]:
     """{option: (the tasks that take it, its field, its type)} over every registered task, for `kind`
     train|inference."""
@@ -135,4 +141,4 @@ def task_from_metadata(metadata: dict, task: str | None = None, **overrides) -> 
 
 
 __all__ = ["OPTION_KINDS", "TASKS", "Example", "Task", "get_task", "option_fields", "register_task",
-           "split_task_options", "task_class", "task_from_metadata", "task_options"]
+           "routes_other_tasks", "split_task_options", "task_class", "task_from_metadata", "task_options"]
