@@ -85,6 +85,9 @@ def test_detection_fine_tuning_gives_a_composed_vlm_fitted_region_slots(region_r
     metadata = json.loads((root / "run" / "visiontune.json").read_text())
     assert metadata["model_config"]["region_slots"] == 2 and metadata["model_config"]["region_grid"] == 100
     assert off["region_start"] is None
+    answered = summary["slot_answers"]  # the training answers are what the fitted slots show
+    assert answered["boxes_true"] > 60 and 0 < answered["boxes_answered"] < answered["boxes_true"], answered
+    assert off["slot_answers"] is None
     assert json.loads((root / "off" / "visiontune.json").read_text())["model_config"] is None
 
 
@@ -109,14 +112,17 @@ def test_a_run_loads_with_its_slots_and_they_read_as_answer_lines(region_run, tm
             processor.image_processor([r.load_image() for r in records[:12]], return_tensors="pt")["pixel_values"])
     assert features.shape[1] == config.image_seq_len == processor.image_seq_len > before
     table = model.get_input_embeddings().weight
+    readings = json.loads((root / "run" / "slot-readings.json").read_text())  # what training answered from
     right = total = 0
     for record, image in zip(records, features):
-        for slot in image[before:].reshape(config.region_slots, -1, image.shape[-1]):
+        for slot, reading in zip(image[before:].reshape(config.region_slots, -1, image.shape[-1]),
+                                 readings[record.image_key()]):
             ids = torch.cdist(slot[1:], table).argmin(-1)  # the text part: embeddings of tokens
             text = processor.tokenizer.decode(ids).strip()
             parsed = parse_boxes(text, ["none", *classes], 100)
             assert len(parsed.boxes) == 1, text
             label, box = parsed.boxes[0]
+            assert tuple(box) == tuple(reading[2]), (text, reading)
             if label == "none":
                 continue
             total += 1
@@ -215,3 +221,25 @@ def test_a_slot_is_labelled_none_below_the_gate_or_when_its_class_is_doubtful():
     gates = torch.tensor([[0.9, 0.05, 0.9, 0.9]])
     assert slots.labels(logits, gates).tolist() == [[1, 0, 0, 0]]  # sure; under the gate; doubtful (0.40); none
     assert regions.LABEL_FLOOR > 0.4
+
+
+def test_a_resumed_run_answers_from_the_slots_its_first_start_fitted(region_run, tmp_path):
+    """On --resume the fitted heads arrive with the checkpoint, after the answers are set, so the answers come
+    from the readings the first start saved: the same counts, and a clear note when that file is gone."""
+    import shutil
+
+    from visiontune.api.train import SLOT_READINGS_FILE, train
+
+    root, data, summary, _ = region_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    lines = []
+    resumed = train(task="detect", model=str(root / "model"), data=str(data), output=str(run), resume=True,
+                    max_steps=3, batch_size=4, box_grid=100, keep_skills=False, num_workers=0, report_to="none",
+                    log=lines.append)
+    assert resumed["slot_answers"] == summary["slot_answers"]
+    (run / SLOT_READINGS_FILE).unlink()
+    resumed = train(task="detect", model=str(root / "model"), data=str(data), output=str(run), resume=True,
+                    max_steps=4, batch_size=4, box_grid=100, keep_skills=False, num_workers=0, report_to="none",
+                    log=lines.append)
+    assert resumed["slot_answers"] is None and any(SLOT_READINGS_FILE + " is missing" in line for line in lines)

@@ -158,3 +158,28 @@ def test_recall_by_objects_per_image_and_duplicates():
     recall = metrics["AR100_by_objects"]
     assert recall["1"] == pytest.approx(1.0) and recall["2-3"] == pytest.approx(1 / 3) and recall["4+"] == 0.0
     assert metrics["duplicate_rate"] == pytest.approx(1 / 4)  # the second box on "three" repeats the first
+
+
+def test_answers_from_slots_keep_the_true_boxes_a_slot_shows_with_their_class():
+    """A training answer becomes what the slots show: a true box that a slot labelled with its class overlaps
+    (IoU >= 0.5) is written as that slot's box; a true box that no slot shows, or that a slot shows with another
+    class or `none`, is left out; negatives stay `none`. --no-slot-answers leaves every answer as it was."""
+    record = _record([("dog", (0, 0, 100, 50)), ("dog", (120, 0, 180, 40)), ("person", (100, 50, 200, 100)),
+                      ("cat", (10, 60, 50, 95))])
+    reading = [(CLASSES.index("dog"), (0.1, 0.0, 0.5, 0.6), (10, 0, 50, 60)),  # dog 1 again, further off: not kept
+               (CLASSES.index("dog"), (0.0, 0.0, 0.48, 0.5), (0, 0, 48, 50)),  # dog 1, the closest slot: kept
+               (-1, (0.6, 0.0, 0.9, 0.4), (60, 0, 90, 40)),  # dog 2 labelled none: the LM cannot see it
+               (CLASSES.index("cat"), (0.5, 0.5, 1.0, 1.0), (50, 50, 100, 100)),  # the person, labelled cat
+               (CLASSES.index("dog"), (0.05, 0.6, 0.25, 0.95), (5, 60, 25, 95))]  # the cat, labelled dog
+    task = get_task("detect", classes=CLASSES, negatives=0.5, seed=3)
+    examples = task.training_examples(record)
+    items = [(record, example) for example in examples]
+    counts = task.answers_from_slots(items, {record.image_key(): reading})
+    answers = {example.group: example.target for _, example in items}
+    assert answers == {"dog": "dog: [0,0,48,50]", "person": "none", "cat": "none", None: "none"}
+    assert counts == {"answers_changed": 3, "boxes_answered": 1, "boxes_true": 4}
+    assert [e.messages for _, e in items] == [e.messages for e in examples]  # only the answers change
+    untouched = [(record, example) for example in examples]
+    assert get_task("detect", classes=CLASSES, slot_answers=False).answers_from_slots(
+        untouched, {record.image_key(): reading}) is None
+    assert [e.target for _, e in untouched] == [e.target for e in examples]

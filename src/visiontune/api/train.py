@@ -43,6 +43,7 @@ from ..training.run_record import write_run_record
 from ..training.vlm_trainer import VLMTrainer, weights_fingerprint
 
 DEFAULT_EPOCHS, REGION_SLOT_EPOCHS, REGION_SLOT_LORA_RATE = 3.0, 1.0, 1e-3
+SLOT_READINGS_FILE = "slot-readings.json"  # what the fitted region slots write on each training image
 MODEL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json",
                "generation_config.json", "model.safetensors.index.json")
 
@@ -332,6 +333,10 @@ def _fit_starts(run: Run, log) -> None:
             run.hooks["region_start"] = start_regions_from_probe(
                 run.model, run.processor, classes, run.train_records, run.task.region_targets, config.batch_size,
                 log=log, cache=run.cache)
+    run.hooks["slot_answers"] = None
+    if run.model_config and getattr(run.train_set, "items", None) is not None:
+        with run.phase("slot_answers"):
+            run.hooks["slot_answers"] = _answers_from_slots(run, log)
     with run.phase("self_replay"), slots_hidden(run.model, run.processor):
         run.hooks["replay_examples"] = _add_self_replay(config, run.task, run.model, run.processor,
                                                         run.train_records, run.train_set, run.sample_weights, log)
@@ -340,6 +345,30 @@ def _fit_starts(run: Run, log) -> None:
             run.hooks["probe_start"] = start_summary_from_probe(
                 run.model, run.processor, classes, run.train_records, run.task.probe_targets(run.train_records),
                 config.batch_size, log=log, cache=run.cache)
+
+
+def _answers_from_slots(run: Run, log) -> dict | None:
+    """The training answers rewritten to what the fitted slots show on each training image (the task decides;
+    `DetectTask.answers_from_slots`)."""
+    from ..training.region_start import slot_readings
+
+    saved = run.output / SLOT_READINGS_FILE  # a resumed run's heads come from its checkpoint later: read them back
+    if run.config.resume:
+        if not saved.is_file():
+            log(f"slot answers: {saved} is missing, so the resumed run trains on every true box")
+            return None
+        readings = {key: [(label, tuple(box), tuple(grid)) for label, box, grid in reading]
+                    for key, reading in json.loads(saved.read_text()).items()}
+    else:
+        found = slot_readings(run.model, run.processor, run.train_records, run.config.batch_size, cache=run.cache)
+        readings = {record.image_key(): reading for record, reading in zip(run.train_records, found)}
+        saved.write_text(json.dumps(readings))
+    counts = run.task.answers_from_slots(run.train_set.items, readings)
+    if counts:
+        log(f"slot answers: {counts['boxes_answered']} of {counts['boxes_true']} true boxes answered with the box of "
+            f"a slot that shows them with their class ({counts['answers_changed']} answers changed); the others are "
+            f"left out: the LM learns to copy what the slots show (--no-slot-answers: every true box)")
+    return counts
 
 
 def _schedule(run: Run, log) -> tuple[float, float]:

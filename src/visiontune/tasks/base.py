@@ -101,6 +101,12 @@ class Task:
         """Per record, (class index, box as x1, y1, x2, y2 in 0..1) of each object the region slots learn from."""
         return
 
+    def answers_from_slots(self, items: list, readings: dict) -> dict | None:
+        """Rewrite the training answers of `items` ((record, Example) pairs, in place) to what the fitted region
+        slots show; `readings`: {record's image key: what its slots write (`slot_readings`)}. Returns counts
+        for the log and the summary; None: the task's answers stay as they are."""
+        return
+
     def in_training_eval(self, records: list[Record], processor, batch_size: int):
         """A function model -> {metric: value} run at each evaluation during training (None: the loss only)."""
         return

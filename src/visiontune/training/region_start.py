@@ -9,6 +9,8 @@ training boxes, fitted before the first step on the frozen encoder's features:
   IoU >= 0.5) and over every object's own box. The classifier's argmax writes the slot's label; the region
   token is the probe's logits spent on the labels' embeddings, as the summary token's probe start does.
 The heads stay as fitted (the slots compute them without gradients); the LM learns to answer from the slots.
+`slot_readings` gives what the fitted slots then write on each training image, so the task can answer its
+training queries with what the LM will see (`DetectTask.answers_from_slots`).
 """
 
 from __future__ import annotations
@@ -183,3 +185,30 @@ def start_regions_from_probe(model, processor, classes: list[str], records, obje
         f"{probe_accuracy:.3f})")
     return {"images": len(chosen), "objects": total, "boxed": found,
             "objectness_train_accuracy": round(objectness_accuracy, 4), "label_train_accuracy": round(probe_accuracy, 4)}
+
+
+def slot_readings(model, processor, records, batch_size: int = 32, cache=None, chunk: int = 256) -> list[list[tuple]]:
+    """What the fitted region slots write after each record's image: per slot, (class index, or -1 for `none`;
+    the box as x1, y1, x2, y2 in 0..1; the box on the slots' grid, as its text writes it). Empty lists when the
+    model has no region slots."""
+    from ..models.compose.regions import pool_boxes
+
+    modules = _region_modules(model)
+    if not modules:
+        return [[] for _ in records]
+    regions, base = modules[0], model.get_base_model() if hasattr(model, "get_base_model") else model
+    dtype = regions.box_head.norm.weight.dtype
+    was_training = model.training
+    model.eval()
+    readings = []
+    for start in range(0, len(records), chunk):  # bounded memory on large sets
+        patches, _ = encoded_images(base, processor, records[start:start + chunk], batch_size, cache)
+        with torch.no_grad():
+            patches = patches.to(dtype)
+            boxes, gates = regions.chosen(patches)
+            labels = regions.labels(pool_boxes(patches, boxes), gates) - 1
+            grid_boxes = torch.round(boxes * regions.grid).long()
+        readings += [[(int(label), tuple(box), tuple(grid)) for label, box, grid in
+                      zip(labels[i].tolist(), boxes[i].tolist(), grid_boxes[i].tolist())] for i in range(len(patches))]
+    model.train(was_training)
+    return readings

@@ -20,6 +20,9 @@ class TrainOptions:
     region_slots: int | None = field(default=None, metadata={
         "help": "composed VLMs: what the image's regions hold written as text after the image, this many slots "
                 "(default: the most objects of any training image, at most 16; 0: off)"})
+    slot_answers: bool = field(default=True, metadata={
+        "help": "with region slots, answer each training query with the boxes the slots show (a slot with the "
+                "asked class on a true box, that slot's box); --no-slot-answers: every true box"})
 
 
 @dataclass(kw_only=True)

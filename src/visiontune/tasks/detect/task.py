@@ -18,6 +18,7 @@ Class balancing counts the positive queries' classes (negatives and all-queries 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -28,10 +29,11 @@ from ...data.loading import load_box_records
 from ...data.records import DataError, Record
 from ...metrics.detection import box_references
 from ..base import Example, Task, system_turn, user_turn
-from .box_text import GRID, ParsedBoxes, format_boxes, from_grid, parse_boxes, repeats_a_box, to_grid
+from .box_text import GRID, NONE_ANSWER, ParsedBoxes, format_boxes, from_grid, parse_boxes, repeats_a_box, to_grid
 
 QUERY_MODES = ("per-class", "all", "both")
 MAX_AUTO_REGION_SLOTS = 16
+MATCH_IOU = 0.5  # a slot shows a true box it overlaps this much (the AP50 criterion)
 DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
                   "corners on a 0-{grid} grid, or none.")
 
@@ -40,17 +42,18 @@ class DetectTask(Task):
     name = "detect"
     default_prompt = DEFAULT_PROMPT
     max_new_tokens = 512  # ~18 tokens a box
-    option_names = ("classes", "queries", "negatives", "max_objects", "box_grid", "region_slots", "score_threshold",
-                    "seed", "category_ids")
+    option_names = ("classes", "queries", "negatives", "max_objects", "box_grid", "region_slots", "slot_answers",
+                    "score_threshold", "seed", "category_ids")
     default_balance = "sampler"  # balance the positive queries' classes
     report_only = ("detections",)  # what `score` returns for the report files, not for the headline
     keeps_skills_by_replay = True
 
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
-                 box_grid: int = GRID, region_slots: int | None = None, score_threshold: float = 0.0, seed: int = 0,
-                 category_ids: dict[str, int] | None = None):
-        """`category_ids`: each class's id in COCO files written and read (default 1..K in class order)."""
+                 box_grid: int = GRID, region_slots: int | None = None, slot_answers: bool = True,
+                 score_threshold: float = 0.0, seed: int = 0, category_ids: dict[str, int] | None = None):
+        """`category_ids`: each class's id in COCO files written and read (default 1..K in class order).
+        `slot_answers`: with region slots, train on the boxes the slots show (`answers_from_slots`)."""
         if not classes:
             raise ValueError("the detect task needs its class names: from the training data, --class-names, or a "
                              "visiontune run folder's visiontune.json")
@@ -70,6 +73,7 @@ class DetectTask(Task):
         self.max_objects = int(max_objects) if max_objects else None
         self.box_grid = int(box_grid)
         self.region_slots = None if region_slots is None else int(region_slots)
+        self.slot_answers = bool(slot_answers)
         self.score_threshold, self.seed = float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
 
@@ -176,6 +180,55 @@ class DetectTask(Task):
                                                                                         record.height) * 2)))
                  for box in self._answer_boxes(record, self.classes)] for record in records]
 
+    def answers_from_slots(self, items: list, readings: dict) -> dict | None:
+        """Answers the LM can read off the slots (`slot_answers`): each true box of an asked class that a slot
+        labelled with that class boxes (IoU >= 0.5, one slot per object, the best first) is answered with that
+        slot's own box; true boxes no such slot shows are left out (the LM cannot see them: trained to write
+        them anyway it learns to write boxes for classes no slot names, on absent classes too). Negative
+        queries stay `none`."""
+        if not self.slot_answers:
+            return None
+        kept = total = changed = 0
+        for index, (record, example) in enumerate(items):
+            if example.target == NONE_ANSWER or record.image_key() not in readings:
+                continue
+            asked = [example.group] if example.group else list(self.classes)
+            boxes = [box for name in asked for box in self._slot_boxes(record, name, readings[record.image_key()])]
+            if self.max_objects and len(boxes) > self.max_objects:
+                boxes = sorted(boxes, key=lambda box: -(box[1][2] - box[1][0]) * (box[1][3] - box[1][1]))
+                boxes = boxes[: self.max_objects]
+            kept += len(boxes)
+            total += len(self._answer_boxes(record, asked))
+            target = format_boxes(boxes, self.classes)
+            if target != example.target:
+                items[index] = (record, dataclasses.replace(example, target=target))
+                changed += 1
+        return {"answers_changed": changed, "boxes_answered": kept, "boxes_true": total}
+
+    def _slot_boxes(self, record: Record, name: str, reading: list[tuple]) -> list[tuple[str, tuple]]:
+        """(name, grid box) of each slot labelled `name` matched one-to-one to a true `name` box."""
+        import numpy as np
+
+        from ...metrics.detection import pairwise_iou
+
+        sides = (record.width, record.height) * 2
+        truth = np.array([[v / side for v, side in zip(box.xyxy, sides)] for box in self._answer_boxes(record, [name])],
+                         dtype=np.float32).reshape(-1, 4)
+        slots = [(box, grid) for label, box, grid in reading if label == self.classes.index(name)]
+        if not len(truth) or not slots:
+            return []
+        overlaps = pairwise_iou(np.array([box for box, _ in slots], dtype=np.float32), truth)
+        matched, used_slots, used_truth = [], set(), set()
+        for flat in np.argsort(-overlaps, axis=None):
+            slot, true = np.unravel_index(flat, overlaps.shape)
+            if overlaps[slot, true] < MATCH_IOU:
+                break
+            if slot not in used_slots and true not in used_truth:
+                used_slots.add(slot)
+                used_truth.add(true)
+                matched.append((name, tuple(int(v) for v in slots[slot][1])))
+        return matched
+
     # --- inference -----------------------------------------------------------------------------------------
     def results(self, predictor, images: list) -> list[dict]:
         from .queries import detect_boxes
@@ -256,4 +309,5 @@ class DetectTask(Task):
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,
                 "max_objects": self.max_objects, "box_grid": self.box_grid, "region_slots": self.region_slots,
-                "score_threshold": self.score_threshold, "category_ids": self.category_ids}
+                "slot_answers": self.slot_answers, "score_threshold": self.score_threshold,
+                "category_ids": self.category_ids}
