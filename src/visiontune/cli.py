@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     canvases.add_argument("--max-objects", type=int, default=4)
     canvases.add_argument("--split", default="train", help="which Fashion-MNIST split the items come from")
     canvases.add_argument("--seed", type=int, default=0)
+    canvases.add_argument("--background", choices=("black", "textured"), default="black",
+                          help="textured: random grey textures, items light or dark over them (a harder set)")
     from .detector.cli import add_detector_commands
 
     add_detector_commands(commands)
@@ -237,7 +239,7 @@ def _zoo(args) -> None:
         from .zoo.canvases import write_canvases
 
         paths = write_canvases(args.output, count=args.count, seed=args.seed, size=args.size,
-                               objects=(1, args.max_objects), split=args.split)
+                               objects=(1, args.max_objects), split=args.split, background=args.background)
         print(f"wrote {args.count} canvases: {paths['instances']} (detect), {paths['captions']} (caption)")
 
 

@@ -184,3 +184,28 @@ def test_llava_pretrain_conversations_are_a_caption_source(tmp_path):
     (tmp_path / "chat.json").write_text(json.dumps(rows))
     records = load_caption_records(DataSpec(str(tmp_path / "chat.json")))
     assert records[0].captions == ["a black square"] and records[0].load_image().size == (8, 8)
+
+
+@needs_fashion_mnist
+def test_textured_canvases_are_deterministic_with_busy_backgrounds_and_boxes_inside(tmp_path):
+    from PIL import Image
+
+    from visiontune.zoo.canvases import write_canvases
+
+    paths = write_canvases(tmp_path / "a", count=10, seed=3, size=96, background="textured")
+    assert paths["instances"].read_text() == write_canvases(tmp_path / "b", count=10, seed=3, size=96,
+                                                            background="textured")["instances"].read_text()
+    coco = json.loads(paths["instances"].read_text())
+    for image in coco["images"]:
+        pixels = np.asarray(Image.open(tmp_path / "a" / image["file_name"]).convert("L")).astype(float)
+        covered = np.zeros(pixels.shape, dtype=bool)
+        for box in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            x, y, w, h = box["bbox"]
+            assert w > 0 and h > 0 and x + w <= 96 and y + h <= 96
+            covered[y:y + h, x:x + w] = True
+        assert pixels[~covered].std() > 5  # not an empty background
+    first = np.asarray(Image.open(tmp_path / "a" / coco["images"][0]["file_name"]))
+    black = write_canvases(tmp_path / "c", count=1, seed=3, size=96)
+    assert (np.asarray(Image.open(black["images"] / "00000.png")) != first).any()
+    with pytest.raises(ValueError, match="unknown background"):
+        write_canvases(tmp_path / "d", count=1, background="plaid")
