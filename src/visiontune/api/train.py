@@ -318,10 +318,11 @@ def _build_model(run: Run, log) -> None:
 
 def _fit_starts(run: Run, log) -> None:
     """What runs before step one on the model: the region slots' fit (whenever the run has them: unfitted slots
-    would write noise), self-replay (the model's own answers as it gave them before it had slots: trained on
-    them with the slots in place, it answers general prompts as before, whatever the slots say), then the
-    summary token's probe start (--probe-start). A resumed run loads its fitted parts from the checkpoint. The
-    fits' encoder passes fill the feature cache that training then reads."""
+    would write noise) and the training answers set to what the fitted slots show, self-replay (the model's own
+    answers as it gave them before it had slots: trained on them with the slots in place, it answers general
+    prompts as before, whatever the slots say), then the summary token's probe start (--probe-start). A resumed
+    run loads its fitted parts from the checkpoint (and its slots' readings from the run folder). The fits'
+    encoder passes fill the feature cache that training then reads."""
     from ..models.compose.regions import slots_hidden
     from ..training.probe_start import start_summary_from_probe
     from ..training.region_start import start_regions_from_probe
