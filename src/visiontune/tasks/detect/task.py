@@ -211,10 +211,10 @@ class DetectTask(Task):
 
         from ...metrics.detection import pairwise_iou
 
-        sides = (record.width, record.height) * 2
-        truth = np.array([[v / side for v, side in zip(box.xyxy, sides)] for box in self._answer_boxes(record, [name])],
+        kind = self.classes.index(name)
+        truth = np.array([box for label, box in self.region_targets([record])[0] if label == kind],
                          dtype=np.float32).reshape(-1, 4)
-        slots = [(box, grid) for label, box, grid in reading if label == self.classes.index(name)]
+        slots = [(box, grid) for label, box, grid in reading if label == kind]
         if not len(truth) or not slots:
             return []
         overlaps = pairwise_iou(np.array([box for box, _ in slots], dtype=np.float32), truth)
