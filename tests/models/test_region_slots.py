@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from visiontune.models.compose.regions import PAD, RegionSlots, box_text_codes, pool_boxes, region_text_ids
+from visiontune.models.compose.regions import (PAD, RegionSlots, box_text_codes, crop_windows, look_windows, pool_boxes,
+                                               region_text_ids)
 
 QUIET = dict(log=lambda *_: None)
 
@@ -31,6 +32,7 @@ def test_box_text_is_the_answer_format_without_leading_zeros_then_padding(tiny_m
 
 class _Config:
     region_slots, region_grid, token_grid_side, pixel_shuffle, region_text_ids, region_labels = 3, 100, 1, 2, None, None
+    region_looks = False
 
 
 def test_slots_take_one_patch_per_object_in_reading_order():
@@ -84,6 +86,7 @@ def test_detection_fine_tuning_gives_a_composed_vlm_fitted_region_slots(region_r
     assert fitted["objects"] > 60 and fitted["boxed"] >= 0.25 * fitted["objects"], fitted  # random boxes: ~0.05
     metadata = json.loads((root / "run" / "visiontune.json").read_text())
     assert metadata["model_config"]["region_slots"] == 2 and metadata["model_config"]["region_grid"] == 100
+    assert metadata["model_config"]["region_looks"] and metadata["second_look"]
     assert off["region_start"] is None
     answered = summary["slot_answers"]  # the training answers are what the fitted slots show
     assert answered["boxes_true"] > 60 and 0 < answered["boxes_answered"] < answered["boxes_true"], answered
@@ -210,6 +213,66 @@ def test_the_refine_head_learns_to_move_chosen_boxes_onto_their_objects():
     assert _fit_refine_head(slots, patches, objects) > images * 2  # slots overlapping their object (IoU >= 0.3)
     after = mean_iou()
     assert before < 0.75 and after > before + 0.15, (before, after)
+
+
+def test_a_second_look_crops_a_square_around_each_box_at_the_encoders_input_size():
+    from visiontune.models.compose import regions
+
+    image = torch.randn(2, 3, 8, 8)
+    whole = crop_windows(image, torch.tensor([[[0.0, 0.0, 1.0, 1.0]]] * 2), 8)
+    assert torch.allclose(whole[:, 0], image, atol=1e-6)  # the whole image at its own size is itself
+    halved = crop_windows(image, torch.tensor([[[0.0, 0.0, 1.0, 1.0]]] * 2), 4)
+    assert torch.allclose(halved[:, 0], torch.nn.functional.avg_pool2d(image, 2), atol=1e-6)
+    corner = crop_windows(image, torch.tensor([[[0.0, 0.0, 0.5, 0.5], [1.0, 1.0, 1.5, 1.5]]] * 2), 4)
+    assert torch.allclose(corner[:, 0], image[..., :4, :4], atol=1e-6) and (corner[:, 1] == 0).all()  # past the edge
+    window = look_windows(torch.tensor([[0.2, 0.4, 0.4, 0.5]]))[0]  # 0.2 wide, 0.1 high: a square, grown
+    assert torch.allclose(window, torch.tensor([0.3 - 0.13, 0.45 - 0.13, 0.3 + 0.13, 0.45 + 0.13]))
+    assert regions.LOOK_MARGIN * 0.2 == pytest.approx(0.26)
+
+
+def test_slot_labels_and_region_tokens_read_the_second_look_when_the_slots_take_one():
+    class Looking(_Config):
+        region_looks = True
+
+    slots = RegionSlots(Looking, vision_width=2, width_out=6)
+    assert slots.label_head.out.in_features == slots.region_map.out.in_features == 4  # a look's [CLS, mean patch]
+    slots.label_head = torch.nn.Identity()  # what is read as the logits: none, class 1, class 2, (unused)
+    patches, boxes = torch.zeros(1, 4, 2), torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]])
+    looks = torch.tensor([[[0.0, 5.0, 0.0, -9.0], [0.0, 0.0, 5.0, -9.0]]])
+    read = slots.read_features(patches, boxes, looks)
+    assert slots.labels(read, torch.ones(1, 2)).tolist() == [[1, 2]]
+    with pytest.raises(ValueError, match="second look"):
+        slots.read_features(patches, boxes, None)
+    plain = RegionSlots(_Config, vision_width=2, width_out=6)  # without looks: the patches pooled over the box
+    assert torch.equal(plain.read_features(patches + 1, boxes, looks), torch.ones(1, 2, 2))
+
+
+def test_cached_looks_are_taken_again_once_the_box_heads_change(region_run):
+    """The looks crop the boxes the heads choose, so the feature cache keys them by those heads: looks taken
+    before the region start fitted them are never reused."""
+    from visiontune.data.loading import DataSpec, load_box_records
+    from visiontune.models.feature_cache import FeatureCache
+    from visiontune.models.vision_cache import IMAGE_KEYS, pixel_unit_keys
+    from visiontune.models.vlm import load_for_inference
+
+    root, data, _, _ = region_run
+    model, processor, _ = load_for_inference(str(root / "run"), **QUIET)
+    assert model.config.region_looks
+    records, _, _ = load_box_records(DataSpec(str(data)), **QUIET)
+    pixels = processor.image_processor([r.load_image() for r in records[:4]], return_tensors="pt")["pixel_values"]
+    cache = FeatureCache.for_model(model, **QUIET)
+
+    def cached() -> dict:
+        return cache.apply(model, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})
+
+    first = cached()
+    with torch.no_grad():
+        assert torch.allclose(first["vision_looks"], model.slot_looks(pixels, first["vision_patches"]))
+        assert cached() and cache.computed == 4  # the same heads: reused
+        model.projector.regions.box_head.out.bias[1:] += 0.5  # other boxes
+        again = cached()
+        assert cache.computed == 8 and not torch.allclose(again["vision_looks"], first["vision_looks"])
+        assert torch.allclose(again["vision_looks"], model.slot_looks(pixels, again["vision_patches"]))
 
 
 def test_a_slot_is_labelled_none_below_the_gate_or_when_its_class_is_doubtful():

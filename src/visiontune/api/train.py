@@ -481,10 +481,11 @@ def _region_slots(model: str, task: Task, records: list, processor, log) -> dict
     hook = family.hook("region_slots") if family is not None and request else None
     if hook is None:
         return None
-    overrides = hook(model, processor, request["classes"], request["grid"], request["slots"])
+    overrides = hook(model, processor, request["classes"], request["grid"], request["slots"], request["looks"])
     log(f"region slots: {overrides['region_slots']} after each image, each a region token and a line "
         f"'<class or none>: [x1,y1,x2,y2]' the LM can answer from ({processor.image_seq_len} image tokens; "
-        f"--region-slots 0 turns them off)")
+        f"{'labels read from a second look at each box; ' if overrides['region_looks'] else ''}--region-slots 0 "
+        f"turns them off)")
     return overrides
 
 

@@ -2,8 +2,9 @@
 across epochs and evaluation passes.
 
 Each image unit in a batch (an image, or a row of tiles: dim 0 of the pixel inputs) is keyed by a hash of its
-preprocessed pixels (computed by the collator, in the data-loader workers) and of the vision weights, so a
-changed image, image size, preprocessing or encoder never reuses stale features. Entries live in memory up
+preprocessed pixels (computed by the collator, in the data-loader workers), of the vision weights, and of
+whatever else the family's adapter says its outputs depend on (its `stamp`), so a changed image, image size,
+preprocessing or encoder never reuses stale features. Entries live in memory up
 to `memory_bytes`, then as safetensors files under `folder` (the run's `feature-cache/`, or
 $VISIONTUNE_CACHE). Exact only where `models/vision_cache.vision_adapter` says so; elsewhere training runs
 uncached and the log says why.
@@ -76,12 +77,13 @@ class FeatureCache:
     @torch.no_grad()
     def apply(self, model, inputs: dict) -> dict:
         """The batch with its pixel inputs replaced by the cached vision outputs (computing what is missing)."""
-        keys = inputs.pop(IMAGE_KEYS)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        stamp = self.adapter.stamp(getattr(base, "module", base)) if self.adapter.stamp else ""
+        keys = [key + stamp for key in inputs.pop(IMAGE_KEYS)]
         known = {key: self._load(key) for key in dict.fromkeys(keys)}
         # one forward per distinct image: per-class detection queries repeat an image within a batch
         missing = [keys.index(key) for key, entry in known.items() if entry is None]
         if missing:
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
             chosen = torch.tensor(missing, device=inputs[self.adapter.pixel_inputs[0]].device)
             pixels = {name: inputs[name].index_select(0, chosen) for name in self.adapter.pixel_inputs if name in inputs}
             for index, entry in zip(missing, self.adapter.encode(getattr(base, "module", base), pixels)):

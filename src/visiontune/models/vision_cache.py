@@ -26,6 +26,8 @@ class VisionAdapter:
     encode: Callable  # (base model, {pixel input: tensor}) -> one {name: tensor} per unit along dim 0
     to_kwargs: Callable  # (list of per-unit {name: tensor}) -> keyword arguments of the model's forward
     in_generation: bool = False  # generate() passes them through to the prompt's forward
+    # What else the outputs depend on, as a string that changes with it (None: nothing): part of each entry's key.
+    stamp: Callable | None = None
 
 
 def pixel_unit_keys(pixel_values: torch.Tensor) -> list[str]:
@@ -64,12 +66,29 @@ def _why_not_exact(modules: list[nn.Module], inference: bool) -> str | None:
 
 def _composed_encode(base, pixels: dict) -> list[dict]:
     patches, summary = base.encode_images(pixels["pixel_values"])
-    return [{"vision_patches": p, "vision_summary": s} for p, s in zip(patches, summary)]
+    looks = base.slot_looks(pixels["pixel_values"], patches)
+    entries = [{"vision_patches": p, "vision_summary": s} for p, s in zip(patches, summary)]
+    for entry, look in zip(entries, looks if looks is not None else []):
+        entry["vision_looks"] = look
+    return entries
 
 
 def _composed_kwargs(entries: list[dict]) -> dict:
-    return {"vision_patches": torch.stack([e["vision_patches"] for e in entries]),
-            "vision_summary": torch.stack([e["vision_summary"] for e in entries])}
+    names = ["vision_patches", "vision_summary"] + (["vision_looks"] if "vision_looks" in entries[0] else [])
+    return {name: torch.stack([e[name] for e in entries]) for name in names}
+
+
+def _composed_stamp(base) -> str:
+    """The region slots' second looks crop the boxes their box and refine heads choose: entries are keyed by
+    those heads' weights, so looks taken before the heads were fitted (or loaded) are never reused."""
+    regions = base.projector.regions
+    if regions is None or not regions.looks:
+        return ""
+    digest = hashlib.blake2b(digest_size=8)
+    for module in (regions.box_head, regions.refine_head):
+        for tensor in module.state_dict().values():
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return "-" + digest.hexdigest()
 
 
 def _real_tiles(pixel_values: torch.Tensor) -> list[int]:
@@ -109,7 +128,7 @@ def _idefics3_kwargs_for(model) -> Callable:
 # The families' `feature_cache` hooks (models/families.py): (the parts that must be frozen, model -> adapter).
 # Composed VLMs: the encoder's outputs, before the projector (which usually trains).
 COMPOSED_CACHE = (("vision",), lambda model: VisionAdapter(("pixel_values",), _composed_encode, _composed_kwargs,
-                                                           in_generation=True))
+                                                           in_generation=True, stamp=_composed_stamp))
 # SmolVLM / Idefics3: the model takes features after its connector, so both must be frozen.
 IDEFICS3_CACHE = (("vision", "connector"), lambda model: VisionAdapter(
     ("pixel_values", "pixel_attention_mask"), _idefics3_encode, _idefics3_kwargs_for(model)))

@@ -30,24 +30,41 @@ def _summary_maps(model) -> list:
             if isinstance(module, FeatureMap) and name.split(".")[-1] == "summary"]
 
 
-@torch.no_grad()
-def encoded_images(base_model, processor, records, batch_size: int, cache=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(patch features, summary features) of the encoder for each record, float32 on the CPU. With the run's
-    feature `cache`, the encoder's outputs computed here are the ones training then reuses."""
-    from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
-
-    device, patches, summaries = next(base_model.parameters()).device, [], []
+def pixel_batches(processor, records, batch_size: int, device):
+    """The records' images as the processor prepares them, `batch_size` at a time."""
     for start in range(0, len(records), batch_size):
         images = [record.load_image().convert("RGB") for record in records[start:start + batch_size]]
-        pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
+        yield processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
+
+
+@torch.no_grad()
+def encoded_entries(base_model, processor, records, batch_size: int, cache=None,
+                    looks: bool = True) -> dict[str, torch.Tensor]:
+    """The encoder's outputs for each record, float32 on the CPU: `vision_patches`, `vision_summary`, and
+    `vision_looks` when region slots take second looks (uncached, only with `looks`). With the run's feature
+    `cache`, the outputs computed here are the ones training then reuses."""
+    from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
+
+    device, parts = next(base_model.parameters()).device, {}
+    for pixels in pixel_batches(processor, records, batch_size, device):
         if cache is not None:
             encoded = cache.apply(base_model, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})
-            patch, summary = encoded["vision_patches"], encoded["vision_summary"]
         else:
             patch, summary = base_model.encode_images(pixels)
-        patches.append(patch.float().cpu())
-        summaries.append(summary.float().cpu())
-    return torch.cat(patches), torch.cat(summaries)
+            encoded = {"vision_patches": patch, "vision_summary": summary}
+            taken = base_model.slot_looks(pixels, patch) if looks else None
+            if taken is not None:
+                encoded["vision_looks"] = taken
+        for name, tensor in encoded.items():
+            if name.startswith("vision_"):
+                parts.setdefault(name, []).append(tensor.float().cpu())
+    return {name: torch.cat(tensors) for name, tensors in parts.items()}
+
+
+def encoded_images(base_model, processor, records, batch_size: int, cache=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(patch features, summary features) of the encoder for each record (see `encoded_entries`)."""
+    entries = encoded_entries(base_model, processor, records, batch_size, cache, looks=False)
+    return entries["vision_patches"], entries["vision_summary"]
 
 
 @torch.no_grad()

@@ -4,9 +4,10 @@ training boxes, fitted before the first step on the frozen encoder's features:
   lies here" and ridge regression for that object's box (x1, y1, x2, y2, in patches from the patch's centre);
 - the refine head: ridge regression from each chosen box's pooled features (the box, its quarters, the box
   grown by a quarter) to the corrections that move it onto its object;
-- the label classifier and the region token map: a softmax probe (`none` or the class) on the patch features
-  pooled over each box the slots then choose on the training images (labelled by the object it boxes with
-  IoU >= 0.5) and over every object's own box. The classifier's argmax writes the slot's label; the region
+- the label classifier and the region token map: a softmax probe (`none` or the class) on what the slots read
+  of each box they then choose on the training images (labelled by the object it boxes with IoU >= 0.5) and
+  of every object's own box: its second look, or the patch features pooled over it. The classifier's argmax
+  writes the slot's label; the region
   token is the probe's logits spent on the labels' embeddings, as the summary token's probe start does.
 The heads stay as fitted (the slots compute them without gradients); the LM learns to answer from the slots.
 `slot_readings` gives what the fitted slots then write on each training image, so the task can answer its
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from ..metrics.detection import pairwise_iou
-from .probe_start import MAX_PROBE_IMAGES, _multiclass_probe, class_name_embeddings, encoded_images
+from .probe_start import (MAX_PROBE_IMAGES, _multiclass_probe, class_name_embeddings, encoded_entries,
+                          encoded_images, pixel_batches)
 
 OBJECTNESS_C = 0.05  # inverse L2 strength of the objectness probe (standardised features)
 BOX_RIDGE = 300.0  # L2 strength of the box regression (standardised features); best held out of 30-3000
@@ -108,14 +110,12 @@ def _fit_refine_head(regions, patches: torch.Tensor, objects) -> int:
     return len(rows)
 
 
-def _region_examples(regions, patches, objects) -> tuple[torch.Tensor, np.ndarray, int]:
-    """(pooled features, labels 0 = none or 1 + class, objects boxed by a slot): each chosen slot's box, labelled
-    by the object it boxes, and every object's own box."""
-    from ..models.compose.regions import pool_boxes
-
+def _region_examples(regions, patches, objects) -> tuple[list[torch.Tensor], np.ndarray, int]:
+    """(boxes per image, labels 0 = none or 1 + class, objects boxed by a slot): each chosen slot's box,
+    labelled by the object it boxes, then every object's own box."""
     with torch.no_grad():
         chosen = regions.chosen(patches.to(regions.box_head.norm.weight.dtype))[0].float()
-    features, labels, found = [], [], 0
+    boxes, labels, found = [], [], 0
     for image, here in enumerate(objects):
         truth = np.array([box for _, box in here], dtype=np.float32).reshape(-1, 4)
         overlaps = pairwise_iou(chosen[image].numpy(), truth) if len(truth) else np.zeros((len(chosen[image]), 0))
@@ -123,19 +123,38 @@ def _region_examples(regions, patches, objects) -> tuple[torch.Tensor, np.ndarra
         hit = overlaps.max(1) >= MATCH_IOU if len(truth) else np.zeros(len(chosen[image]), dtype=bool)
         labels += [here[b][0] + 1 if h else 0 for b, h in zip(best, hit)] + [kind + 1 for kind, _ in here]
         found += len(set(best[hit].tolist()))
-        every = torch.cat([chosen[image], torch.from_numpy(truth)])
-        features.append(pool_boxes(patches[image:image + 1], every.unsqueeze(0))[0])
-    return torch.cat(features), np.array(labels), found
+        boxes.append(torch.cat([chosen[image], torch.from_numpy(truth)]))
+    return boxes, np.array(labels), found
 
 
-def _fit_region_probe(modules, base, tokenizer, classes, pooled: torch.Tensor, labels: np.ndarray) -> float:
-    """The softmax probe on the pooled features, written into the label classifier (logits) and the region
-    token map (logits spent on the labels' embeddings, centred, at unit RMS); returns its training accuracy."""
+@torch.no_grad()
+def _read_features(regions, base, processor, records, patches, boxes: list[torch.Tensor], batch_size: int,
+                   chunk: int = 64) -> torch.Tensor:
+    """What the slots read of each image's boxes, all images' rows in order: the patch features pooled over
+    each box, or with second looks, the encoder's features of each box's crop (`chunk` crops a pass)."""
+    from ..models.compose.regions import crop_windows, look_windows, pool_boxes
+
+    if not regions.looks:
+        return torch.cat([pool_boxes(patches[i:i + 1], here.unsqueeze(0))[0] for i, here in enumerate(boxes)])
+    device = next(base.parameters()).device
+    crops = []
+    for start, pixels in zip(range(0, len(records), batch_size), pixel_batches(processor, records, batch_size, device)):
+        for pixel, here in zip(pixels, boxes[start:start + len(pixels)]):
+            windows = look_windows(here.to(device)).unsqueeze(0)
+            crops.append(crop_windows(pixel.unsqueeze(0), windows, pixel.shape[-1])[0])
+    crops = torch.cat(crops)
+    return torch.cat([base.encode_images(crops[i:i + chunk])[1].float().cpu() for i in range(0, len(crops), chunk)])
+
+
+def _fit_region_probe(modules, base, tokenizer, classes, read: torch.Tensor, labels: np.ndarray) -> float:
+    """The softmax probe on what the slots read of the boxes (`_read_features`), written into the label
+    classifier (logits) and the region token map (logits spent on the labels' embeddings, centred, at unit RMS);
+    returns its training accuracy."""
     from sklearn.preprocessing import StandardScaler
 
     regions = modules[0]
     with torch.no_grad():
-        features = regions.region_map.norm(pooled.to(regions.region_map.norm.weight.dtype)).float().numpy()
+        features = regions.region_map.norm(read.to(regions.region_map.norm.weight.dtype)).float().numpy()
     scaler = StandardScaler().fit(features)
     weights, bias, accuracy = _multiclass_probe(scaler.transform(features), labels, len(classes) + 1, c=LABEL_C)
     weights, bias = weights / scaler.scale_, bias - (weights / scaler.scale_) @ scaler.mean_
@@ -168,7 +187,8 @@ def start_regions_from_probe(model, processor, classes: list[str], records, obje
     objects = objects[: len(chosen)]
     was_training = model.training
     model.eval()
-    patches, _ = encoded_images(base, processor, chosen, batch_size, cache)
+    # Second looks crop the boxes the heads fitted here choose: a cache entry made now would hold unfitted looks.
+    patches, _ = encoded_images(base, processor, chosen, batch_size, None if modules[0].looks else cache)
     # One BLAS thread: see start_summary_from_probe.
     with threadpool_limits(limits=1, user_api="blas"):
         objectness_accuracy = _fit_box_head(modules[0], patches, objects)
@@ -176,8 +196,9 @@ def start_regions_from_probe(model, processor, classes: list[str], records, obje
         for module in modules[1:]:
             module.box_head.load_state_dict(modules[0].box_head.state_dict())
             module.refine_head.load_state_dict(modules[0].refine_head.state_dict())
-        pooled, labels, found = _region_examples(modules[0], patches, objects)
-        probe_accuracy = _fit_region_probe(modules, base, processor.tokenizer, classes, pooled, labels)
+        boxes, labels, found = _region_examples(modules[0], patches, objects)
+        read = _read_features(modules[0], base, processor, chosen, patches, boxes, batch_size)
+        probe_accuracy = _fit_region_probe(modules, base, processor.tokenizer, classes, read, labels)
     model.train(was_training)
     total = sum(len(here) for here in objects)
     log(f"probe start: region slots fitted on {len(chosen)} training images (objectness accuracy "
@@ -191,8 +212,6 @@ def slot_readings(model, processor, records, batch_size: int = 32, cache=None, c
     """What the fitted region slots write after each record's image: per slot, (class index, or -1 for `none`;
     the box as x1, y1, x2, y2 in 0..1; the box on the slots' grid, as its text writes it). Empty lists when the
     model has no region slots."""
-    from ..models.compose.regions import pool_boxes
-
     modules = _region_modules(model)
     if not modules:
         return [[] for _ in records]
@@ -202,11 +221,13 @@ def slot_readings(model, processor, records, batch_size: int = 32, cache=None, c
     model.eval()
     readings = []
     for start in range(0, len(records), chunk):  # bounded memory on large sets
-        patches, _ = encoded_images(base, processor, records[start:start + chunk], batch_size, cache)
+        encoded = encoded_entries(base, processor, records[start:start + chunk], batch_size, cache)
         with torch.no_grad():
-            patches = patches.to(dtype)
+            patches = encoded["vision_patches"].to(dtype)
             boxes, gates = regions.chosen(patches)
-            labels = regions.labels(pool_boxes(patches, boxes), gates) - 1
+            looks = encoded.get("vision_looks")
+            read = regions.read_features(patches, boxes, looks.to(dtype) if looks is not None else None)
+            labels = regions.labels(read, gates) - 1
             grid_boxes = torch.round(boxes * regions.grid).long()
         readings += [[(int(label), tuple(box), tuple(grid)) for label, box, grid in
                       zip(labels[i].tolist(), boxes[i].tolist(), grid_boxes[i].tolist())] for i in range(len(patches))]

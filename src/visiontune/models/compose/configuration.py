@@ -35,7 +35,8 @@ class ComposedVLMConfig(PretrainedConfig):
     reads where in the image a token lies (under 1D RoPE a flat run of image tokens hides its 2D layout).
     `region_slots` (0: none): after the image, that many slots, each what the cells found written as a line of a
     detection answer (`Sneaker: [12,40,18,61]` on the 0..`region_grid` grid; see regions.py), with the token ids
-    they write in (`region_text_ids`, `region_labels`). Detection fine-tuning sets them."""
+    they write in (`region_text_ids`, `region_labels`); `region_looks`: each slot's label and region token read
+    the image cropped around its box (a second encoder pass per slot). Detection fine-tuning sets them."""
 
     model_type = "visiontune_vlm"
     sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}  # noqa: RUF012 (transformers reads it as is)
@@ -44,7 +45,7 @@ class ComposedVLMConfig(PretrainedConfig):
                  pixel_shuffle: int = 2, image_size: int = 224, image_token_id: int | None = None,
                  summary_token: bool = False, output_norm: bool = False, grid_positions: bool = False,
                  region_slots: int = 0, region_grid: int = 100, region_text_ids: list[int] | None = None,
-                 region_labels: list[list[int]] | None = None, **kwargs):
+                 region_labels: list[list[int]] | None = None, region_looks: bool = False, **kwargs):
         self.vision_config = _sub_config(vision_config)
         self.text_config = _sub_config(text_config)
         if projector not in PROJECTORS:
@@ -60,6 +61,7 @@ class ComposedVLMConfig(PretrainedConfig):
         self.region_slots, self.region_grid = int(region_slots), int(region_grid)
         self.region_text_ids = list(region_text_ids) if region_text_ids else None
         self.region_labels = [list(ids) for ids in region_labels] if region_labels else None
+        self.region_looks = bool(region_looks)
         if self.text_config is not None:
             kwargs.setdefault("tie_word_embeddings", getattr(self.text_config, "tie_word_embeddings", False))
         super().__init__(**kwargs)

@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTr
 
 from .configuration import ComposedVLMConfig
 from .feature_map import FeatureMap
-from .regions import RegionSlots
+from .regions import RegionSlots, crop_windows, look_windows
 
 
 def _cache_keyword(module: nn.Module) -> str:
@@ -129,18 +129,37 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
         first = hidden[:, 0] if hidden.shape[1] > patches.shape[1] else mean
         return patches, torch.cat([first, mean], dim=-1)
 
+    def look_features(self, pixel_values: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """(images, K, 2 x width): the encoder's [CLS, mean patch] features of each box's second look (the image
+        cropped to a square around the box, at the encoder's input size; regions.py)."""
+        crops = crop_windows(pixel_values, look_windows(boxes), pixel_values.shape[-1])
+        _, summary = self.encode_images(crops.flatten(0, 1))
+        return summary.reshape(boxes.shape[0], boxes.shape[1], -1)
+
+    def slot_looks(self, pixel_values: torch.Tensor, vision_patches: torch.Tensor) -> torch.Tensor | None:
+        """The second looks of the boxes the region slots choose, or None when the slots take none."""
+        regions = self.projector.regions
+        if regions is None or not regions.looks:
+            return None
+        with torch.no_grad():
+            boxes, _ = regions.chosen(vision_patches)
+        return self.look_features(pixel_values, boxes)
+
     def get_image_features(self, pixel_values: torch.Tensor | None = None, vision_patches: torch.Tensor | None = None,
-                           vision_summary: torch.Tensor | None = None) -> torch.Tensor:
+                           vision_summary: torch.Tensor | None = None, vision_looks: torch.Tensor | None = None
+                           ) -> torch.Tensor:
         """(images, image_seq_len, LM width): the summary token (if configured), the patch tokens, then the region
-        slots (if configured). From pixels, or from the encoder's outputs computed before (`encode_images`; the
-        frozen-vision cache)."""
+        slots (if configured). From pixels, or from the encoder's outputs computed before (`encode_images` and
+        `slot_looks`; the frozen-vision cache)."""
         if vision_patches is None:
             vision_patches, vision_summary = self.encode_images(pixel_values)
         cells = pixel_shuffle(vision_patches, self.config.pixel_shuffle)
         tokens = self.projector(cells, vision_summary if self.config.summary_token else None)
         if self.projector.regions is None or self.projector.regions.hidden:
             return tokens
-        slots = self.projector.regions(vision_patches, self.get_input_embeddings())
+        if vision_looks is None and pixel_values is not None:
+            vision_looks = self.slot_looks(pixel_values, vision_patches)
+        slots = self.projector.regions(vision_patches, self.get_input_embeddings(), vision_looks)
         return torch.cat([tokens, slots.to(tokens.dtype)], dim=1)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
@@ -149,19 +168,22 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
         if not is_first_iteration and kwargs.get("use_cache", True):
             inputs.pop("vision_patches", None)
             inputs.pop("vision_summary", None)
+            inputs.pop("vision_looks", None)
         return inputs
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, vision_patches=None,
-                vision_summary=None, **kwargs):
-        """`vision_patches` / `vision_summary`: `encode_images`' outputs, in place of `pixel_values`."""
+                vision_summary=None, vision_looks=None, **kwargs):
+        """`vision_patches` / `vision_summary` / `vision_looks`: `encode_images`' and `slot_looks`' outputs, in
+        place of `pixel_values`."""
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         # Decoding steps carry no image tokens: the vision encoder only runs on the prompt.
         if (pixel_values is not None or vision_patches is not None) and input_ids is not None:
             placeholders = input_ids == self.config.image_token_id
             if placeholders.any():
-                features = self.get_image_features(pixel_values, vision_patches, vision_summary).to(inputs_embeds.dtype)
+                features = self.get_image_features(pixel_values, vision_patches, vision_summary,
+                                                   vision_looks).to(inputs_embeds.dtype)
                 if placeholders.sum() != features.shape[0] * features.shape[1]:
                     raise ValueError(f"{int(placeholders.sum())} image tokens in the text but {features.shape[0]} "
                                      f"images x {features.shape[1]} tokens; build inputs with this model's processor")

@@ -23,6 +23,9 @@ class TrainOptions:
     slot_answers: bool = field(default=True, metadata={
         "help": "with region slots, answer each training query with the boxes the slots show (a slot with the "
                 "asked class on a true box, that slot's box); --no-slot-answers: every true box"})
+    second_look: bool = field(default=True, metadata={
+        "help": "with region slots, each slot's label reads its box again from the image cropped around it (one "
+                "more encoder pass per slot); --no-second-look: from the whole image's patch features"})
 
 
 @dataclass(kw_only=True)

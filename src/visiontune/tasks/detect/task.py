@@ -43,7 +43,7 @@ class DetectTask(Task):
     default_prompt = DEFAULT_PROMPT
     max_new_tokens = 512  # ~18 tokens a box
     option_names = ("classes", "queries", "negatives", "max_objects", "box_grid", "region_slots", "slot_answers",
-                    "score_threshold", "seed", "category_ids")
+                    "second_look", "score_threshold", "seed", "category_ids")
     default_balance = "sampler"  # balance the positive queries' classes
     report_only = ("detections",)  # what `score` returns for the report files, not for the headline
     keeps_skills_by_replay = True
@@ -51,9 +51,11 @@ class DetectTask(Task):
     def __init__(self, classes: list[str] | None = None, prompt: str | None = None, system_prompt: str | None = None,
                  queries: str = "per-class", negatives: float = 0.25, max_objects: int | None = None,
                  box_grid: int = GRID, region_slots: int | None = None, slot_answers: bool = True,
-                 score_threshold: float = 0.0, seed: int = 0, category_ids: dict[str, int] | None = None):
+                 second_look: bool = True, score_threshold: float = 0.0, seed: int = 0,
+                 category_ids: dict[str, int] | None = None):
         """`category_ids`: each class's id in COCO files written and read (default 1..K in class order).
-        `slot_answers`: with region slots, train on the boxes the slots show (`answers_from_slots`)."""
+        `slot_answers`: with region slots, train on the boxes the slots show (`answers_from_slots`).
+        `second_look`: region slots read each chosen box from its own crop of the image (models/compose/regions.py)."""
         if not classes:
             raise ValueError("the detect task needs its class names: from the training data, --class-names, or a "
                              "visiontune run folder's visiontune.json")
@@ -74,6 +76,7 @@ class DetectTask(Task):
         self.box_grid = int(box_grid)
         self.region_slots = None if region_slots is None else int(region_slots)
         self.slot_answers = bool(slot_answers)
+        self.second_look = bool(second_look)
         self.score_threshold, self.seed = float(score_threshold), int(seed)
         self.category_ids = {name: int((category_ids or {}).get(name, index + 1)) for index, name in enumerate(self.classes)}
 
@@ -173,7 +176,7 @@ class DetectTask(Task):
             return None
         most = max((len(self._answer_boxes(record, self.classes)) for record in records), default=0)
         slots = self.region_slots or min(max(most, 1), MAX_AUTO_REGION_SLOTS)
-        return {"classes": self.classes, "grid": self.box_grid, "slots": slots}
+        return {"classes": self.classes, "grid": self.box_grid, "slots": slots, "looks": self.second_look}
 
     def region_targets(self, records: list[Record]) -> list[list[tuple[int, tuple]]]:
         return [[(self.classes.index(box.label), tuple(v / size for v, size in zip(box.xyxy, (record.width,
@@ -309,5 +312,6 @@ class DetectTask(Task):
     def metadata(self) -> dict:
         return {**super().metadata(), "classes": self.classes, "queries": self.queries, "negatives": self.negatives,
                 "max_objects": self.max_objects, "box_grid": self.box_grid, "region_slots": self.region_slots,
-                "slot_answers": self.slot_answers, "score_threshold": self.score_threshold,
+                "slot_answers": self.slot_answers, "second_look": self.second_look,
+                "score_threshold": self.score_threshold,
                 "category_ids": self.category_ids}
