@@ -136,14 +136,13 @@ def _read_features(regions, base, processor, records, patches, boxes: list[torch
 
     if not regions.looks:
         return torch.cat([pool_boxes(patches[i:i + 1], here.unsqueeze(0))[0] for i, here in enumerate(boxes)])
-    device = next(base.parameters()).device
-    crops = []
+    device, read = next(base.parameters()).device, []
     for start, pixels in zip(range(0, len(records), batch_size), pixel_batches(processor, records, batch_size, device)):
-        for pixel, here in zip(pixels, boxes[start:start + len(pixels)]):
-            windows = look_windows(here.to(device)).unsqueeze(0)
-            crops.append(crop_windows(pixel.unsqueeze(0), windows, pixel.shape[-1])[0])
-    crops = torch.cat(crops)
-    return torch.cat([base.encode_images(crops[i:i + chunk])[1].float().cpu() for i in range(0, len(crops), chunk)])
+        windows = [look_windows(here.to(device)).unsqueeze(0) for here in boxes[start:start + len(pixels)]]
+        crops = torch.cat([crop_windows(pixel.unsqueeze(0), window, pixel.shape[-1])[0]
+                           for pixel, window in zip(pixels, windows)])
+        read += [base.encode_images(crops[i:i + chunk])[1].float().cpu() for i in range(0, len(crops), chunk)]
+    return torch.cat(read)
 
 
 def _fit_region_probe(modules, base, tokenizer, classes, read: torch.Tensor, labels: np.ndarray) -> float:
