@@ -275,6 +275,34 @@ def test_cached_looks_are_taken_again_once_the_box_heads_change(region_run):
         assert torch.allclose(again["vision_looks"], model.slot_looks(pixels, again["vision_patches"]))
 
 
+def test_the_look_refine_head_moves_each_box_by_what_its_look_sees():
+    """Fitted on looks that carry how far each chosen box is off its object, the look refine head moves the
+    boxes onto them (in window sides); unfitted, it moves nothing."""
+    from visiontune.metrics.detection import pairwise_iou
+    from visiontune.training.region_start import _fit_look_refine_head
+
+    class Looking(_Config):
+        region_looks = True
+
+    images, generator = 2000, torch.Generator().manual_seed(0)
+    slots = RegionSlots(Looking, vision_width=2, width_out=6)
+    shifts = (torch.rand(images, 2, generator=generator) - 0.5) * 0.3
+    looks = torch.randn(1, 1, slots.look_refine_head.norm.normalized_shape[0], generator=generator).repeat(images, 1, 1)
+    looks[:, 0, :2] += shifts  # what each look sees: its object's offset
+    chosen = torch.tensor([.2, .2, .6, .6]).repeat(images, 1, 1)
+    truth = chosen[:, 0] + shifts.repeat(1, 2)
+    objects = [[(0, tuple(truth[image].tolist()))] for image in range(images)]
+
+    def mean_iou(boxes) -> float:
+        return float(sum(pairwise_iou(boxes[i].numpy(), truth[i:i + 1].numpy())[0, 0] for i in range(images)) / images)
+
+    assert torch.equal(slots.look_refined(chosen, looks), chosen)
+    assert _fit_look_refine_head([slots], chosen, looks, objects) > images / 2  # overlapping their object
+    with torch.no_grad():
+        before, after = mean_iou(chosen), mean_iou(slots.look_refined(chosen, looks))
+    assert before < 0.75 and after > before + 0.15, (before, after)
+
+
 def test_a_slot_is_labelled_none_below_the_gate_or_when_its_class_is_doubtful():
     from visiontune.models.compose import regions
 

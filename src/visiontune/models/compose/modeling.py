@@ -15,7 +15,7 @@ from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTr
 
 from .configuration import ComposedVLMConfig
 from .feature_map import FeatureMap
-from .regions import RegionSlots, crop_windows, look_windows
+from .regions import RegionSlots, crop_windows, look_grid_boxes, look_windows, pool_boxes
 
 
 def _cache_keyword(module: nn.Module) -> str:
@@ -130,11 +130,17 @@ class ComposedVLMForConditionalGeneration(ComposedVLMPreTrainedModel, Generation
         return patches, torch.cat([first, mean], dim=-1)
 
     def look_features(self, pixel_values: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """(images, K, 2 x width): the encoder's [CLS, mean patch] features of each box's second look (the image
-        cropped to a square around the box, at the encoder's input size; regions.py)."""
+        """(images, K, (2 + LOOK_GRID^2) x width) each box's second look (the image cropped to a square around the
+        box, at the encoder's input size; regions.py): the encoder's [CLS, mean patch] features, then its patches
+        pooled over a LOOK_GRID x LOOK_GRID grid of the crop."""
         crops = crop_windows(pixel_values, look_windows(boxes), pixel_values.shape[-1])
-        _, summary = self.encode_images(crops.flatten(0, 1))
-        return summary.reshape(boxes.shape[0], boxes.shape[1], -1)
+        return self.crop_features(crops.flatten(0, 1)).reshape(boxes.shape[0], boxes.shape[1], -1)
+
+    def crop_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """(crops, (2 + LOOK_GRID^2) x width): what a second look reads of each crop (`look_features`)."""
+        patches, summary = self.encode_images(crops)
+        cells = look_grid_boxes(patches.device).to(patches.dtype).expand(patches.shape[0], -1, -1)
+        return torch.cat([summary, pool_boxes(patches, cells).flatten(1)], -1)
 
     def slot_looks(self, pixel_values: torch.Tensor, vision_patches: torch.Tensor) -> torch.Tensor | None:
         """The second looks of the boxes the region slots choose, or None when the slots take none."""
