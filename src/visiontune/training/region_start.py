@@ -4,11 +4,13 @@ training boxes, fitted before the first step on the frozen encoder's features:
   lies here" and ridge regression for that object's box (x1, y1, x2, y2, in patches from the patch's centre);
 - the refine head: ridge regression from each chosen box's pooled features (the box, its quarters, the box
   grown by a quarter) to the corrections that move it onto its object;
+- with second looks, the look refine head: ridge regression from each chosen box's look (the image cropped
+  around it, through the encoder again) to the corrections that move it onto its object;
 - the label classifier and the region token map: a softmax probe (`none` or the class) on what the slots read
   of each box they then choose on the training images (labelled by the object it boxes with IoU >= 0.5) and
   of every object's own box: its second look, or the patch features pooled over it. The classifier's argmax
-  writes the slot's label; the region
-  token is the probe's logits spent on the labels' embeddings, as the summary token's probe start does.
+  writes the slot's label; the region token is the probe's logits spent on the labels' embeddings, as the
+  summary token's probe start does.
 The heads stay as fitted (the slots compute them without gradients); the LM learns to answer from the slots.
 `slot_readings` gives what the fitted slots then write on each training image, so the task can answer its
 training queries with what the LM will see (`DetectTask.answers_from_slots`).
@@ -28,7 +30,7 @@ BOX_RIDGE = 300.0  # L2 strength of the box regression (standardised features); 
 MATCH_IOU = 0.5
 REFINE_IOU = 0.3  # slots the refine head learns from: those overlapping an object at least this much
 REFINE_RIDGE = 1000.0  # held out of 100-10000: IoU >= 0.75 for 101 of 185 test objects (51 unrefined)
-LOOK_REFINE_RIDGE = 1000.0  # held out of 100-10000 on textured canvases: IoU >= 0.75 for 131 of 239 (121, 114)
+LOOK_REFINE_RIDGE = 1000.0  # held out on textured canvases: IoU >= 0.75 for 131 of 239 (100: 114; 10000: 121)
 LABEL_C = 0.05  # of the label probe: held-out slot labels 0.71 right (0.66 at the summary probe's 0.5)
 
 
@@ -138,7 +140,8 @@ def _fit_look_refine_head(modules, chosen: torch.Tensor, looks: torch.Tensor, ob
     head = modules[0].look_refine_head
     with torch.no_grad():
         features = head.norm(looks.to(head.norm.weight.dtype)).float().numpy()
-    sides = (look_windows(chosen)[..., 2] - look_windows(chosen)[..., 0]).numpy()
+    windows = look_windows(chosen)
+    sides = (windows[..., 2] - windows[..., 0]).numpy()
     rows, targets = [], []
     for image, here in enumerate(objects):
         truth = np.array([box for _, box in here], dtype=np.float32).reshape(-1, 4)

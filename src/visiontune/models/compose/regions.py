@@ -14,10 +14,10 @@ So a slot reads like a line of a detection answer, `Sneaker: [12,40,18,61]`, and
 With `region_looks` (the second look), the region token and the label read each chosen box again instead: the
 encoder's [CLS, mean patch] features of the image cropped around the box and resized to the encoder's input
 size, where an 18-48 px object fills the view rather than one or two patches of the whole image; a third head
-moves each box once more from the look's patches, seen that close. The heads are
-probes fitted on the training boxes before fine-tuning (`training/region_start.py`); the LM's loss does not
-move them. The label and box text are the LM's own token embeddings. Fixed shapes and tensor
-arithmetic only, so the slots trace into the ONNX vision graph as they are.
+moves each box once more from the look's patches, seen that close. The heads are probes fitted on the training
+boxes before fine-tuning (`training/region_start.py`); the LM's loss does not move them. The label and box text
+are the LM's own token embeddings. Fixed shapes and tensor arithmetic only, so the slots trace into the ONNX
+vision graph as they are.
 """
 
 from __future__ import annotations
@@ -177,16 +177,15 @@ class RegionSlots(nn.Module):
         nn.init.zeros_(self.refine_head.out.weight)
         nn.init.zeros_(self.refine_head.out.bias)
         self.looks = config.region_looks
-        read_width = 2 * vision_width if self.looks else vision_width  # a look's [CLS, mean patch], or pooled patches
-        self.read_width = read_width
+        self.read_width = 2 * vision_width if self.looks else vision_width  # a look's [CLS, mean patch], or pooled
         # With looks, the chosen boxes' last corrections (in window sides): zero until the region start fits them.
-        self.look_refine_head = (FeatureMap("linear", (2 + LOOK_GRID ** 2) * vision_width, 4) if self.looks else None)
+        self.look_refine_head = FeatureMap("linear", (2 + LOOK_GRID ** 2) * vision_width, 4) if self.looks else None
         if self.looks:
             nn.init.zeros_(self.look_refine_head.out.weight)
             nn.init.zeros_(self.look_refine_head.out.bias)
-        self.region_map = FeatureMap("linear", read_width, width_out)
+        self.region_map = FeatureMap("linear", self.read_width, width_out)
         labels = config.region_labels or [[]]
-        self.label_head = FeatureMap("linear", read_width, len(labels))
+        self.label_head = FeatureMap("linear", self.read_width, len(labels))
         # The tokens slots write, as one small vocabulary: the text pieces, then each label's tokens.
         self.vocabulary = list(config.region_text_ids or [0] * PIECES) + [t for ids in labels for t in ids]
         width = max(len(ids) for ids in labels)
@@ -251,7 +250,7 @@ class RegionSlots(nn.Module):
         if not self.looks:
             return boxes
         windows = look_windows(boxes)
-        sides = (windows[..., 2:3] - windows[..., 0:1])
+        sides = windows[..., 2:3] - windows[..., 0:1]
         moved = boxes + self.look_refine_head(looks.to(self.look_refine_head.norm.weight.dtype)).float() * sides
         low, high = torch.minimum(moved[..., :2], moved[..., 2:]), torch.maximum(moved[..., :2], moved[..., 2:])
         return torch.cat([low, high], -1).clamp(0, 1)
