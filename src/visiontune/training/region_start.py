@@ -77,20 +77,14 @@ def _fit_box_head(regions, patches: torch.Tensor, objects) -> float:
     return float(objectness.score(standard, present))
 
 
-def _fit_refine_head(regions, patches: torch.Tensor, objects) -> int:
-    """Ridge regression from each chosen box's refine features to its object's corners (in box sizes), over the
-    training slots that overlap an object (IoU >= REFINE_IOU), written into the refine head; returns how many."""
+def _corner_corrections(features: np.ndarray, chosen: torch.Tensor, units: np.ndarray, objects,
+                        alpha: float) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Ridge regression from each chosen box's features (images, K, F) to the moves of its corners onto its
+    object's, in `units` (images, K, 4), over the slots that overlap an object (IoU >= REFINE_IOU): (weights,
+    bias) on the raw features and how many slots it learnt from, or None with fewer than two."""
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
-    from ..models.compose.regions import refine_features
-
-    head = regions.refine_head
-    with torch.no_grad():
-        head.out.weight.zero_()
-        head.out.bias.zero_()
-        chosen = regions.chosen(patches.to(head.norm.weight.dtype))[0].float()
-        features = head.norm(refine_features(patches.float(), chosen).to(head.norm.weight.dtype)).float().numpy()
     rows, targets = [], []
     for image, here in enumerate(objects):
         truth = np.array([box for _, box in here], dtype=np.float32).reshape(-1, 4)
@@ -99,18 +93,42 @@ def _fit_refine_head(regions, patches: torch.Tensor, objects) -> int:
         boxes = chosen[image].numpy()
         overlaps = pairwise_iou(boxes, truth)
         for slot in np.flatnonzero(overlaps.max(1) >= REFINE_IOU):
-            size = np.maximum(boxes[slot, 2:] - boxes[slot, :2], 1e-3)
             rows.append(features[image, slot])
-            targets.append((truth[overlaps[slot].argmax()] - boxes[slot]) / np.tile(size, 2))
+            targets.append((truth[overlaps[slot].argmax()] - boxes[slot]) / units[image, slot])
     if len(rows) < 2:
-        return 0
+        return None
     scaler = StandardScaler().fit(np.array(rows))
-    ridge = Ridge(alpha=REFINE_RIDGE).fit(scaler.transform(np.array(rows)), np.array(targets))
+    ridge = Ridge(alpha=alpha).fit(scaler.transform(np.array(rows)), np.array(targets))
     weights = ridge.coef_ / scaler.scale_
+    return weights, ridge.intercept_ - weights @ scaler.mean_, len(rows)
+
+
+def _write_linear(heads: list, weights: np.ndarray, bias: np.ndarray) -> None:
+    """A fitted linear map into each head's output layer (after its norm, which the first head's copies)."""
     with torch.no_grad():
-        head.out.weight.copy_(torch.tensor(weights, dtype=head.out.weight.dtype))
-        head.out.bias.copy_(torch.tensor(ridge.intercept_ - weights @ scaler.mean_, dtype=head.out.bias.dtype))
-    return len(rows)
+        for head in heads:
+            head.norm.load_state_dict(heads[0].norm.state_dict())
+            head.out.weight.copy_(torch.tensor(weights, dtype=head.out.weight.dtype))
+            head.out.bias.copy_(torch.tensor(bias, dtype=head.out.bias.dtype))
+
+
+def _fit_refine_head(regions, patches: torch.Tensor, objects) -> int:
+    """The refine head's corrections (in box sizes) from each chosen box's refine features, written into the
+    head; returns how many training slots it learnt from."""
+    from ..models.compose.regions import refine_features
+
+    head = regions.refine_head
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.zero_()
+        chosen = regions.chosen(patches.to(head.norm.weight.dtype))[0].float()
+        features = head.norm(refine_features(patches.float(), chosen).to(head.norm.weight.dtype)).float().numpy()
+    sizes = np.maximum((chosen[..., 2:] - chosen[..., :2]).numpy(), 1e-3)
+    fitted = _corner_corrections(features, chosen, np.tile(sizes, 2), objects, REFINE_RIDGE)
+    if fitted is None:
+        return 0
+    _write_linear([head], *fitted[:2])
+    return fitted[2]
 
 
 def _region_examples(slot_boxes: torch.Tensor, objects) -> tuple[np.ndarray, int]:
@@ -129,41 +147,20 @@ def _region_examples(slot_boxes: torch.Tensor, objects) -> tuple[np.ndarray, int
 
 
 def _fit_look_refine_head(modules, chosen: torch.Tensor, looks: torch.Tensor, objects) -> int:
-    """Ridge regression from each chosen box's second look (images, K, features) to its object's corners (in
-    look window sides), over the slots that overlap an object (IoU >= REFINE_IOU), written into every module's
-    look refine head; returns how many."""
-    from sklearn.linear_model import Ridge
-    from sklearn.preprocessing import StandardScaler
-
+    """The look refine head's corrections (in look window sides) from each chosen box's second look (images, K,
+    features), written into every module's head; returns how many training slots it learnt from."""
     from ..models.compose.regions import look_windows
 
     head = modules[0].look_refine_head
     with torch.no_grad():
         features = head.norm(looks.to(head.norm.weight.dtype)).float().numpy()
     windows = look_windows(chosen)
-    sides = (windows[..., 2] - windows[..., 0]).numpy()
-    rows, targets = [], []
-    for image, here in enumerate(objects):
-        truth = np.array([box for _, box in here], dtype=np.float32).reshape(-1, 4)
-        if not len(truth):
-            continue
-        boxes = chosen[image].numpy()
-        overlaps = pairwise_iou(boxes, truth)
-        for slot in np.flatnonzero(overlaps.max(1) >= REFINE_IOU):
-            rows.append(features[image, slot])
-            targets.append((truth[overlaps[slot].argmax()] - boxes[slot]) / sides[image, slot])
-    if len(rows) < 2:
+    sides = (windows[..., 2:3] - windows[..., 0:1]).numpy()
+    fitted = _corner_corrections(features, chosen, np.repeat(sides, 4, -1), objects, LOOK_REFINE_RIDGE)
+    if fitted is None:
         return 0
-    scaler = StandardScaler().fit(np.array(rows))
-    ridge = Ridge(alpha=LOOK_REFINE_RIDGE).fit(scaler.transform(np.array(rows)), np.array(targets))
-    weights = ridge.coef_ / scaler.scale_
-    for module in modules:
-        with torch.no_grad():
-            module.look_refine_head.norm.load_state_dict(head.norm.state_dict())
-            module.look_refine_head.out.weight.copy_(torch.tensor(weights, dtype=head.out.weight.dtype))
-            module.look_refine_head.out.bias.copy_(torch.tensor(ridge.intercept_ - weights @ scaler.mean_,
-                                                                dtype=head.out.bias.dtype))
-    return len(rows)
+    _write_linear([module.look_refine_head for module in modules], *fitted[:2])
+    return fitted[2]
 
 
 @torch.no_grad()
