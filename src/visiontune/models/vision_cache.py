@@ -64,13 +64,20 @@ def _why_not_exact(modules: list[nn.Module], inference: bool) -> str | None:
     return None
 
 
+def composed_outputs(base, pixel_values: torch.Tensor, looks: bool = True) -> dict[str, torch.Tensor]:
+    """A composed VLM's vision outputs for a batch of images: `vision_patches`, `vision_summary`, and with
+    `looks`, `vision_looks` when its region slots take second looks."""
+    patches, summary = base.encode_images(pixel_values)
+    outputs = {"vision_patches": patches, "vision_summary": summary}
+    taken = base.slot_looks(pixel_values, patches) if looks else None
+    if taken is not None:
+        outputs["vision_looks"] = taken
+    return outputs
+
+
 def _composed_encode(base, pixels: dict) -> list[dict]:
-    patches, summary = base.encode_images(pixels["pixel_values"])
-    looks = base.slot_looks(pixels["pixel_values"], patches)
-    entries = [{"vision_patches": p, "vision_summary": s} for p, s in zip(patches, summary)]
-    for entry, look in zip(entries, looks if looks is not None else []):
-        entry["vision_looks"] = look
-    return entries
+    outputs = composed_outputs(base, pixels["pixel_values"])
+    return [dict(zip(outputs, values)) for values in zip(*outputs.values())]
 
 
 def _composed_kwargs(entries: list[dict]) -> dict:

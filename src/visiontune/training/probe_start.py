@@ -43,18 +43,14 @@ def encoded_entries(base_model, processor, records, batch_size: int, cache=None,
     """The encoder's outputs for each record, float32 on the CPU: `vision_patches`, `vision_summary`, and
     `vision_looks` when region slots take second looks (uncached, only with `looks`). With the run's feature
     `cache`, the outputs computed here are the ones training then reuses."""
-    from ..models.vision_cache import IMAGE_KEYS, pixel_unit_keys
+    from ..models.vision_cache import IMAGE_KEYS, composed_outputs, pixel_unit_keys
 
     device, parts = next(base_model.parameters()).device, {}
     for pixels in pixel_batches(processor, records, batch_size, device):
         if cache is not None:
             encoded = cache.apply(base_model, {"pixel_values": pixels, IMAGE_KEYS: pixel_unit_keys(pixels)})
         else:
-            patch, summary = base_model.encode_images(pixels)
-            encoded = {"vision_patches": patch, "vision_summary": summary}
-            taken = base_model.slot_looks(pixels, patch) if looks else None
-            if taken is not None:
-                encoded["vision_looks"] = taken
+            encoded = composed_outputs(base_model, pixels, looks)
         for name, tensor in encoded.items():
             if name.startswith("vision_"):
                 parts.setdefault(name, []).append(tensor.float().cpu())
