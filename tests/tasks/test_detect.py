@@ -163,7 +163,8 @@ def test_recall_by_objects_per_image_and_duplicates():
 def test_answers_from_slots_keep_the_true_boxes_a_slot_shows_with_their_class():
     """A training answer becomes what the slots show: a true box that a slot labelled with its class overlaps
     (IoU >= 0.5) is written as that slot's box; a true box that no slot shows, or that a slot shows with another
-    class or `none`, is left out; negatives stay `none`. --no-slot-answers leaves every answer as it was."""
+    class or `none`, is left out; negatives stay `none`. --no-slot-answers leaves every answer as it was, and
+    does not read the slots."""
     record = _record([("dog", (0, 0, 100, 50)), ("dog", (120, 0, 180, 40)), ("person", (100, 50, 200, 100)),
                       ("cat", (10, 60, 50, 95))])
     reading = [(CLASSES.index("dog"), (0.1, 0.0, 0.5, 0.6), (10, 0, 50, 60)),  # dog 1 again, further off: not kept
@@ -174,12 +175,16 @@ def test_answers_from_slots_keep_the_true_boxes_a_slot_shows_with_their_class():
     task = get_task("detect", classes=CLASSES, negatives=0.5, seed=3)
     examples = task.training_examples(record)
     items = [(record, example) for example in examples]
-    counts = task.answers_from_slots(items, {record.image_key(): reading})
+    counts = task.answers_from_slots(items, lambda: {record.image_key(): reading})
     answers = {example.group: example.target for _, example in items}
     assert answers == {"dog": "dog: [0,0,48,50]", "person": "none", "cat": "none", None: "none"}
     assert counts == {"answers_changed": 3, "boxes_answered": 1, "boxes_true": 4}
     assert [e.messages for _, e in items] == [e.messages for e in examples]  # only the answers change
     untouched = [(record, example) for example in examples]
-    assert get_task("detect", classes=CLASSES, slot_answers=False).answers_from_slots(
-        untouched, {record.image_key(): reading}) is None
+
+    def unread():
+        raise AssertionError("the slots were read with --no-slot-answers: encoder passes for nothing")
+
+    assert get_task("detect", classes=CLASSES, slot_answers=False).answers_from_slots(untouched, unread) is None
+    assert task.answers_from_slots(untouched, lambda: None) is None  # a resumed run without its saved readings
     assert [e.target for _, e in untouched] == [e.target for e in examples]

@@ -354,17 +354,20 @@ def _answers_from_slots(run: Run, log) -> dict | None:
     from ..training.region_start import slot_readings
 
     saved = run.output / SLOT_READINGS_FILE  # a resumed run's heads come from its checkpoint later: read them back
-    if run.config.resume:
-        if not saved.is_file():
-            log(f"slot answers: {saved} is missing, so the resumed run trains on every true box")
-            return None
-        readings = {key: [(label, tuple(box), tuple(grid)) for label, box, grid in reading]
+
+    def read_slots() -> dict | None:
+        if run.config.resume:
+            if not saved.is_file():
+                log(f"slot answers: {saved} is missing, so the resumed run trains on every true box")
+                return None
+            return {key: [(label, tuple(box), tuple(grid)) for label, box, grid in reading]
                     for key, reading in json.loads(saved.read_text()).items()}
-    else:
         found = slot_readings(run.model, run.processor, run.train_records, run.config.batch_size, cache=run.cache)
         readings = {record.image_key(): reading for record, reading in zip(run.train_records, found)}
         saved.write_text(json.dumps(readings))
-    counts = run.task.answers_from_slots(run.train_set.items, readings)
+        return readings
+
+    counts = run.task.answers_from_slots(run.train_set.items, read_slots)
     if counts:
         log(f"slot answers: {counts['boxes_answered']} of {counts['boxes_true']} true boxes answered with the box of "
             f"a slot that shows them with their class ({counts['answers_changed']} answers changed); the others are "

@@ -96,6 +96,7 @@ def coco_box_metrics(ground_truth: dict, detections: list, classes: list[str], c
 
 
 DUPLICATE_IOU = 0.7
+MATCH_IOU = 0.5  # a box shows an object it overlaps this much (the AP50 criterion)
 OBJECT_COUNT_GROUPS = (("1", 1, 1), ("2-3", 2, 3), ("4+", 4, None))  # AR100 by objects per image
 
 

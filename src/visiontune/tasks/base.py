@@ -101,10 +101,11 @@ class Task:
         """Per record, (class index, box as x1, y1, x2, y2 in 0..1) of each object the region slots learn from."""
         return
 
-    def answers_from_slots(self, items: list, readings: dict) -> dict | None:
+    def answers_from_slots(self, items: list, read_slots) -> dict | None:
         """Rewrite the training answers of `items` ((record, Example) pairs, in place) to what the fitted region
-        slots show; `readings`: {record's image key: what its slots write (`slot_readings`)}. Returns counts
-        for the log and the summary; None: the task's answers stay as they are."""
+        slots show; `read_slots()` gives {record's image key: what its slots write (`slot_readings`)}, or None
+        when they cannot be read, and is called only by a task that uses them (reading costs encoder passes).
+        Returns counts for the log and the summary; None: the task's answers stay as they are."""
         return
 
     def in_training_eval(self, records: list[Record], processor, batch_size: int):

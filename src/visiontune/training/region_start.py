@@ -21,13 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..metrics.detection import pairwise_iou
+from ..metrics.detection import MATCH_IOU, pairwise_iou
 from .probe_start import (MAX_PROBE_IMAGES, _multiclass_probe, class_name_embeddings, encoded_entries,
                           encoded_images, pixel_batches)
 
 OBJECTNESS_C = 0.05  # inverse L2 strength of the objectness probe (standardised features)
 BOX_RIDGE = 300.0  # L2 strength of the box regression (standardised features); best held out of 30-3000
-MATCH_IOU = 0.5
 REFINE_IOU = 0.3  # slots the refine head learns from: those overlapping an object at least this much
 REFINE_RIDGE = 1000.0  # held out of 100-10000: IoU >= 0.75 for 101 of 185 test objects (51 unrefined)
 LOOK_REFINE_RIDGE = 1000.0  # held out on textured canvases: IoU >= 0.75 for 131 of 239 (100: 114; 10000: 121)

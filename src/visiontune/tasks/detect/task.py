@@ -27,13 +27,12 @@ from pathlib import Path
 from ...data.labels import check_class_names
 from ...data.loading import load_box_records
 from ...data.records import DataError, Record
-from ...metrics.detection import box_references
+from ...metrics.detection import MATCH_IOU, box_references, pairwise_iou
 from ..base import Example, Task, system_turn, user_turn
 from .box_text import GRID, NONE_ANSWER, ParsedBoxes, format_boxes, from_grid, parse_boxes, repeats_a_box, to_grid
 
 QUERY_MODES = ("per-class", "all", "both")
 MAX_AUTO_REGION_SLOTS = 16
-MATCH_IOU = 0.5  # a slot shows a true box it overlaps this much (the AP50 criterion)
 DEFAULT_PROMPT = ("Detect every {query} in the image. Answer 'class: [x1,y1,x2,y2]' per class, "
                   "corners on a 0-{grid} grid, or none.")
 
@@ -183,13 +182,14 @@ class DetectTask(Task):
                                                                                         record.height) * 2)))
                  for box in self._answer_boxes(record, self.classes)] for record in records]
 
-    def answers_from_slots(self, items: list, readings: dict) -> dict | None:
+    def answers_from_slots(self, items: list, read_slots) -> dict | None:
         """Answers the LM can read off the slots (`slot_answers`): each true box of an asked class that a slot
         labelled with that class boxes (IoU >= 0.5, one slot per object, the best first) is answered with that
         slot's own box; true boxes no such slot shows are left out (the LM cannot see them: trained to write
         them anyway it learns to write boxes for classes no slot names, on absent classes too). Negative
         queries stay `none`."""
-        if not self.slot_answers:
+        readings = read_slots() if self.slot_answers else None
+        if readings is None:
             return None
         kept = total = changed = 0
         for index, (record, example) in enumerate(items):
@@ -211,8 +211,6 @@ class DetectTask(Task):
     def _slot_boxes(self, record: Record, name: str, reading: list[tuple]) -> list[tuple[str, tuple]]:
         """(name, grid box) of each slot labelled `name` matched one-to-one to a true `name` box."""
         import numpy as np
-
-        from ...metrics.detection import pairwise_iou
 
         kind = self.classes.index(name)
         truth = np.array([box for label, box in self.region_targets([record])[0] if label == kind],
