@@ -148,13 +148,12 @@ def _region_examples(slot_boxes: torch.Tensor, objects) -> tuple[np.ndarray, int
 def _fit_look_refine_head(modules, chosen: torch.Tensor, looks: torch.Tensor, objects) -> int:
     """The look refine head's corrections (in look window sides) from each chosen box's second look (images, K,
     features), written into every module's head; returns how many training slots it learnt from."""
-    from ..models.compose.regions import look_windows
+    from ..models.compose.regions import look_sides
 
     head = modules[0].look_refine_head
     with torch.no_grad():
         features = head.norm(looks.to(head.norm.weight.dtype)).float().numpy()
-    windows = look_windows(chosen)
-    sides = (windows[..., 2:3] - windows[..., 0:1]).numpy()
+    sides = look_sides(chosen).numpy()
     fitted = _corner_corrections(features, chosen, np.repeat(sides, 4, -1), objects, LOOK_REFINE_RIDGE)
     if fitted is None:
         return 0

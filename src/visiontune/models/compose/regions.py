@@ -124,6 +124,19 @@ def look_windows(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - side / 2, centre + side / 2], -1)
 
 
+def look_sides(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) boxes -> (..., 1) the side of each box's look window: the unit of the look refine head's moves."""
+    windows = look_windows(boxes)
+    return windows[..., 2:3] - windows[..., 0:1]
+
+
+def moved_corners(boxes: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
+    """(..., 4) boxes moved corner by corner, the corners put back in order and kept inside the image."""
+    moved = boxes + moves
+    low, high = torch.minimum(moved[..., :2], moved[..., 2:]), torch.maximum(moved[..., :2], moved[..., 2:])
+    return torch.cat([low, high], -1).clamp(0, 1)
+
+
 def _sampling_weights(low: torch.Tensor, high: torch.Tensor, source: int, size: int) -> torch.Tensor:
     """(B, K) window edges in 0..1 -> (B, K, size, source) bilinear weights of `size` samples evenly spread over
     each window along an axis of `source` pixels; samples past the edge get no weight (zero pixels)."""
@@ -240,20 +253,15 @@ class RegionSlots(nn.Module):
         Held out, slots box 101 of 185 test objects at IoU >= 0.75 with it, 51 without."""
         features = refine_features(patches, boxes).to(self.refine_head.norm.weight.dtype)
         sizes = (boxes[..., 2:] - boxes[..., :2]).clamp(min=1e-3).repeat(1, 1, 2)
-        moved = boxes + self.refine_head(features).float() * sizes
-        low, high = torch.minimum(moved[..., :2], moved[..., 2:]), torch.maximum(moved[..., :2], moved[..., 2:])
-        return torch.cat([low, high], -1).clamp(0, 1)
+        return moved_corners(boxes, self.refine_head(features).float() * sizes)
 
     def look_refined(self, boxes: torch.Tensor, looks: torch.Tensor | None) -> torch.Tensor:
         """The chosen boxes moved by the look refine head, each corner by its predicted share of its look's
         window side; unchanged without looks."""
         if not self.looks:
             return boxes
-        windows = look_windows(boxes)
-        sides = windows[..., 2:3] - windows[..., 0:1]
-        moved = boxes + self.look_refine_head(looks.to(self.look_refine_head.norm.weight.dtype)).float() * sides
-        low, high = torch.minimum(moved[..., :2], moved[..., 2:]), torch.maximum(moved[..., :2], moved[..., 2:])
-        return torch.cat([low, high], -1).clamp(0, 1)
+        moves = self.look_refine_head(looks.to(self.look_refine_head.norm.weight.dtype)).float()
+        return moved_corners(boxes, moves * look_sides(boxes))
 
     def labels(self, pooled: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """(B, K) each slot's label: 0 (`none`) below the gate or the floor, else 1 + its class."""
